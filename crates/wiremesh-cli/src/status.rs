@@ -1,0 +1,9 @@
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> ExitCode {
+    eprintln!("wiremesh: 'status' is not built yet");
+    ExitCode::FAILURE
+}
