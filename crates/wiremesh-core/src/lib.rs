@@ -1,1 +1,8 @@
-//! The trust and addressing core shared by the controller, the agent and the CLI. No I/O.
+//! The trust and addressing core shared by the controller, the agent and the CLI: keys and
+//! identity files, overlay address derivation, the agent configuration schema, the mesh plan
+//! (resolved inventory + public keys → one agent configuration per machine), the signed network
+//! map, and the control-plane messages with their framing. Everything here is a pure function of
+//! its inputs (time is passed in); the only I/O is the thin `load(path)` helpers for key files.
+
+pub mod config;
+pub mod keys;
