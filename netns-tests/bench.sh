@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Throughput benchmark of the wiremesh data path against boringtun-cli and wireguard-go, all in the
+# same run on the same machine. Needs root: it makes two network namespaces joined by a veth link
+# (underlay 198.18.0.0/24) and runs one tunnel implementation at a time between them (overlay
+# 100.64.0.0/24), measuring iperf3 TCP with 1 and 4 streams and the ping round-trip time.
+#
+# usage: sudo netns-tests/bench.sh [--time SECONDS] [--only NAME[,NAME...]] [--no-build]
+#   NAME is one of: wiremesh, boringtun-4, boringtun-1, wireguard-go (default: all four).
+#   boringtun-4 is boringtun-cli with its default thread count (4), boringtun-1 with --threads 1.
+# needs: iproute2, iputils-ping, iperf3, wireguard-tools (wg), wireguard-go (Debian packages),
+#        boringtun-cli 0.7.1 (`cargo install boringtun-cli --version 0.7.1 --locked`), and for
+#        wiremesh a release build (`cargo build --release -p wiremesh-cli -p wiremesh-peer`, which
+#        this script runs unless --no-build).
+set -euo pipefail
+
+secs=10
+only="wiremesh,boringtun-4,boringtun-1,wireguard-go"
+build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --time) secs="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "bench.sh: $*" >&2; exit 1; }
+log() { echo "bench.sh: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (it creates network namespaces)"
+case "$secs" in ''|*[!0-9]*) die "--time wants whole seconds, got '$secs'" ;; esac
+[ "$secs" -ge 1 ] && [ "$secs" -le 120 ] || die "--time must be 1..120 seconds"
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+need() { command -v "$1" >/dev/null || die "'$1' not found: $2"; }
+need ip "apt-get install iproute2"
+need ping "apt-get install iputils-ping"
+need iperf3 "apt-get install iperf3"
+need timeout "coreutils"
+for impl in ${only//,/ }; do
+  case "$impl" in
+    wiremesh) ;;
+    boringtun-4|boringtun-1)
+      need boringtun-cli "cargo install boringtun-cli --version 0.7.1 --locked"
+      need wg "apt-get install wireguard-tools" ;;
+    wireguard-go)
+      need wireguard-go "apt-get install wireguard-go"
+      need wg "apt-get install wireguard-tools" ;;
+    *) die "unknown implementation '$impl' (allowed: wiremesh, boringtun-4, boringtun-1, wireguard-go)" ;;
+  esac
+done
+
+# Unique names: two runs (or a run and the tests) never collide, and the trap removes only ours.
+tag="wmb$$"
+nsa="$tag-a"
+nsb="$tag-b"
+work="$(mktemp -d /tmp/wiremesh-bench.XXXXXX)"
+pids=()
+
+cleanup() {
+  set +e
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for ns in "$nsa" "$nsb"; do
+    if ip netns list | grep -qw "^$ns"; then
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null; done
+    fi
+  done
+  sleep 0.3
+  for ns in "$nsa" "$nsb"; do
+    if ip netns list | grep -qw "^$ns"; then
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+      ip netns del "$ns"
+    fi
+  done
+  rm -f /var/run/wireguard/"${tag}"*.sock
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+in_a() { ip netns exec "$nsa" "$@"; }
+in_b() { ip netns exec "$nsb" "$@"; }
+
+# Start a command in a namespace in the background; its pid is killed by the trap.
+spawn() {
+  local ns="$1" logf="$2"; shift 2
+  ip netns exec "$ns" "$@" >"$logf" 2>&1 &
+  pids+=("$!")
+  last_pid=$!
+}
+
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  pids=()
+}
+
+# Wait (bounded) until the overlay passes a ping from a to b.
+wait_tunnel() {
+  local i
+  for i in $(seq 30); do
+    if in_a ping -c 1 -W 1 -q 100.64.0.2 >/dev/null 2>&1; then return 0; fi
+  done
+  return 1
+}
+
+wait_file() {
+  local f="$1" i
+  for i in $(seq 100); do [ -e "$f" ] && return 0; sleep 0.1; done
+  return 1
+}
+
+ip netns add "$nsa"
+ip netns add "$nsb"
+in_a ip link set lo up
+in_b ip link set lo up
+ip -n "$nsa" link add veth0 type veth peer name veth0 netns "$nsb"
+ip -n "$nsa" addr add 198.18.0.1/24 dev veth0
+ip -n "$nsb" addr add 198.18.0.2/24 dev veth0
+ip -n "$nsa" link set veth0 up
+ip -n "$nsb" link set veth0 up
+
+if [ "${only#*wiremesh}" != "$only" ] && [ "$build" = 1 ]; then
+  log "building wiremesh (release)"
+  (cd "$repo" && cargo build --release --locked -q -p wiremesh-cli -p wiremesh-peer) \
+    || die "cargo build --release -p wiremesh-cli -p wiremesh-peer failed"
+fi
+
+# --- per-implementation setup: each brings up a tunnel interface with 100.64.0.{1,2}/24 ----------
+
+# Keys for the wg-configured implementations.
+wg_keys() {
+  umask 077
+  wg genkey >"$work/a.key"; wg pubkey <"$work/a.key" >"$work/a.pub"
+  wg genkey >"$work/b.key"; wg pubkey <"$work/b.key" >"$work/b.pub"
+}
+
+# Configure a userspace WireGuard interface over its UAPI socket with `wg`.
+wg_configure() {
+  local ns="$1" dev="$2" key="$3" peerpub="$4" peerip="$5" myip="$6"
+  ip netns exec "$ns" wg set "$dev" private-key "$key" listen-port 51820 \
+    peer "$(cat "$peerpub")" endpoint "$peerip:51820" allowed-ips "100.64.0.0/24"
+  ip -n "$ns" addr add "$myip/24" dev "$dev"
+  ip -n "$ns" link set "$dev" mtu 1420 up
+}
+
+setup_wg_userspace() {
+  local kind="$1" threads="${2:-}"
+  local deva="${tag}a" devb="${tag}b"
+  wg_keys
+  for side in a b; do
+    local ns dev
+    if [ "$side" = a ]; then ns="$nsa"; dev="$deva"; else ns="$nsb"; dev="$devb"; fi
+    case "$kind" in
+      boringtun)
+        if [ -n "$threads" ]; then
+          spawn "$ns" "$work/$dev.log" boringtun-cli -f --disable-drop-privileges -v error \
+            -l "$work/$dev.bt.log" --threads "$threads" "$dev"
+        else
+          spawn "$ns" "$work/$dev.log" boringtun-cli -f --disable-drop-privileges -v error \
+            -l "$work/$dev.bt.log" "$dev"
+        fi ;;
+      wireguard-go)
+        spawn "$ns" "$work/$dev.log" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$dev" ;;
+    esac
+    wait_file "/var/run/wireguard/$dev.sock" || { cat "$work/$dev.log" >&2; return 1; }
+  done
+  wg_configure "$nsa" "$deva" "$work/a.key" "$work/b.pub" 198.18.0.2 100.64.0.1
+  wg_configure "$nsb" "$devb" "$work/b.key" "$work/a.pub" 198.18.0.1 100.64.0.2
+}
+
+# wiremesh: identities from `wiremesh keygen`, agent configs written directly (schema version 1).
+setup_wiremesh() {
+  local bin="$repo/target/release"
+  [ -x "$bin/wiremesh-peer" ] && [ -x "$bin/wiremesh" ] \
+    || { log "no release build in $bin (run: cargo build --release -p wiremesh-cli -p wiremesh-peer)"; return 1; }
+  local side
+  for side in a b; do
+    "$bin/wiremesh" keygen --out "$work/$side.id" >/dev/null || return 1
+    "$bin/wiremesh" pubkey --wireguard "$work/$side.id" >"$work/$side.wgpub" || return 1
+    "$bin/wiremesh" pubkey --node "$work/$side.id" >"$work/$side.nodepub" || return 1
+  done
+  "$bin/wiremesh" keygen --network --out "$work/net.key" >/dev/null || return 1
+  "$bin/wiremesh" pubkey --network "$work/net.key" >"$work/net.pub" || return 1
+  write_wm_config a 1 b 2
+  write_wm_config b 2 a 1
+  for side in a b; do
+    local ns; if [ "$side" = a ]; then ns="$nsa"; else ns="$nsb"; fi
+    spawn "$ns" "$work/wm-$side.log" "$bin/wiremesh-peer" run --config "$work/$side.json" \
+      --identity "$work/$side.id" --state-dir "$work/state-$side" \
+      --status-socket "$work/$side.sock"
+  done
+}
+
+write_wm_config() {
+  local me="$1" myn="$2" peer="$3" peern="$4"
+  cat >"$work/$me.json" <<EOF
+{
+  "version": 1,
+  "instance": "bench",
+  "machine": "$me",
+  "roles": ["peer"],
+  "settings": { "peer": {} },
+  "interface": "${tag}$me",
+  "listenPort": 51820,
+  "mtu": 1420,
+  "persistentKeepalive": null,
+  "network": { "ipv4": "100.64.0.0/24", "ipv6": "fd64:6400:1::/48" },
+  "addresses": { "ipv4": "100.64.0.$myn", "ipv6": "fd64:6400:1::$myn" },
+  "ipRanges": ["100.64.0.0/24", "fd64:6400:1::/48"],
+  "routes": [],
+  "peers": [
+    { "name": "$peer",
+      "wireguardPublicKey": "$(cat "$work/$peer.wgpub")",
+      "nodePublicKey": "$(cat "$work/$peer.nodepub")",
+      "addresses": { "ipv4": "100.64.0.$peern", "ipv6": "fd64:6400:1::$peern" },
+      "endpoints": ["198.18.0.$peern:51820"],
+      "routes": [],
+      "persistentKeepalive": null }
+  ],
+  "controllers": [],
+  "networkPublicKey": "$(cat "$work/net.pub")"
+}
+EOF
+}
+
+# --- measurements --------------------------------------------------------------------------------
+
+# Prints the receiver's rate in Gbit/s of an iperf3 run with $1 parallel streams.
+iperf() {
+  local streams="$1" out
+  out="$(in_a timeout $((secs + 20)) iperf3 -c 100.64.0.2 -t "$secs" -P "$streams" -f g 2>&1)" \
+    || { echo "$out" >&2; return 1; }
+  echo "$out" | awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Gbits/sec") r = $(i-1) } END { if (r == "") exit 1; print r }'
+}
+
+# Prints the average ping RTT in ms over 50 pings at 20 ms intervals.
+rtt() {
+  in_a ping -c 50 -i 0.02 -q 100.64.0.2 2>/dev/null \
+    | awk -F'/' '/^rtt|^round-trip/ { print $5 }'
+}
+
+declare -A r1 r4 rt status
+run_impl() {
+  local impl="$1" ok=1
+  log "== $impl"
+  case "$impl" in
+    wiremesh) setup_wiremesh || ok=0 ;;
+    boringtun-4) setup_wg_userspace boringtun || ok=0 ;;
+    boringtun-1) setup_wg_userspace boringtun 1 || ok=0 ;;
+    wireguard-go) setup_wg_userspace wireguard-go || ok=0 ;;
+  esac
+  if [ "$ok" = 1 ] && ! wait_tunnel; then
+    log "$impl: the tunnel did not pass a ping within 30 s"; ok=0
+  fi
+  if [ "$ok" = 1 ]; then
+    spawn "$nsb" "$work/iperf3-server.log" iperf3 -s
+    local i
+    for i in $(seq 50); do in_b ss -ltn 2>/dev/null | grep -q ':5201 ' && break; sleep 0.1; done
+    r1[$impl]="$(iperf 1)" || ok=0
+    if [ "$ok" = 1 ]; then r4[$impl]="$(iperf 4)" || ok=0; fi
+    if [ "$ok" = 1 ]; then rt[$impl]="$(rtt)" || ok=0; fi
+  fi
+  if [ "$ok" = 1 ]; then status[$impl]=ok; else
+    status[$impl]=failed
+    for f in "$work"/*.log; do [ -s "$f" ] && { log "--- $f"; tail -n 20 "$f" >&2; }; done
+  fi
+  stop_all
+  rm -f "$work"/*.log
+  sleep 0.5
+}
+
+for impl in ${only//,/ }; do run_impl "$impl"; done
+
+# --- table ---------------------------------------------------------------------------------------
+
+best1=""; best4=""
+for impl in boringtun-4 boringtun-1; do
+  if [ "${status[$impl]:-}" = ok ]; then
+    best1="$(awk -v a="${best1:-0}" -v b="${r1[$impl]}" 'BEGIN { print (b > a ? b : a) }')"
+    best4="$(awk -v a="${best4:-0}" -v b="${r4[$impl]}" 'BEGIN { print (b > a ? b : a) }')"
+  fi
+done
+
+label() {
+  case "$1" in
+    wiremesh) echo "wiremesh (release)" ;;
+    boringtun-4) echo "boringtun-cli 0.7.1 (4 threads)" ;;
+    boringtun-1) echo "boringtun-cli 0.7.1 (--threads 1)" ;;
+    wireguard-go) echo "wireguard-go $(wireguard-go --version 2>/dev/null | awk 'NR == 1 { print $2 }')" ;;
+  esac
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+
+echo
+echo "kernel $(uname -r), $(nproc) cores, iperf3 -t $secs, MTU 1420, $(date -u +%Y-%m-%dT%H:%MZ)"
+row() { printf '| %-34s | %15s | %16s | %11s | %17s |\n' "$@"; }
+row implementation "1 stream Gbit/s" "4 streams Gbit/s" "ping RTT ms" "vs best boringtun"
+row "$(printf -- '-%.0s' $(seq 34))" "$(printf -- '-%.0s' $(seq 15))" "$(printf -- '-%.0s' $(seq 16))" \
+  "$(printf -- '-%.0s' $(seq 11))" "$(printf -- '-%.0s' $(seq 17))"
+failed=0
+for impl in ${only//,/ }; do
+  if [ "${status[$impl]}" = ok ]; then
+    rel="-"
+    if [ -n "$best1" ]; then rel="$(ratio "${r1[$impl]}" "$best1") / $(ratio "${r4[$impl]}" "$best4")"; fi
+    row "$(label "$impl")" "${r1[$impl]}" "${r4[$impl]}" "${rt[$impl]}" "$rel"
+  else
+    row "$(label "$impl")" failed failed - -
+    failed=1
+  fi
+done
+echo "(ratios: 1 stream / 4 streams, against the better boringtun-cli run of each column)"
+exit "$failed"
