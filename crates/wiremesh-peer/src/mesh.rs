@@ -1,0 +1,648 @@
+//! The sans-IO core of the data plane: one boringtun [`Tunn`] per member, outgoing routing by
+//! longest prefix, demultiplexing of incoming datagrams, inbound source filtering, roaming, timers
+//! and diff-based reconfiguration. It never touches a socket, a TUN device or a clock: callers hand
+//! in packets, buffers and `now`, and get back what to send where.
+//!
+//! Concurrency: the hot paths take `&self` so the TX and RX threads can share one `Mesh` behind a
+//! read lock; each member's session sits in its own mutex. Reconfiguration ([`Mesh::apply`]) takes
+//! `&mut self`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519;
+
+use crate::prefix::{PrefixMap, PrefixSet};
+use crate::spec::{MemberSpec, MeshSpec, SpecSource};
+
+/// Handshake messages per second (all members together) before the shared limiter answers with
+/// cookies instead of doing Diffie-Hellman work.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// WireGuard's data-packet overhead (header 16 + tag 16).
+pub const WG_OVERHEAD: usize = 32;
+/// The largest WireGuard control message (handshake initiation).
+pub const WG_MAX_CONTROL: usize = 148;
+/// How often the shared rate limiter's counter is reset.
+const LIMITER_RESET: Duration = Duration::from_secs(1);
+
+/// The size `out` must have for [`Mesh::encapsulate`] of a `len`-byte packet.
+pub fn encapsulate_out_len(len: usize) -> usize {
+    (len + WG_OVERHEAD).max(WG_MAX_CONTROL)
+}
+
+/// A member's slot in the table; valid until the next [`Mesh::apply`].
+pub type MemberId = usize;
+
+/// Why a packet was dropped. Every drop is counted (see [`Mesh::drop_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Outgoing packet whose destination is no member's address or route.
+    NoRoute,
+    /// Outgoing packet for a member whose endpoint is not known yet (queued until it calls us).
+    NoEndpoint,
+    /// Handshake initiation from a key that is not a member: never answered.
+    UnknownKey,
+    /// Datagram for a receiver index no member holds.
+    UnknownIndex,
+    /// Malformed datagram, bad MAC/AEAD tag, replay, or a message the session did not expect.
+    Invalid,
+    /// Decrypted packet whose inner source is not an address or route of the sending member.
+    SpoofedSource,
+    /// Decrypted packet whose inner source is outside this machine's `ipRanges`.
+    OutsideRanges,
+    /// Buffer handed in by the caller is too small for this packet.
+    BufferTooSmall,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::NoRoute,
+        DropReason::NoEndpoint,
+        DropReason::UnknownKey,
+        DropReason::UnknownIndex,
+        DropReason::Invalid,
+        DropReason::SpoofedSource,
+        DropReason::OutsideRanges,
+        DropReason::BufferTooSmall,
+    ];
+
+    /// Stable kebab-case name used in status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NoRoute => "no-route",
+            DropReason::NoEndpoint => "no-endpoint",
+            DropReason::UnknownKey => "unknown-key",
+            DropReason::UnknownIndex => "unknown-index",
+            DropReason::Invalid => "invalid",
+            DropReason::SpoofedSource => "spoofed-source",
+            DropReason::OutsideRanges => "outside-ip-ranges",
+            DropReason::BufferTooSmall => "buffer-too-small",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// What to do with an outgoing (TUN → network) packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// Send `out[..len]` to `to`. `data` is false for a handshake initiation that boringtun sent
+    /// instead (it queued the packet until the session is up).
+    Send {
+        len: usize,
+        to: SocketAddr,
+        data: bool,
+    },
+    /// Nothing to send now (the packet is queued behind a handshake already in flight).
+    Nothing,
+    Drop(DropReason),
+}
+
+/// What to do with an incoming (network → TUN) datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Write the IP packet `out[..len]` to the TUN device.
+    Tunnel {
+        len: usize,
+        member: MemberId,
+    },
+    /// Send `out[..len]` back to `to`. With a member, call [`Mesh::flush_queued`] afterwards (at
+    /// the latest at the end of the batch) to send the packets that waited for the session.
+    Reply {
+        len: usize,
+        to: SocketAddr,
+        member: Option<MemberId>,
+    },
+    /// Authenticated and consumed (keepalive, cookie).
+    Nothing,
+    Drop(DropReason),
+}
+
+/// A member's session state, behind the member's mutex.
+struct Session {
+    tunn: Tunn,
+    /// Where packets to this member go; learnt from every authenticated datagram (roaming).
+    endpoint: Option<SocketAddr>,
+    /// Position in the configured endpoints while no handshake has succeeded yet.
+    endpoint_cursor: usize,
+    dropped_spoofed: u64,
+}
+
+/// A member of the mesh and its WireGuard session.
+pub struct Member {
+    spec: MemberSpec,
+    /// This side's 24-bit receiver-index slot for the member (boringtun uses `index << 8 | n`).
+    index: u32,
+    /// Prefixes the member may use as inner source.
+    owned: PrefixSet,
+    session: Mutex<Session>,
+}
+
+/// Point-in-time counters and state of one member, for status output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberSnapshot {
+    pub endpoint: Option<SocketAddr>,
+    pub since_handshake: Option<Duration>,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub dropped_spoofed: u64,
+}
+
+impl Member {
+    pub fn spec(&self) -> &MemberSpec {
+        &self.spec
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Session> {
+        // A panic while holding the lock cannot leave Tunn half-updated in a way that matters more
+        // than losing the member, so keep going with the inner value.
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> MemberSnapshot {
+        let s = self.lock();
+        let (since_handshake, tx, rx, _, _) = s.tunn.stats();
+        MemberSnapshot {
+            endpoint: s.endpoint,
+            since_handshake,
+            tx_bytes: tx as u64,
+            rx_bytes: rx as u64,
+            dropped_spoofed: s.dropped_spoofed,
+        }
+    }
+}
+
+/// What [`Mesh::apply`] changed, for logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub updated: Vec<String>,
+    /// Sessions that had to be rebuilt (persistent keepalive changed).
+    pub rekeyed: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The member table and everything the data path needs to route and filter.
+pub struct Mesh {
+    secret: x25519::StaticSecret,
+    public: x25519::PublicKey,
+    /// The one rate limiter that counts handshakes, in front of the demux.
+    limiter: Arc<RateLimiter>,
+    /// Handed to every `Tunn`: `Tunn::decapsulate` re-checks mac1 with its own limiter, and this
+    /// one never limits, so handshakes are counted once (by `limiter`).
+    mac_only: Arc<RateLimiter>,
+    last_limiter_reset: Mutex<Option<Instant>>,
+    slots: Vec<Option<Member>>,
+    by_key: HashMap<[u8; 32], MemberId>,
+    by_index: HashMap<u32, MemberId>,
+    routes: PrefixMap<MemberId>,
+    ip_ranges: PrefixSet,
+    drops: [AtomicU64; DropReason::ALL.len()],
+    spec: MeshSpec,
+}
+
+/// A source of random 24-bit receiver-index slots.
+pub trait IndexSource {
+    fn next_index(&mut self) -> u32;
+}
+
+/// Random slots from the operating system.
+pub struct OsIndexSource;
+
+impl IndexSource for OsIndexSource {
+    fn next_index(&mut self) -> u32 {
+        // An index only has to be unique on this machine (collisions are re-drawn by the caller),
+        // so a failing OS RNG degrades to predictable but still working indices.
+        getrandom::u32().unwrap_or_else(|_| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            nanos.wrapping_mul(2_654_435_761)
+        })
+    }
+}
+
+impl Mesh {
+    /// A mesh for this machine's WireGuard secret key, configured from `spec`.
+    pub fn new(
+        secret: [u8; 32],
+        spec: &MeshSpec,
+        indices: &mut dyn IndexSource,
+    ) -> (Self, ApplyReport) {
+        let secret = x25519::StaticSecret::from(secret);
+        let public = x25519::PublicKey::from(&secret);
+        let mut mesh = Mesh {
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            mac_only: Arc::new(RateLimiter::new(&public, u64::MAX)),
+            secret,
+            public,
+            last_limiter_reset: Mutex::new(None),
+            slots: Vec::new(),
+            by_key: HashMap::new(),
+            by_index: HashMap::new(),
+            routes: PrefixMap::new(),
+            ip_ranges: PrefixSet::new(),
+            drops: Default::default(),
+            spec: MeshSpec {
+                addresses: Vec::new(),
+                networks: Vec::new(),
+                ip_ranges: Vec::new(),
+                members: Vec::new(),
+                source: SpecSource::Config,
+            },
+        };
+        let report = mesh.apply(spec, indices);
+        (mesh, report)
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        *self.public.as_bytes()
+    }
+
+    /// The spec last applied.
+    pub fn spec(&self) -> &MeshSpec {
+        &self.spec
+    }
+
+    pub fn member(&self, id: MemberId) -> Option<&Member> {
+        self.slots.get(id).and_then(Option::as_ref)
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = (MemberId, &Member)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(id, m)| m.as_ref().map(|m| (id, m)))
+    }
+
+    pub fn member_by_key(&self, key: &[u8; 32]) -> Option<MemberId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Drop counters by reason, in [`DropReason::ALL`] order.
+    pub fn drop_counts(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.drops[r.slot()].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason.slot()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn drop(&self, reason: DropReason) -> DropReason {
+        self.count_drop(reason);
+        reason
+    }
+
+    /// The member an outgoing IP packet goes to, by longest prefix on its destination.
+    pub fn route(&self, packet: &[u8]) -> Option<MemberId> {
+        let dst = Tunn::dst_address(packet)?;
+        self.routes.longest_match(dst).copied()
+    }
+
+    /// Encrypts an outgoing IP packet for `member` into `out`, which must hold at least
+    /// [`encapsulate_out_len`]`(packet.len())` bytes.
+    pub fn encapsulate(&self, member: MemberId, packet: &[u8], out: &mut [u8]) -> Outbound {
+        if out.len() < encapsulate_out_len(packet.len()) {
+            return Outbound::Drop(self.drop(DropReason::BufferTooSmall));
+        }
+        let Some(m) = self.member(member) else {
+            return Outbound::Drop(self.drop(DropReason::NoRoute));
+        };
+        let mut s = m.lock();
+        match s.tunn.encapsulate(packet, out) {
+            TunnResult::WriteToNetwork(buf) => {
+                let len = buf.len();
+                // A data packet is exactly the input plus overhead; anything else is the handshake
+                // initiation boringtun sends while it queues the packet.
+                let data = len == packet.len() + WG_OVERHEAD && out[0] == 4;
+                match s.endpoint {
+                    Some(to) => Outbound::Send { len, to, data },
+                    None => Outbound::Drop(self.drop(DropReason::NoEndpoint)),
+                }
+            }
+            TunnResult::Done => Outbound::Nothing,
+            TunnResult::Err(_)
+            | TunnResult::WriteToTunnelV4(..)
+            | TunnResult::WriteToTunnelV6(..) => Outbound::Drop(self.drop(DropReason::Invalid)),
+        }
+    }
+
+    /// Finds the member a handshake initiation comes from, by its static key.
+    fn identify(&self, packet: &Packet<'_>) -> Result<MemberId, DropReason> {
+        match packet {
+            Packet::HandshakeInit(init) => {
+                let half = parse_handshake_anon(&self.secret, &self.public, init)
+                    .map_err(|_| DropReason::Invalid)?;
+                self.by_key
+                    .get(&half.peer_static_public)
+                    .copied()
+                    .ok_or(DropReason::UnknownKey)
+            }
+            Packet::HandshakeResponse(p) => self.by_receiver(p.receiver_idx),
+            Packet::PacketCookieReply(p) => self.by_receiver(p.receiver_idx),
+            Packet::PacketData(p) => self.by_receiver(p.receiver_idx),
+        }
+    }
+
+    fn by_receiver(&self, receiver_idx: u32) -> Result<MemberId, DropReason> {
+        self.by_index
+            .get(&(receiver_idx >> 8))
+            .copied()
+            .ok_or(DropReason::UnknownIndex)
+    }
+
+    /// Handles one WireGuard datagram from `from`. `out` must be at least as long as the
+    /// datagram and at least [`WG_MAX_CONTROL`] bytes.
+    pub fn decapsulate(&self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Inbound {
+        if out.len() < datagram.len().max(WG_MAX_CONTROL) {
+            return Inbound::Drop(self.drop(DropReason::BufferTooSmall));
+        }
+        let packet = match self.limiter.verify_packet(Some(from.ip()), datagram, out) {
+            Ok(packet) => packet,
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                let len = cookie.len();
+                // Under load: a cookie reply is still an answer, so only members get one.
+                return match Tunn::parse_incoming_packet(datagram) {
+                    Ok(p) => match self.identify(&p) {
+                        Ok(_) => Inbound::Reply {
+                            len,
+                            to: from,
+                            member: None,
+                        },
+                        Err(reason) => Inbound::Drop(self.drop(reason)),
+                    },
+                    Err(_) => Inbound::Drop(self.drop(DropReason::Invalid)),
+                };
+            }
+            Err(_) => return Inbound::Drop(self.drop(DropReason::Invalid)),
+        };
+        let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
+        let id = match self.identify(&packet) {
+            Ok(id) => id,
+            Err(reason) => return Inbound::Drop(self.drop(reason)),
+        };
+        let Some(m) = self.member(id) else {
+            return Inbound::Drop(self.drop(DropReason::UnknownIndex));
+        };
+        let mut s = m.lock();
+        let (result, src) = match s.tunn.decapsulate(Some(from.ip()), datagram, out) {
+            TunnResult::WriteToNetwork(buf) => (
+                Inbound::Reply {
+                    len: buf.len(),
+                    to: from,
+                    member: Some(id),
+                },
+                None,
+            ),
+            TunnResult::WriteToTunnelV4(buf, src) => (
+                Inbound::Tunnel {
+                    len: buf.len(),
+                    member: id,
+                },
+                Some(IpAddr::V4(src)),
+            ),
+            TunnResult::WriteToTunnelV6(buf, src) => (
+                Inbound::Tunnel {
+                    len: buf.len(),
+                    member: id,
+                },
+                Some(IpAddr::V6(src)),
+            ),
+            TunnResult::Done => (Inbound::Nothing, None),
+            TunnResult::Err(WireGuardError::NoCurrentSession | WireGuardError::WrongIndex) => {
+                return Inbound::Drop(self.drop(DropReason::UnknownIndex));
+            }
+            TunnResult::Err(_) => return Inbound::Drop(self.drop(DropReason::Invalid)),
+        };
+        // Everything that reached here was authenticated, except a cookie reply (its key is
+        // derived from public values), so it may move the member's endpoint.
+        if !is_cookie && s.endpoint != Some(from) {
+            s.endpoint = Some(from);
+        }
+        if let Some(src) = src {
+            if !m.owned.contains(src) {
+                s.dropped_spoofed += 1;
+                return Inbound::Drop(self.drop(DropReason::SpoofedSource));
+            }
+            if !self.ip_ranges.contains(src) {
+                return Inbound::Drop(self.drop(DropReason::OutsideRanges));
+            }
+        }
+        result
+    }
+
+    /// Sends the next packet that waited for `member`'s session: `Some((len, to))` for
+    /// `out[..len]`, `None` when the queue is empty. Call until `None` after an
+    /// [`Inbound::Reply`] with a member.
+    pub fn flush_queued(&self, member: MemberId, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let m = self.member(member)?;
+        let mut s = m.lock();
+        let endpoint = s.endpoint?;
+        match s.tunn.decapsulate(None, &[], out) {
+            TunnResult::WriteToNetwork(buf) => Some((buf.len(), endpoint)),
+            _ => None,
+        }
+    }
+
+    /// Runs every member's WireGuard timers (handshake retries, rekeys, keepalives) and the
+    /// shared rate limiter's reset. Call every 100–250 ms; `send` gets each packet to transmit.
+    /// `out` must hold at least [`WG_MAX_CONTROL`] bytes.
+    pub fn tick(&self, now: Instant, out: &mut [u8], send: &mut dyn FnMut(&[u8], SocketAddr)) {
+        {
+            let mut last = self
+                .last_limiter_reset
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| now.duration_since(t) >= LIMITER_RESET) {
+                self.limiter.reset_count();
+                *last = Some(now);
+            }
+        }
+        if out.len() < WG_MAX_CONTROL {
+            return;
+        }
+        for (_, m) in self.members() {
+            let mut s = m.lock();
+            let never_connected = s.tunn.time_since_last_handshake().is_none();
+            if let TunnResult::WriteToNetwork(buf) = s.tunn.update_timers(out) {
+                let is_initiation = buf.first() == Some(&1);
+                let len = buf.len();
+                // While no handshake has ever succeeded, each retry tries the next configured
+                // endpoint, so one stale address does not keep a member unreachable.
+                let configured = &m.spec.endpoints;
+                if is_initiation && never_connected && configured.len() > 1 {
+                    s.endpoint_cursor = (s.endpoint_cursor + 1) % configured.len();
+                    s.endpoint = Some(configured[s.endpoint_cursor]);
+                }
+                if let Some(to) = s.endpoint {
+                    send(&out[..len], to);
+                }
+            }
+        }
+    }
+
+    fn new_session(&self, spec: &MemberSpec, index: u32) -> Session {
+        let tunn = Tunn::new(
+            self.secret.clone(),
+            x25519::PublicKey::from(spec.public_key),
+            None,
+            spec.persistent_keepalive,
+            index,
+            Some(self.mac_only.clone()),
+        );
+        Session {
+            tunn,
+            endpoint: spec.endpoints.first().copied(),
+            endpoint_cursor: 0,
+            dropped_spoofed: 0,
+        }
+    }
+
+    fn fresh_index(&self, indices: &mut dyn IndexSource) -> u32 {
+        loop {
+            let index = indices.next_index() & 0x00ff_ffff;
+            if !self.by_index.contains_key(&index) {
+                return index;
+            }
+        }
+    }
+
+    /// Makes the table match `spec`, touching only members that changed: sessions of members
+    /// whose key stays keep running (new addresses, routes or endpoints are applied in place).
+    pub fn apply(&mut self, spec: &MeshSpec, indices: &mut dyn IndexSource) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        let mut wanted: Vec<&MemberSpec> = Vec::new();
+        let mut seen = HashSet::new();
+        for member in &spec.members {
+            if member.public_key == *self.public.as_bytes() {
+                // The member list may include this machine; it is not a peer of itself.
+                continue;
+            }
+            if !seen.insert(member.public_key) {
+                report.warnings.push(format!(
+                    "member '{}' repeats a WireGuard key already used by another member; ignored",
+                    member.name
+                ));
+                continue;
+            }
+            wanted.push(member);
+        }
+
+        for id in 0..self.slots.len() {
+            let Some(m) = &self.slots[id] else { continue };
+            if !seen.contains(&m.spec.public_key) {
+                report.removed.push(m.spec.name.clone());
+                self.by_key.remove(&m.spec.public_key);
+                self.by_index.remove(&m.index);
+                self.slots[id] = None;
+            }
+        }
+
+        for ms in wanted {
+            let owned: PrefixSet = ms.owned_prefixes().collect();
+            if let Some(&id) = self.by_key.get(&ms.public_key) {
+                let Some(old) = self.slots[id].take() else {
+                    continue;
+                };
+                if old.spec == *ms {
+                    self.slots[id] = Some(old);
+                    continue;
+                }
+                report.updated.push(ms.name.clone());
+                let member = if old.spec.persistent_keepalive != ms.persistent_keepalive {
+                    // boringtun fixes the keepalive at construction: rebuild this one session.
+                    report.rekeyed.push(ms.name.clone());
+                    self.by_index.remove(&old.index);
+                    let index = self.fresh_index(indices);
+                    self.by_index.insert(index, id);
+                    let mut session = self.new_session(ms, index);
+                    let old_session = old.session.into_inner().unwrap_or_else(|e| e.into_inner());
+                    if ms.endpoints == old.spec.endpoints {
+                        session.endpoint = old_session.endpoint;
+                    }
+                    Member {
+                        spec: ms.clone(),
+                        index,
+                        owned,
+                        session: Mutex::new(session),
+                    }
+                } else {
+                    let mut session = old.session.into_inner().unwrap_or_else(|e| e.into_inner());
+                    if ms.endpoints != old.spec.endpoints {
+                        // New configured endpoints are newer knowledge than a learnt one.
+                        session.endpoint = ms.endpoints.first().copied();
+                        session.endpoint_cursor = 0;
+                    }
+                    Member {
+                        spec: ms.clone(),
+                        index: old.index,
+                        owned,
+                        session: Mutex::new(session),
+                    }
+                };
+                self.slots[id] = Some(member);
+            } else {
+                report.added.push(ms.name.clone());
+                let index = self.fresh_index(indices);
+                let member = Member {
+                    spec: ms.clone(),
+                    index,
+                    owned,
+                    session: Mutex::new(self.new_session(ms, index)),
+                };
+                let id = match self.slots.iter().position(Option::is_none) {
+                    Some(free) => {
+                        self.slots[free] = Some(member);
+                        free
+                    }
+                    None => {
+                        self.slots.push(Some(member));
+                        self.slots.len() - 1
+                    }
+                };
+                self.by_key.insert(ms.public_key, id);
+                self.by_index.insert(index, id);
+            }
+        }
+
+        // Routing tables are cheap to rebuild and hold no session state. Members are visited in
+        // name order so a prefix claimed twice always goes to the same member.
+        let mut order: Vec<(MemberId, &Member)> = self.members().collect();
+        order.sort_by(|a, b| a.1.spec.name.cmp(&b.1.spec.name));
+        let mut routes = PrefixMap::new();
+        for (id, m) in order {
+            for net in m.spec.owned_prefixes() {
+                if let Some(&other) = routes.get_exact(&net) {
+                    let other_name = self
+                        .member(other)
+                        .map(|o| o.spec.name.as_str())
+                        .unwrap_or("?");
+                    report.warnings.push(format!(
+                        "prefix {net} is claimed by members '{other_name}' and '{}'; routed to '{other_name}'",
+                        m.spec.name
+                    ));
+                } else {
+                    routes.insert(net, id);
+                }
+            }
+        }
+        self.routes = routes;
+        self.ip_ranges = spec.ip_ranges.iter().copied().collect();
+        self.spec = spec.clone();
+        report
+    }
+}
