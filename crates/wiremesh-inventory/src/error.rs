@@ -1,0 +1,110 @@
+//! What resolution reports: one error that stops it, or warnings that do not.
+
+use serde::{Deserialize, Serialize};
+
+/// Why resolution failed. Serialises kebab-case (`unknown-role`, ...), the `kind` of the CLI's error
+/// JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The inventory text is not JSON (syntax, or nested deeper than the parser allows).
+    InvalidJson,
+    /// The inventory text is larger than [`crate::MAX_INPUT_BYTES`].
+    InputTooLarge,
+    /// The inventory is JSON but not an inventory: a wrong type or an unknown key outside `settings`.
+    InvalidInventory,
+    /// The module catalog (`--modules`) is malformed.
+    InvalidCatalog,
+    /// An instance uses a role its module does not define.
+    UnknownRole,
+    /// `module.name` is not provided by `module.input`, or the input itself is unknown.
+    UnknownModule,
+    /// A role names a machine that is not in `machines`.
+    UnknownMachine,
+    /// A settings layer defines an option the role interface does not declare.
+    UnknownSetting,
+    /// A setting does not have its option's type (including wiremesh's CIDR, address and
+    /// `host:port` formats).
+    InvalidSettingType,
+    /// Layers define different values for a scalar option at the same priority.
+    ConflictingSettings,
+    /// A module's `manifest.constraints` (min/max machines per role, max instances) is violated.
+    ConstraintViolation,
+}
+
+impl ErrorKind {
+    /// The kebab-case name used in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidJson => "invalid-json",
+            ErrorKind::InputTooLarge => "input-too-large",
+            ErrorKind::InvalidInventory => "invalid-inventory",
+            ErrorKind::InvalidCatalog => "invalid-catalog",
+            ErrorKind::UnknownRole => "unknown-role",
+            ErrorKind::UnknownModule => "unknown-module",
+            ErrorKind::UnknownMachine => "unknown-machine",
+            ErrorKind::UnknownSetting => "unknown-setting",
+            ErrorKind::InvalidSettingType => "invalid-setting-type",
+            ErrorKind::ConflictingSettings => "conflicting-settings",
+            ErrorKind::ConstraintViolation => "constraint-violation",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A resolution failure: what kind, a message in Clan's wording that names the instance, role,
+/// machine, setting and layers involved, and the JSON path of the offending value (`""` is the
+/// document itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind} at `{path}`: {message}")]
+pub struct ResolveError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub path: String,
+}
+
+impl ResolveError {
+    pub(crate) fn new(
+        kind: ErrorKind,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ResolveError {
+            kind,
+            message: message.into(),
+            path: path.into(),
+        }
+    }
+}
+
+/// Something worth telling the user that does not stop resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Warning {
+    /// A role lists a tag that no machine carries (Clan warns too).
+    EmptyTag {
+        instance: String,
+        role: String,
+        tag: String,
+    },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::EmptyTag {
+                instance,
+                role,
+                tag,
+            } => write!(
+                f,
+                "Service instance '{instance}': - {role} tags: no machine with tag '{tag}' found."
+            ),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! "Did you mean" hints for misspelt names, by edit distance.
+
+/// The candidate closest to `word`, if it is close enough to be a plausible typo: at most 2 edits,
+/// or a third of the word's length for long names. Ties go to the bytewise smallest candidate.
+pub(crate) fn closest<'c, I>(word: &str, candidates: I) -> Option<&'c str>
+where
+    I: IntoIterator<Item = &'c str>,
+{
+    let limit = (word.chars().count() / 3).max(2);
+    candidates
+        .into_iter()
+        .map(|c| {
+            let distance = if c.eq_ignore_ascii_case(word) {
+                0
+            } else {
+                strsim::damerau_levenshtein(word, c)
+            };
+            (distance, c)
+        })
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// `" Did you mean `x`?"` or nothing.
+pub(crate) fn hint<'c, I>(word: &str, candidates: I) -> String
+where
+    I: IntoIterator<Item = &'c str>,
+{
+    closest(word, candidates)
+        .map(|c| format!(" Did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+/// Names as a JSON-ish list for messages: `["a","b"]`.
+pub(crate) fn list<'c, I>(names: I) -> String
+where
+    I: IntoIterator<Item = &'c str>,
+{
+    let quoted: Vec<String> = names
+        .into_iter()
+        .map(|n| serde_json::to_string(n).unwrap_or_default())
+        .collect();
+    format!("[{}]", quoted.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        let options = ["endpoint", "controlPort", "dynamicIp", "ipv4Network"];
+        assert_eq!(closest("endpont", options), Some("endpoint"));
+        assert_eq!(closest("Endpoint", options), Some("endpoint"));
+        assert_eq!(closest("controlport", options), Some("controlPort"));
+        assert_eq!(closest("dynamicIP", options), Some("dynamicIp"));
+        assert_eq!(closest("zzz", options), None);
+        assert_eq!(hint("zzz", options), "");
+        assert_eq!(hint("endpont", options), " Did you mean `endpoint`?");
+        assert_eq!(list(["a", "b"]), r#"["a","b"]"#);
+    }
+}
