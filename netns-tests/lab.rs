@@ -1,0 +1,420 @@
+//! A mesh lab: one namespace per member, all plugged into a bridge in a "switch" namespace (the
+//! underlay, 198.18.0.0/24 and fd00:18::/64), each running a `wiremesh-peer` agent from an agent
+//! configuration file (schema version 1, `wiremesh_core::config`). Extra namespaces (a stock
+//! WireGuard peer, an attacker) can be plugged into the same switch.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use wiremesh_core::config::{Addresses, AgentConfig, Networks, PeerConfig};
+use wiremesh_core::keys::{Identity, NetworkKey};
+
+use crate::command::run_bounded;
+use crate::daemon::Daemon;
+use crate::env::{project_binary, require_root, require_tools};
+use crate::netns::{Netns, veth};
+
+/// The UDP port every agent listens on.
+pub const AGENT_PORT: u16 = 51820;
+/// The tunnel interface name inside each member's namespace.
+pub const TUN_NAME: &str = "wm0";
+/// How long an agent may take from start to READY=1.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+const OVERLAY4: &str = "100.77.0.0/16";
+const OVERLAY6: &str = "fd77:77::/48";
+
+static PORT_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// One mesh member: its namespace, addresses, identity and (when started) its agent.
+pub struct Member {
+    // Declared first so it is dropped (stopped) before the namespace goes away.
+    agent: Option<Daemon>,
+    notify: Option<UnixDatagram>,
+    pub name: String,
+    pub ns: Netns,
+    pub underlay4: Ipv4Addr,
+    pub underlay6: Ipv6Addr,
+    pub identity: Identity,
+    pub config: Option<AgentConfig>,
+    dir: PathBuf,
+}
+
+impl Member {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("agent.json")
+    }
+    pub fn identity_path(&self) -> PathBuf {
+        self.dir.join("identity")
+    }
+    pub fn status_socket(&self) -> PathBuf {
+        self.dir.join("status.sock")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn config(&self) -> &AgentConfig {
+        self.config
+            .as_ref()
+            .unwrap_or_else(|| panic!("member {} has no agent configuration yet", self.name))
+    }
+
+    /// The member's overlay IPv4 address (from its configuration).
+    pub fn overlay4(&self) -> Ipv4Addr {
+        self.config()
+            .addresses
+            .ipv4
+            .unwrap_or_else(|| panic!("member {} has no overlay IPv4 address", self.name))
+    }
+
+    /// The member's overlay IPv6 address (from its configuration).
+    pub fn overlay6(&self) -> Ipv6Addr {
+        self.config().addresses.ipv6
+    }
+
+    /// Writes `config` as this member's agent configuration file.
+    pub fn write_config(&mut self, config: AgentConfig) {
+        std::fs::write(self.config_path(), config.to_json()).expect("the lab dir is writable");
+        self.config = Some(config);
+    }
+
+    /// Starts the agent and waits (bounded) until it tells the notify socket READY=1.
+    pub fn start(&mut self) {
+        assert!(
+            self.agent.is_none(),
+            "agent {} is already running",
+            self.name
+        );
+        let notify_path = self.dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("the notify socket can be bound");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("a read timeout can be set");
+        let peer_bin = project_binary("wiremesh-peer");
+        let (config, identity, state, status) = (
+            self.config_path(),
+            self.identity_path(),
+            self.state_dir(),
+            self.status_socket(),
+        );
+        let argv = [
+            peer_bin.to_string_lossy().into_owned(),
+            "run".into(),
+            "--config".into(),
+            config.to_string_lossy().into_owned(),
+            "--identity".into(),
+            identity.to_string_lossy().into_owned(),
+            "--state-dir".into(),
+            state.to_string_lossy().into_owned(),
+            "--status-socket".into(),
+            status.to_string_lossy().into_owned(),
+        ];
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let notify_env = notify_path.to_string_lossy().into_owned();
+        let mut agent = self.ns.spawn(
+            &format!("agent {}", self.name),
+            &argv,
+            &[("NOTIFY_SOCKET", &notify_env), ("RUST_LOG", "info")],
+            &self.dir.join("agent.log"),
+        );
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            {
+                break;
+            }
+            if let Some(status) = agent.exited() {
+                panic!(
+                    "agent {} exited ({status}) before it was ready; log:\n{}",
+                    self.name,
+                    agent.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {} did not send READY=1 to NOTIFY_SOCKET within {READY_TIMEOUT:?}; log:\n{}",
+                self.name,
+                agent.log_text()
+            );
+        }
+        self.agent = Some(agent);
+        self.notify = Some(notify);
+    }
+
+    /// Stops the agent with SIGTERM (SIGKILL after a grace period); panics if it was not running.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut agent = self
+            .agent
+            .take()
+            .unwrap_or_else(|| panic!("agent {} is not running", self.name));
+        self.notify = None;
+        agent.stop()
+    }
+
+    /// The running agent, for signals and logs.
+    pub fn agent(&mut self) -> &mut Daemon {
+        self.agent
+            .as_mut()
+            .unwrap_or_else(|| panic!("agent {} is not running", self.name))
+    }
+
+    /// `wiremesh status --json` against this member's agent, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let cli = project_binary("wiremesh");
+        let out = run_bounded(
+            std::process::Command::new(cli)
+                .args(["status", "--json", "--socket"])
+                .arg(self.status_socket()),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.success(),
+            "wiremesh status --json for {} failed ({}): {}",
+            self.name,
+            out.status,
+            out.stderr
+        );
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "wiremesh status --json for {} printed invalid JSON ({e}): {}",
+                self.name, out.stdout
+            )
+        })
+    }
+
+    /// `wiremesh status` (human-readable) against this member's agent.
+    pub fn status_text(&self) -> String {
+        let cli = project_binary("wiremesh");
+        let out = run_bounded(
+            std::process::Command::new(cli)
+                .args(["status", "--socket"])
+                .arg(self.status_socket()),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        format!("{}{}", out.stdout, out.stderr)
+    }
+
+    /// Moves the member's underlay IPv4 address to `new` (same /24), as a roaming laptop would.
+    pub fn move_underlay4(&mut self, new: Ipv4Addr) {
+        self.ns
+            .ip(&["addr", "add", &format!("{new}/24"), "dev", "eth0"]);
+        self.ns.ip(&[
+            "addr",
+            "del",
+            &format!("{}/24", self.underlay4),
+            "dev",
+            "eth0",
+        ]);
+        self.underlay4 = new;
+    }
+}
+
+/// A switch namespace with a bridge and the members plugged into it.
+pub struct Lab {
+    pub members: Vec<Member>,
+    switch: Netns,
+    network_key: NetworkKey,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Builds the underlay for `names`: member `i` gets 198.18.0.(11+i)/24 and fd00:18::(11+i)/64 on
+    /// its `eth0`, plugged into bridge `br0` of the switch namespace. Every member gets a fresh
+    /// identity written to its identity file. No agent configuration yet.
+    pub fn underlay(names: &[&str]) -> Self {
+        require_root();
+        require_tools(&["ip", "ping"]);
+        assert!(names.len() < 100, "at most 99 members");
+        let dir = tempfile::Builder::new()
+            .prefix("wiremesh-netns-")
+            .tempdir()
+            .expect("a temp dir can be made");
+        let switch = Netns::new("switch");
+        switch.ip(&["link", "add", "br0", "type", "bridge"]);
+        switch.ip(&["link", "set", "br0", "up"]);
+        let network_key = NetworkKey::generate().expect("the OS has randomness");
+        let mut lab = Self {
+            members: Vec::new(),
+            switch,
+            network_key,
+            dir,
+        };
+        for (i, name) in names.iter().enumerate() {
+            let host = u8::try_from(11 + i).expect("fewer than 100 members");
+            let underlay4 = Ipv4Addr::new(198, 18, 0, host);
+            let underlay6 = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, u16::from(host));
+            let ns = Netns::new(name);
+            lab.plug(&ns, IpAddr::V4(underlay4), IpAddr::V6(underlay6));
+            let member_dir = lab.dir.path().join(name);
+            std::fs::create_dir_all(member_dir.join("state")).expect("the lab dir is writable");
+            let identity = Identity::generate().expect("the OS has randomness");
+            let member = Member {
+                agent: None,
+                notify: None,
+                name: (*name).to_owned(),
+                ns,
+                underlay4,
+                underlay6,
+                identity,
+                config: None,
+                dir: member_dir,
+            };
+            write_secret(&member.identity_path(), &member.identity.to_file_text());
+            lab.members.push(member);
+        }
+        lab
+    }
+
+    /// [`Lab::underlay`] plus one agent configuration per member, written directly from the
+    /// identities: member `i` is 100.77.0.(1+i) and fd77:77::(1+i), every other member is a peer
+    /// with its underlay IPv4 endpoint and a persistent keepalive of 25 s.
+    pub fn direct(names: &[&str]) -> Self {
+        let mut lab = Self::underlay(names);
+        let overlay: Vec<Addresses> = (0..names.len())
+            .map(|i| {
+                let host = u8::try_from(1 + i).expect("fewer than 100 members");
+                Addresses {
+                    ipv4: Some(Ipv4Addr::new(100, 77, 0, host)),
+                    ipv6: Ipv6Addr::new(0xfd77, 0x77, 0, 0, 0, 0, 0, u16::from(host)),
+                }
+            })
+            .collect();
+        for i in 0..lab.members.len() {
+            let peers = lab
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, m)| PeerConfig {
+                    name: m.name.clone(),
+                    wireguard_public_key: m.identity.wireguard_public_key(),
+                    node_public_key: m.identity.node_public_key(),
+                    addresses: overlay[j],
+                    endpoints: vec![
+                        SocketAddr::new(IpAddr::V4(m.underlay4), AGENT_PORT).to_string(),
+                    ],
+                    routes: vec![],
+                    persistent_keepalive: Some(25),
+                })
+                .collect();
+            let config = lab.config_for(&lab.members[i].name, overlay[i], peers);
+            lab.members[i].write_config(config);
+        }
+        lab
+    }
+
+    /// An agent configuration for `machine` in the lab's overlay networks.
+    pub fn config_for(
+        &self,
+        machine: &str,
+        addresses: Addresses,
+        peers: Vec<PeerConfig>,
+    ) -> AgentConfig {
+        AgentConfig {
+            version: 1,
+            instance: "lab".into(),
+            machine: machine.into(),
+            roles: vec!["peer".into()],
+            settings: BTreeMap::from([("peer".into(), serde_json::json!({}))]),
+            interface: TUN_NAME.into(),
+            listen_port: AGENT_PORT,
+            mtu: 1420,
+            persistent_keepalive: Some(25),
+            network: Networks {
+                ipv4: Some(OVERLAY4.parse().expect("a valid prefix")),
+                ipv6: OVERLAY6.parse().expect("a valid prefix"),
+            },
+            addresses,
+            ip_ranges: vec![
+                OVERLAY4.parse().expect("a valid prefix"),
+                OVERLAY6.parse().expect("a valid prefix"),
+            ],
+            routes: vec![],
+            peers,
+            controllers: vec![],
+            network_public_key: self.network_key.public_key(),
+        }
+    }
+
+    /// A scratch directory removed with the lab.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn switch(&self) -> &Netns {
+        &self.switch
+    }
+
+    /// Plugs `ns` into the switch: a veth `eth0` in `ns` with the two addresses (/24 and /64).
+    pub fn plug(&self, ns: &Netns, addr4: IpAddr, addr6: IpAddr) {
+        let port = format!("p{}", PORT_COUNTER.fetch_add(1, Ordering::Relaxed));
+        veth(&self.switch, &port, ns, "eth0");
+        self.switch.ip(&["link", "set", &port, "master", "br0"]);
+        ns.ip(&["addr", "add", &format!("{addr4}/24"), "dev", "eth0"]);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{addr6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+    }
+
+    pub fn member(&mut self, name: &str) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no member {name} in the lab"))
+    }
+
+    /// Starts every member's agent.
+    pub fn start_all(&mut self) {
+        for member in &mut self.members {
+            member.start();
+        }
+    }
+
+    /// Checks that every ordered pair of members exchanges pings over IPv4 and IPv6, each within
+    /// `timeout`; returns the failures (empty when all pass).
+    pub fn ping_all_pairs(&self, timeout: Duration) -> Vec<String> {
+        let mut failures = Vec::new();
+        for from in &self.members {
+            for to in self.members.iter().filter(|m| m.name != from.name) {
+                for dst in [IpAddr::V4(to.overlay4()), IpAddr::V6(to.overlay6())] {
+                    if let Err(e) = from.ns.wait_ping(dst, timeout) {
+                        failures.push(format!("{} → {} ({dst}): {e}", from.name, to.name));
+                    }
+                }
+            }
+        }
+        failures
+    }
+}
+
+/// Writes a secret file with mode 0600.
+fn write_secret(path: &Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .expect("the lab dir is writable");
+    file.write_all(text.as_bytes())
+        .expect("the lab dir is writable");
+}

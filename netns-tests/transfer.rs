@@ -1,0 +1,162 @@
+//! A TCP transfer between two namespaces, done by the test process itself: one thread enters the
+//! receiver's namespace (setns) and listens, another enters the sender's and streams
+//! pseudo-random bytes; both hash what they saw with sha256. No extra tools, and every socket
+//! operation has a timeout.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::netns::Netns;
+
+const CHUNK: usize = 64 * 1024;
+/// No single read, write or connect may stall longer than this.
+const STALL: Duration = Duration::from_secs(20);
+
+/// What each side saw.
+#[derive(Debug)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub sent_sha256: [u8; 32],
+    pub received_bytes: u64,
+    pub received_sha256: [u8; 32],
+    pub elapsed: Duration,
+}
+
+/// Sends `bytes` bytes over TCP from `from` to `to_addr`:`port` (an address in `to`), within
+/// `timeout` overall.
+pub fn tcp_transfer(
+    from: &Netns,
+    to: &Netns,
+    to_addr: IpAddr,
+    port: u16,
+    bytes: u64,
+    timeout: Duration,
+) -> Result<Transfer, String> {
+    let deadline = Instant::now() + timeout;
+    let target = SocketAddr::new(to_addr, port);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let to_name = to.name().to_owned();
+    let from_name = from.name().to_owned();
+    let receiver = std::thread::spawn(move || -> Result<(u64, [u8; 32]), String> {
+        let listener = enter(&to_name)
+            .and_then(|()| TcpListener::bind(target).map_err(|e| format!("bind {target}: {e}")))
+            .and_then(|l| {
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Ok(l)
+            });
+        let listener = match listener {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.clone()));
+                return Err(e);
+            }
+        };
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(format!("accept on {target}: {e}")),
+            }
+        };
+        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(STALL))
+            .map_err(|e| e.to_string())?;
+        let mut hash = Sha256::new();
+        let mut total = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("receiving: deadline passed after {total} bytes"));
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hash.update(&buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("receiving after {total} bytes: {e}")),
+            }
+        }
+        Ok((total, hash.finalize().into()))
+    });
+    match ready_rx.recv_timeout(STALL) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("receiver in {}: {e}", to.name())),
+        Err(e) => return Err(format!("receiver in {} did not start: {e}", to.name())),
+    }
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || -> Result<[u8; 32], String> {
+        enter(&from_name)?;
+        let mut stream = TcpStream::connect_timeout(&target, STALL)
+            .map_err(|e| format!("connect to {target}: {e}"))?;
+        stream
+            .set_write_timeout(Some(STALL))
+            .map_err(|e| e.to_string())?;
+        let mut hash = Sha256::new();
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut buf = vec![0u8; CHUNK];
+        let mut left = bytes;
+        while left > 0 {
+            if Instant::now() > deadline {
+                return Err(format!("sending: deadline passed with {left} bytes left"));
+            }
+            for word in buf.chunks_mut(8) {
+                // xorshift64: cheap bytes that do not compress and differ per position.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                word.copy_from_slice(&rng.to_le_bytes()[..word.len()]);
+            }
+            let n = usize::try_from(left.min(CHUNK as u64)).expect("a chunk fits usize");
+            stream
+                .write_all(&buf[..n])
+                .map_err(|e| format!("sending with {left} bytes left: {e}"))?;
+            hash.update(&buf[..n]);
+            left -= n as u64;
+        }
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| format!("shutdown: {e}"))?;
+        Ok(hash.finalize().into())
+    });
+    let sent = sender
+        .join()
+        .map_err(|_| "the sender thread panicked".to_owned())?
+        .map_err(|e| format!("sender in {}: {e}", from.name()))?;
+    let (received_bytes, received) = receiver
+        .join()
+        .map_err(|_| "the receiver thread panicked".to_owned())?
+        .map_err(|e| format!("receiver in {}: {e}", to.name()))?;
+    Ok(Transfer {
+        bytes,
+        sent_sha256: sent,
+        received_bytes,
+        received_sha256: received,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Moves the calling thread into the named network namespace.
+fn enter(name: &str) -> Result<(), String> {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+    // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
