@@ -193,6 +193,16 @@ impl Member {
         })
     }
 
+    /// The entry for member `peer` in `wiremesh status --json` (its `members` list).
+    pub fn peer_status(&self, peer: &str) -> serde_json::Value {
+        let status = self.status();
+        status["members"]
+            .as_array()
+            .and_then(|members| members.iter().find(|m| m["name"] == peer))
+            .cloned()
+            .unwrap_or_else(|| panic!("no member {peer} in the status of {}: {status}", self.name))
+    }
+
     /// `wiremesh status` (human-readable) against this member's agent.
     pub fn status_text(&self) -> String {
         let cli = project_binary("wiremesh");

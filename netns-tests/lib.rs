@@ -1,18 +1,20 @@
 //! Test harness for wiremesh's end-to-end tests, which run as root with real TUN devices in network
 //! namespaces. It makes uniquely named namespaces joined by veth links (underlay in 198.18.0.0/15
-//! and fd00::/8), runs commands and long-lived daemons inside them, drops packets at random on a link (nftables),
-//! captures packets, moves TCP data between namespaces and checks its sha256, and brings up meshes
-//! of `wiremesh-peer` agents and wireguard-go peers. Every wait has a bound, and everything a test
-//! made (daemons, namespaces, UAPI sockets, temp files) is removed in `Drop`, also when the test
-//! panics. The harness refuses to run (it panics, it never skips) when not root or when a tool or
-//! one of the project's binaries is missing.
+//! and fd00::/8), runs commands and long-lived daemons inside them, drops packets at random on a
+//! link (nftables), captures packets, moves TCP data between namespaces and checks its sha256, and
+//! brings up meshes of `wiremesh-peer` agents and wireguard-go peers. Every wait has a bound, and
+//! everything a test made (daemons, namespaces, UAPI sockets, temp files) is removed in `Drop`,
+//! also when the test panics. The harness refuses to run (it panics, it never skips) when not root
+//! or when a tool or one of the project's binaries is missing.
 
 mod capture;
 mod command;
 mod daemon;
 mod env;
+mod go_member;
 mod lab;
 mod netns;
+mod serial;
 mod transfer;
 mod wait;
 mod wggo;
@@ -21,8 +23,10 @@ pub use capture::Capture;
 pub use command::{Output, run_bounded};
 pub use daemon::Daemon;
 pub use env::{project_binary, require_root, require_tools};
+pub use go_member::GoPeer;
 pub use lab::{AGENT_PORT, Lab, Member};
 pub use netns::{Netns, veth};
+pub use serial::serial;
 pub use transfer::{Transfer, tcp_transfer};
 pub use wait::{wait_for, wait_until};
 pub use wggo::WgGo;
