@@ -129,27 +129,38 @@ pub(crate) fn validate(
     path: &Path,
     site: &Site,
 ) -> Result<(), ResolveError> {
+    validate_as(ty, ty, value, path, site)
+}
+
+/// [`validate`], naming `shown` in a type error: `nullOr` reports itself, not its element type.
+fn validate_as(
+    ty: &Type,
+    shown: &Type,
+    value: &Value,
+    path: &Path,
+    site: &Site,
+) -> Result<(), ResolveError> {
     let value = match value {
         Value::Object(map) if is_wrapper(map) => check_wrapper(map, path, site)?,
         other => other,
     };
     match ty {
         Type::Str(format) => match (value.as_str(), format) {
-            (None, _) => Err(type_error(ty, value, path, site, None)),
+            (None, _) => Err(type_error(shown, value, path, site, None)),
             (Some(s), Some(format)) => format
                 .check(s)
-                .map_err(|reason| type_error(ty, value, path, site, Some(&reason))),
+                .map_err(|reason| type_error(shown, value, path, site, Some(&reason))),
             (Some(_), None) => Ok(()),
         },
         Type::Int { min, max } => match value.as_i64() {
             Some(n) if min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m) => Ok(()),
-            _ => Err(type_error(ty, value, path, site, None)),
+            _ => Err(type_error(shown, value, path, site, None)),
         },
         Type::Bool if value.is_boolean() => Ok(()),
         Type::Port if value.as_u64().is_some_and(|p| p <= 65535) => Ok(()),
         Type::Enum(values) if values.contains(value) => Ok(()),
         Type::NullOr(_) if value.is_null() => Ok(()),
-        Type::NullOr(of) => validate(of, value, path, site),
+        Type::NullOr(of) => validate_as(of, shown, value, path, site),
         Type::ListOf(of) => match value {
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
@@ -157,7 +168,7 @@ pub(crate) fn validate(
                 }
                 Ok(())
             }
-            _ => Err(type_error(ty, value, path, site, None)),
+            _ => Err(type_error(shown, value, path, site, None)),
         },
         Type::AttrsOf(of) => match value {
             Value::Object(map) => {
@@ -166,13 +177,13 @@ pub(crate) fn validate(
                 }
                 Ok(())
             }
-            _ => Err(type_error(ty, value, path, site, None)),
+            _ => Err(type_error(shown, value, path, site, None)),
         },
         Type::Submodule(options) => match value {
             Value::Object(map) => validate_options(options, map, path, site),
-            _ => Err(type_error(ty, value, path, site, None)),
+            _ => Err(type_error(shown, value, path, site, None)),
         },
-        Type::Bool | Type::Port | Type::Enum(_) => Err(type_error(ty, value, path, site, None)),
+        Type::Bool | Type::Port | Type::Enum(_) => Err(type_error(shown, value, path, site, None)),
     }
 }
 

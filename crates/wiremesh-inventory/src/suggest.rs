@@ -1,7 +1,8 @@
 //! "Did you mean" hints for misspelt names, by edit distance.
 
 /// The candidate closest to `word`, if it is close enough to be a plausible typo: at most 2 edits,
-/// or a third of the word's length for long names. Ties go to the bytewise smallest candidate.
+/// or a third of the word's length for long names, or one is a prefix of the other (`string` and
+/// `str`). Ties go to the bytewise smallest candidate.
 pub(crate) fn closest<'c, I>(word: &str, candidates: I) -> Option<&'c str>
 where
     I: IntoIterator<Item = &'c str>,
@@ -10,8 +11,13 @@ where
     candidates
         .into_iter()
         .map(|c| {
-            let distance = if c.eq_ignore_ascii_case(word) {
+            let lower = (word.to_ascii_lowercase(), c.to_ascii_lowercase());
+            let prefix = lower.0.len().min(lower.1.len()) >= 3
+                && (lower.0.starts_with(&lower.1) || lower.1.starts_with(&lower.0));
+            let distance = if lower.0 == lower.1 {
                 0
+            } else if prefix {
+                1
             } else {
                 strsim::damerau_levenshtein(word, c)
             };
@@ -56,6 +62,7 @@ mod tests {
         assert_eq!(closest("controlport", options), Some("controlPort"));
         assert_eq!(closest("dynamicIP", options), Some("dynamicIp"));
         assert_eq!(closest("zzz", options), None);
+        assert_eq!(closest("string", ["str", "int"]), Some("str"));
         assert_eq!(hint("zzz", options), "");
         assert_eq!(hint("endpont", options), " Did you mean `endpoint`?");
         assert_eq!(list(["a", "b"]), r#"["a","b"]"#);
