@@ -1,11 +1,16 @@
 //! The peer agent: one WireGuard session per mesh member over one TUN device and one UDP socket.
 //!
-//! The data plane is split into a sans-IO core and a thin Linux shell. The core — [`prefix`]
-//! (longest-prefix tables), [`spec`] (the desired mesh) and [`mesh`] (member table, boringtun
-//! sessions, routing, demux, inbound filtering, roaming, timers, diffs) — takes packets, buffers and
-//! time as arguments and is tested by wiring several cores together in memory. [`status`] holds
-//! the messages of the local status socket, shared with `wiremesh status`.
+//! The data plane is split into a sans-IO core and a thin Linux shell (the `wiremesh-peer`
+//! binary). The core — [`prefix`] (longest-prefix tables), [`spec`] (the desired mesh) and
+//! [`mesh`] (member table, boringtun sessions, routing, demux, inbound filtering, roaming, timers,
+//! diffs) — takes packets, buffers and time as arguments and is tested by wiring several cores
+//! together in memory. [`status`] holds the local status socket's protocol, shared with
+//! `wiremesh status`; it is all that is built without the `agent` feature.
 
+#[cfg(feature = "agent")]
 pub mod mesh;
+#[cfg(feature = "agent")]
 pub mod prefix;
+#[cfg(feature = "agent")]
 pub mod spec;
+pub mod status;

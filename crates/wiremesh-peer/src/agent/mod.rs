@@ -1,0 +1,370 @@
+//! The agent's I/O shell: sets up the TUN device, routes and UDP socket, runs the two hot threads,
+//! and keeps the control work (timers, SIGHUP reload, status socket, shutdown) on the main thread
+//! and one status thread.
+
+mod config;
+mod datapath;
+mod netlink;
+mod notify;
+mod status_server;
+mod udp;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use ipnet::IpNet;
+use wiremesh_core::config::AgentConfig;
+use wiremesh_core::keys::Identity;
+use wiremesh_peer::mesh::{ApplyReport, Mesh, OsIndexSource, WG_MAX_CONTROL};
+use wiremesh_peer::spec::MeshSpec;
+
+use config::StateDir;
+use datapath::Shared;
+
+/// How often every member's WireGuard timers run.
+const TICK: Duration = Duration::from_millis(200);
+
+/// What `wiremesh-peer run` was told.
+pub struct Options {
+    pub config: PathBuf,
+    pub identity: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    pub status_socket: Option<PathBuf>,
+}
+
+/// Descriptive facts for status output, refreshed on reload.
+pub struct Info {
+    pub instance: String,
+    pub machine: String,
+    pub interface: String,
+    pub listen_port: u16,
+}
+
+impl Info {
+    fn of(config: &AgentConfig) -> Info {
+        Info {
+            instance: config.instance.clone(),
+            machine: config.machine.clone(),
+            interface: config.interface.clone(),
+            listen_port: config.listen_port,
+        }
+    }
+}
+
+fn log_report(report: &ApplyReport) {
+    for name in &report.added {
+        tracing::info!(member = %name, "member added");
+    }
+    for name in &report.removed {
+        tracing::info!(member = %name, "member removed");
+    }
+    for name in &report.updated {
+        tracing::info!(member = %name, "member updated");
+    }
+    for name in &report.rekeyed {
+        tracing::info!(member = %name, "member session rebuilt (persistent keepalive changed)");
+    }
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// Reads the config; when it cannot be used, falls back to the last good one in the state dir.
+fn load_config(options: &Options, state: Option<&StateDir>) -> Result<(String, AgentConfig)> {
+    match config::read(&options.config) {
+        Ok(loaded) => Ok(loaded),
+        Err(e) => match state.map(StateDir::load_config) {
+            Some(Ok(last)) => {
+                tracing::warn!("{e:#}; starting from the last good config in the state directory");
+                Ok(last)
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+/// Blocks the signals the control loop waits for, in this thread and every thread it spawns.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, zero-initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&raw mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits up to `timeout` for one of the blocked signals.
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: valid set and timespec; no siginfo requested.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &raw const ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// The TUN device with offloads, addresses and MTU; falls back to no offload where the kernel
+/// refuses it.
+fn create_tun(config: &AgentConfig, spec: &MeshSpec) -> Result<tun_rs::SyncDevice> {
+    let build = |offload: bool| {
+        let mut builder = tun_rs::DeviceBuilder::new()
+            .name(&config.interface)
+            .mtu(config.mtu as u16);
+        for net in &spec.addresses {
+            builder = match net.addr() {
+                IpAddr::V4(a) => builder.ipv4(a, net.prefix_len(), None),
+                IpAddr::V6(a) => builder.ipv6(a, net.prefix_len()),
+            };
+        }
+        builder
+            .with(|b| {
+                b.offload(offload);
+            })
+            .build_sync()
+    };
+    let tun = match build(true) {
+        Ok(tun) => tun,
+        Err(e) => {
+            tracing::warn!("TUN with offloads failed ({e}); trying without");
+            build(false)
+                .with_context(|| format!("cannot create TUN device '{}'", config.interface))?
+        }
+    };
+    tun.set_nonblocking(true)
+        .context("cannot make the TUN device non-blocking")?;
+    tracing::info!(
+        interface = %config.interface,
+        tcp_gso = tun.tcp_gso(),
+        udp_gso = tun.udp_gso(),
+        "TUN device up"
+    );
+    Ok(tun)
+}
+
+/// Routes into the TUN that this agent added (and must remove).
+struct Routes {
+    if_index: u32,
+    added: Vec<IpNet>,
+}
+
+impl Routes {
+    fn sync(&mut self, wanted: &[IpNet]) {
+        self.added.retain(|net| {
+            if wanted.contains(net) {
+                return true;
+            }
+            if let Err(e) = netlink::remove_route(net, self.if_index) {
+                tracing::warn!("cannot remove route {net}: {e}");
+            }
+            false
+        });
+        for net in wanted {
+            if self.added.contains(net) {
+                continue;
+            }
+            match netlink::add_route(net, self.if_index) {
+                Ok(true) => self.added.push(*net),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot add route {net}: {e}"),
+            }
+        }
+    }
+}
+
+/// Applies addresses that changed in a reload to the TUN device.
+fn sync_addresses(tun: &tun_rs::SyncDevice, old: &[IpNet], new: &[IpNet]) {
+    for net in old.iter().filter(|n| !new.contains(n)) {
+        if let Err(e) = tun.remove_address(net.addr()) {
+            tracing::warn!("cannot remove address {net}: {e}");
+        }
+    }
+    for net in new.iter().filter(|n| !old.contains(n)) {
+        let result = match net.addr() {
+            IpAddr::V4(a) => tun.add_address_v4(a, net.prefix_len()),
+            IpAddr::V6(a) => tun.add_address_v6(a, net.prefix_len()),
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot add address {net}: {e}");
+        }
+    }
+}
+
+/// SIGHUP: re-read the config and apply the difference.
+fn reload(
+    options: &Options,
+    state: Option<&StateDir>,
+    shared: &Shared,
+    routes: &mut Routes,
+) -> Result<()> {
+    let (text, config) = config::read(&options.config)?;
+    let (spec, warnings) = config::spec(&config);
+    for w in &warnings {
+        tracing::warn!("{}: {w}", options.config.display());
+    }
+    {
+        let info = shared.info.lock().unwrap_or_else(|e| e.into_inner());
+        if info.interface != config.interface || info.listen_port != config.listen_port {
+            tracing::warn!(
+                "interface name and listen port changes take effect only after a restart"
+            );
+        }
+    }
+    let old_addresses = {
+        let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
+        mesh.spec().addresses.clone()
+    };
+    sync_addresses(&shared.tun, &old_addresses, &spec.addresses);
+    routes.sync(&spec.tun_routes());
+    let report = shared
+        .mesh
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply(&spec, &mut OsIndexSource);
+    log_report(&report);
+    {
+        let mut info = shared.info.lock().unwrap_or_else(|e| e.into_inner());
+        info.instance = config.instance.clone();
+        info.machine = config.machine.clone();
+    }
+    if let Some(state) = state {
+        state.save_config(&text)?;
+    }
+    tracing::info!("reloaded {}", options.config.display());
+    Ok(())
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub fn run(options: Options) -> Result<()> {
+    let signals = block_signals();
+    let identity = Identity::load(&options.identity).map_err(|e| anyhow!("{e}"))?;
+    let state = options
+        .state_dir
+        .as_deref()
+        .map(StateDir::open)
+        .transpose()?;
+    let (text, config) = load_config(&options, state.as_ref())?;
+    let (spec, warnings) = config::spec(&config);
+    for w in &warnings {
+        tracing::warn!("{}: {w}", options.config.display());
+    }
+
+    let tun = create_tun(&config, &spec)?;
+    let mut routes = Routes {
+        if_index: tun
+            .if_index()
+            .context("cannot read the TUN interface index")?,
+        added: Vec::new(),
+    };
+    routes.sync(&spec.tun_routes());
+    let udp = udp::Udp::bind(config.listen_port)
+        .with_context(|| format!("cannot bind UDP port {}", config.listen_port))?;
+    tracing::info!(
+        port = udp.local_port().unwrap_or(config.listen_port),
+        gso_segments = udp.max_segments(config.mtu as usize + 32),
+        gro_segments = udp.gro_segments(),
+        "UDP socket bound"
+    );
+    let (mesh, report) = Mesh::new(
+        *identity.wireguard_secret().as_bytes(),
+        &spec,
+        &mut OsIndexSource,
+    );
+    log_report(&report);
+    if let Some(state) = &state {
+        state.save_config(&text)?;
+    }
+
+    let shared = Arc::new(Shared {
+        mesh: RwLock::new(mesh),
+        udp,
+        tun,
+        stop: AtomicBool::new(false),
+        mtu: config.mtu as usize,
+        info: Mutex::new(Info::of(&config)),
+    });
+    let socket_path = options
+        .status_socket
+        .clone()
+        .unwrap_or_else(|| wiremesh_peer::status::default_socket_path(&config.interface));
+    let status = status_server::StatusServer::bind(&socket_path)?;
+
+    let spawn = |name: &str, f: fn(&Shared)| {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || f(&shared))
+            .with_context(|| format!("cannot start thread {name}"))
+    };
+    let threads = [
+        spawn("wm-tx", datapath::tx_loop)?,
+        spawn("wm-rx", datapath::rx_loop)?,
+    ];
+    let status_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("wm-status".into())
+            .spawn(move || status.serve(&shared))
+            .context("cannot start the status thread")?
+    };
+
+    if let Err(e) = notify::notify("READY=1") {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+    tracing::info!(
+        interface = %config.interface,
+        members = spec.members.len(),
+        status_socket = %socket_path.display(),
+        "ready"
+    );
+
+    let mut out = vec![0u8; WG_MAX_CONTROL.max(256)];
+    let mut last_tick = Instant::now();
+    loop {
+        let wait = TICK.saturating_sub(last_tick.elapsed());
+        match wait_signal(&signals, wait) {
+            Some(libc::SIGHUP) => {
+                if let Err(e) = reload(&options, state.as_ref(), &shared, &mut routes) {
+                    tracing::error!("reload failed, keeping the running configuration: {e:#}");
+                }
+            }
+            Some(sig) => {
+                tracing::info!(signal = sig, "shutting down");
+                break;
+            }
+            None => {}
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
+            mesh.tick(last_tick, &mut out, &mut |packet, to| {
+                if let Err(e) = shared.udp.send(packet, to, None) {
+                    tracing::debug!("timer packet to {to} not sent: {e}");
+                }
+            });
+        }
+    }
+
+    let _ = notify::notify("STOPPING=1");
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in threads.into_iter().chain([status_thread]) {
+        let _ = t.join();
+    }
+    routes.sync(&[]);
+    if let Err(e) = std::fs::remove_file(&socket_path) {
+        tracing::warn!("cannot remove {}: {e}", socket_path.display());
+    }
+    // Dropping the last reference closes the TUN device, which removes the interface and its
+    // addresses.
+    drop(shared);
+    tracing::info!("stopped");
+    Ok(())
+}
