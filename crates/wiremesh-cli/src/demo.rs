@@ -1,9 +1,534 @@
-use std::process::ExitCode;
+//! `wiremesh demo`: brings up a real mesh on this machine in network namespaces, as root. It plans
+//! an inventory (by default the bundled `examples/inventory.json`) with throwaway keys, one
+//! namespace per machine on a shared underlay bridge, one `wiremesh-peer` agent per namespace,
+//! prints each agent's `wiremesh status`, pings every pair over IPv4 and IPv6, and tears it all down
+//! on exit, on error and on Ctrl-C. Progress goes to stderr, results to stdout.
+
+mod lab;
+mod signal;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremesh_core::config::AgentConfig;
+use wiremesh_core::keys::{Identity, NetworkKey};
+use wiremesh_inventory::{Catalog, ResolveOptions, resolve};
+
+use lab::Lab;
+
+/// The example the README shows; used when no `--inventory` is given.
+const EXAMPLE_INVENTORY: &str = include_str!("../../../examples/inventory.json");
+/// How long each pair may take to answer its first ping (the first one includes the handshake).
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The inventory to plan (default: the bundled examples/inventory.json).
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// The wiremesh instance of the inventory to bring up.
+    #[arg(long, default_value = "my-vpn")]
+    instance: String,
+    /// Keep the mesh running after the checks until Ctrl-C, to explore it with `ip netns exec`.
+    #[arg(long)]
+    keep: bool,
+}
 
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("wiremesh: 'demo' is not built yet");
-    ExitCode::FAILURE
+pub fn run(args: Args) -> ExitCode {
+    signal::install();
+    match demo(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("wiremesh demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(text: &str) {
+    eprintln!("demo: {text}");
+}
+
+/// Runs the demo; `Ok(false)` when the mesh came up but a check failed.
+fn demo(args: &Args) -> Result<bool, String> {
+    preflight()?;
+    let peer_bin = sibling_binary("wiremesh-peer")?;
+    let (source, text) = match &args.inventory {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => (
+            "the bundled examples/inventory.json".to_owned(),
+            EXAMPLE_INVENTORY.to_owned(),
+        ),
+    };
+    let inventory: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{source} is not valid JSON: {e}"))?;
+    let members = instance_members(&text, &args.instance).map_err(|e| format!("{source}: {e}"))?;
+    progress(&format!(
+        "instance {:?} of {source}: machines {}",
+        args.instance,
+        members
+            .iter()
+            .map(|(m, _)| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    let dir = tempfile::Builder::new()
+        .prefix("wiremesh-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a temp dir: {e}"))?;
+    let machines: Vec<String> = members.iter().map(|(m, _)| m.clone()).collect();
+    progress("building namespaces: a switch and one per machine, underlay 198.18.0.0/24");
+    let mut lab = Lab::build(&machines, dir.path())?;
+    for node in &lab.nodes {
+        progress(&format!(
+            "  {} → namespace {} at {}",
+            node.machine, node.netns, node.underlay
+        ));
+    }
+
+    progress("generating throwaway keys");
+    write_keys(dir.path(), &args.instance, &machines)?;
+    let mut rewritten = with_underlay_endpoints(&inventory, &args.instance, &lab, &members)?;
+    let mut configs = plan(dir.path(), &rewritten, &args.instance, &machines)?;
+    // A controller with dynamic IPv4 leases gives addresses only when it runs; the demo has no
+    // controller, so members without a static IPv4 get one from the lower half of the network
+    // (the dynamic range is the upper half) and the plan is redone.
+    if let Some(with_static) = with_static_ipv4(&rewritten, &args.instance, &configs)? {
+        progress("giving machines without a static IPv4 one from the network's lower half");
+        rewritten = with_static;
+        configs = plan(dir.path(), &rewritten, &args.instance, &machines)?;
+    }
+
+    for machine in &machines {
+        signal::check()?;
+        progress(&format!("starting the agent of {machine}"));
+        let mdir = dir.path().join(machine);
+        std::fs::create_dir_all(mdir.join("state"))
+            .map_err(|e| format!("cannot make {}: {e}", mdir.display()))?;
+        lab.start_agent(
+            &peer_bin,
+            machine,
+            &dir.path().join("plan").join(format!("{machine}.json")),
+            &mdir.join("identity"),
+            &mdir.join("status.sock"),
+        )?;
+    }
+
+    progress("pinging every pair over IPv4 and IPv6");
+    let results = ping_all(&lab, &configs)?;
+    for machine in &machines {
+        signal::check()?;
+        println!("== wiremesh status on {machine}");
+        println!(
+            "{}",
+            status_text(&dir.path().join(machine).join("status.sock"))?
+        );
+    }
+    println!("== pings (first reply, including the handshake)");
+    let mut failed = 0;
+    for r in &results {
+        match &r.outcome {
+            Ok(rtt) => println!("  {:>10} → {:<10} {:<40} ok  {rtt}", r.from, r.to, r.addr),
+            Err(e) => {
+                failed += 1;
+                println!("  {:>10} → {:<10} {:<40} FAILED: {e}", r.from, r.to, r.addr);
+            }
+        }
+    }
+    let dead = lab.dead_agents();
+    for (machine, status, log) in &dead {
+        println!("the agent of {machine} exited ({status}); its log:\n{log}");
+    }
+    let ok = failed == 0 && dead.is_empty();
+    println!(
+        "== {}: {} agents, {}/{} pings answered over IPv4 and IPv6",
+        if ok { "demo OK" } else { "demo FAILED" },
+        machines.len(),
+        results.len() - failed,
+        results.len()
+    );
+    if ok && args.keep {
+        println!("The mesh stays up. Try, in another shell:");
+        if let (Some(a), Some(b)) = (
+            lab.nodes.first(),
+            configs.get(&machines[machines.len() - 1]),
+        ) {
+            let target = b
+                .addresses
+                .ipv4
+                .map_or_else(|| b.addresses.ipv6.to_string(), |v4| v4.to_string());
+            println!("  sudo ip netns exec {} ping {target}", a.netns);
+        }
+        println!(
+            "  sudo {} status --socket {}",
+            std::env::current_exe().map_or_else(|_| "wiremesh".into(), |p| p.display().to_string()),
+            dir.path().join(&machines[0]).join("status.sock").display()
+        );
+        println!("Press Ctrl-C to tear it down.");
+        while !signal::requested() {
+            if let Some((machine, status, log)) = lab.dead_agents().into_iter().next() {
+                return Err(format!(
+                    "the agent of {machine} exited ({status}); its log:\n{log}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(lab);
+    Ok(ok)
+}
+
+fn preflight() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "the demo needs root: it creates network namespaces, veth links and TUN \
+                    devices. Run it with sudo."
+                .to_owned(),
+        );
+    }
+    for (tool, package) in [("ip", "iproute2"), ("ping", "iputils-ping")] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()));
+        if !found {
+            return Err(format!(
+                "'{tool}' is not on PATH: apt-get install {package}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A binary of this workspace installed next to the running `wiremesh`.
+fn sibling_binary(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let path = exe.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: the demo runs the agent that sits next to `wiremesh`. Build both: \
+             cargo build --release -p wiremesh-cli -p wiremesh-peer",
+            path.display()
+        ))
+    }
+}
+
+/// The instance's machines with their final `peer` settings, sorted by name; machines holding only
+/// the controller role get an empty object.
+fn instance_members(text: &str, instance: &str) -> Result<Vec<(String, Value)>, String> {
+    let resolution = resolve(text, &Catalog::new(), &ResolveOptions::default())
+        .map_err(|e| format!("cannot resolve the inventory: {e}"))?;
+    let Some(inst) = resolution.instances.get(instance) else {
+        let known: Vec<&String> = resolution.instances.keys().collect();
+        return Err(format!("no instance {instance:?} (instances: {known:?})"));
+    };
+    let mut members: BTreeMap<String, Value> = BTreeMap::new();
+    for role in inst.roles.values() {
+        for machine in &role.machines {
+            members.entry(machine.clone()).or_insert_with(|| json!({}));
+        }
+    }
+    for (machine, roles) in &resolution.machines {
+        for r in roles
+            .iter()
+            .filter(|r| r.instance == instance && r.role == "peer")
+        {
+            members.insert(machine.clone(), r.settings.clone());
+        }
+    }
+    if members.len() < 2 {
+        return Err(format!(
+            "instance {instance:?} has {} machines; a mesh needs two",
+            members.len()
+        ));
+    }
+    Ok(members.into_iter().collect())
+}
+
+/// Writes each machine's identity (mode 0600) and the public keys in Clan's public vars layout,
+/// which `wiremesh plan --keys` reads.
+fn write_keys(dir: &Path, instance: &str, machines: &[String]) -> Result<(), String> {
+    let vars = dir.join("keys").join("vars");
+    for machine in machines {
+        let identity = Identity::generate().map_err(|e| format!("no randomness: {e}"))?;
+        let mdir = dir.join(machine);
+        std::fs::create_dir_all(&mdir)
+            .map_err(|e| format!("cannot make {}: {e}", mdir.display()))?;
+        write_secret(&mdir.join("identity"), &identity.to_file_text())?;
+        let public = vars
+            .join("per-machine")
+            .join(machine)
+            .join(format!("wiremesh-{instance}"));
+        write_value(
+            &public.join("wireguard-public-key"),
+            &identity.wireguard_public_key().to_base64(),
+        )?;
+        write_value(
+            &public.join("node-public-key"),
+            &identity.node_public_key().to_base64(),
+        )?;
+    }
+    let network = NetworkKey::generate().map_err(|e| format!("no randomness: {e}"))?;
+    write_value(
+        &vars
+            .join("shared")
+            .join(format!("wiremesh-network-{instance}"))
+            .join("network-public-key"),
+        &network.public_key().to_base64(),
+    )
+}
+
+fn write_value(dir: &Path, text: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    let path = dir.join("value");
+    std::fs::write(&path, format!("{text}\n"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The value as a top-priority definition (Nix's mkForce), so it wins over whatever layer of the
+/// inventory set the option.
+fn forced(value: Value) -> Value {
+    json!({ "_type": "override", "priority": 50, "content": value })
+}
+
+/// The inventory with each member's `endpoints` set to its underlay address and port, and each
+/// controller's `endpoint` set to its underlay address.
+fn with_underlay_endpoints(
+    inventory: &Value,
+    instance: &str,
+    lab: &Lab,
+    members: &[(String, Value)],
+) -> Result<Value, String> {
+    let mut out = inventory.clone();
+    let roles = out
+        .pointer_mut(&format!("/instances/{}/roles", pointer_escape(instance)))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| format!("instances.{instance}.roles is not an object"))?;
+    for (machine, settings) in members {
+        let node = lab
+            .node(machine)
+            .ok_or_else(|| format!("no namespace for {machine}"))?;
+        if roles.contains_key("peer") && settings.get("port").is_some() {
+            let port = settings["port"].as_u64().unwrap_or(51820);
+            machine_settings(roles, "peer", machine).insert(
+                "endpoints".into(),
+                forced(json!([format!("{}:{port}", node.underlay)])),
+            );
+        }
+        let is_controller = roles.get("controller").is_some_and(|c| {
+            c.pointer(&format!("/machines/{}", pointer_escape(machine)))
+                .is_some()
+        });
+        if is_controller {
+            machine_settings(roles, "controller", machine)
+                .insert("endpoint".into(), forced(json!(node.underlay.to_string())));
+        }
+    }
+    Ok(out)
+}
+
+/// When the plan left members without IPv4 in an IPv4 network, the inventory with static `ipv4`
+/// settings for them: .1, .2, … of the network, skipping addresses already taken.
+fn with_static_ipv4(
+    inventory: &Value,
+    instance: &str,
+    configs: &BTreeMap<String, AgentConfig>,
+) -> Result<Option<Value>, String> {
+    let Some(network) = configs.values().find_map(|c| c.network.ipv4) else {
+        return Ok(None);
+    };
+    let missing: Vec<&String> = configs
+        .iter()
+        .filter(|(_, c)| c.addresses.ipv4.is_none())
+        .map(|(m, _)| m)
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let taken: Vec<_> = configs.values().filter_map(|c| c.addresses.ipv4).collect();
+    let mut free = network.hosts().filter(|a| !taken.contains(a));
+    let mut out = inventory.clone();
+    let roles = out
+        .pointer_mut(&format!("/instances/{}/roles", pointer_escape(instance)))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| format!("instances.{instance}.roles is not an object"))?;
+    for machine in missing {
+        let addr = free
+            .next()
+            .ok_or_else(|| format!("no free IPv4 address left in {network}"))?;
+        machine_settings(roles, "peer", machine)
+            .insert("ipv4".into(), forced(json!(addr.to_string())));
+    }
+    Ok(Some(out))
+}
+
+/// `roles.<role>.machines.<machine>.settings` as a mutable object, created where missing.
+fn machine_settings<'a>(
+    roles: &'a mut serde_json::Map<String, Value>,
+    role: &str,
+    machine: &str,
+) -> &'a mut serde_json::Map<String, Value> {
+    let slot = roles
+        .entry(role)
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .map(|r| r.entry("machines").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+        .map(|ms| ms.entry(machine).or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+        .map(|m| m.entry("settings").or_insert_with(|| json!({})));
+    match slot {
+        Some(Value::Object(settings)) => settings,
+        Some(other) => {
+            *other = json!({});
+            other.as_object_mut().expect("just made an object")
+        }
+        None => unreachable!("every level was created as an object above"),
+    }
+}
+
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Writes the inventory and runs `wiremesh plan` (this executable) into `<dir>/plan`; returns the
+/// per-machine configurations.
+fn plan(
+    dir: &Path,
+    inventory: &Value,
+    instance: &str,
+    machines: &[String],
+) -> Result<BTreeMap<String, AgentConfig>, String> {
+    signal::check()?;
+    let inventory_path = dir.join("inventory.json");
+    let text = serde_json::to_string_pretty(inventory).map_err(|e| e.to_string())?;
+    std::fs::write(&inventory_path, text)
+        .map_err(|e| format!("cannot write {}: {e}", inventory_path.display()))?;
+    let out_dir = dir.join("plan");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    progress(&format!("wiremesh plan --instance {instance}"));
+    let out = lab::run(
+        Command::new(exe)
+            .arg("plan")
+            .arg("--inventory")
+            .arg(&inventory_path)
+            .arg("--instance")
+            .arg(instance)
+            .arg("--keys")
+            .arg(dir.join("keys"))
+            .arg("--out")
+            .arg(&out_dir),
+        Duration::from_secs(60),
+    )?;
+    if !out.status.success() {
+        return Err(format!(
+            "wiremesh plan failed ({}): {}{}",
+            out.status, out.stdout, out.stderr
+        ));
+    }
+    let mut configs = BTreeMap::new();
+    for machine in machines {
+        let path = out_dir.join(format!("{machine}.json"));
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("wiremesh plan wrote no {}: {e}", path.display()))?;
+        let config =
+            AgentConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        configs.insert(machine.clone(), config);
+    }
+    Ok(configs)
+}
+
+struct PingResult {
+    from: String,
+    to: String,
+    addr: IpAddr,
+    outcome: Result<String, String>,
+}
+
+/// Pings every ordered pair of machines at each of the target's overlay addresses, retrying until
+/// the first reply or [`PING_TIMEOUT`].
+fn ping_all(lab: &Lab, configs: &BTreeMap<String, AgentConfig>) -> Result<Vec<PingResult>, String> {
+    let mut results = Vec::new();
+    for from in configs.keys() {
+        for (to, config) in configs.iter().filter(|(to, _)| *to != from) {
+            let addrs = config
+                .addresses
+                .ipv4
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain([IpAddr::V6(config.addresses.ipv6)]);
+            for addr in addrs {
+                signal::check()?;
+                let outcome = ping_until_reply(lab, from, addr)?;
+                results.push(PingResult {
+                    from: from.clone(),
+                    to: to.clone(),
+                    addr,
+                    outcome,
+                });
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// `Ok(Ok(rtt))` on a reply, `Ok(Err(why))` when none came in time, `Err` on Ctrl-C.
+fn ping_until_reply(lab: &Lab, from: &str, addr: IpAddr) -> Result<Result<String, String>, String> {
+    let start = Instant::now();
+    loop {
+        let out = lab.exec(from, &["ping", "-c", "1", "-W", "1", &addr.to_string()])?;
+        if out.status.success() {
+            let rtt = out
+                .stdout
+                .lines()
+                .find_map(|l| l.split("time=").nth(1))
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            return Ok(Ok(format!(
+                "{rtt} (after {:.1} s)",
+                start.elapsed().as_secs_f64()
+            )));
+        }
+        if start.elapsed() > PING_TIMEOUT {
+            return Ok(Err(format!("no reply within {PING_TIMEOUT:?}")));
+        }
+        signal::check()?;
+    }
+}
+
+/// `wiremesh status --socket PATH` (this executable), as text.
+fn status_text(socket: &Path) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let out = lab::run(
+        Command::new(exe).arg("status").arg("--socket").arg(socket),
+        Duration::from_secs(10),
+    )?;
+    Ok(format!("{}{}", out.stdout, out.stderr)
+        .trim_end()
+        .to_owned())
 }

@@ -1,0 +1,364 @@
+//! The demo's network: one namespace per machine, each plugged with a veth link into a bridge in a
+//! "switch" namespace (underlay 198.18.0.0/24), the agents running in them, and the teardown that
+//! removes all of it when the lab is dropped (on success, on error, on Ctrl-C and on panic).
+
+use std::fs::File;
+use std::io::{Read as _, Seek as _};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::signal;
+
+/// Every namespace of a demo is `wmdemo-<pid>-<role>`.
+const PREFIX: &str = "wmdemo-";
+/// The bound on each short command (ip, ping).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an agent may take to report READY=1.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One machine's namespace and underlay address.
+pub struct Node {
+    pub machine: String,
+    pub netns: String,
+    pub underlay: Ipv4Addr,
+}
+
+/// A running agent.
+struct Agent {
+    machine: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The namespaces and agents of one demo run.
+pub struct Lab {
+    agents: Vec<Agent>,
+    pub nodes: Vec<Node>,
+    switch: Option<String>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// Builds the switch and one namespace per machine; machine `i` gets 198.18.0.(i+1)/24. A
+    /// failure halfway tears down what was built (the partly built lab is dropped).
+    pub fn build(machines: &[String], dir: &Path) -> Result<Self, String> {
+        if machines.len() > 250 {
+            return Err(format!(
+                "{} machines is more than the demo's /24 underlay holds",
+                machines.len()
+            ));
+        }
+        remove_orphans();
+        let pid = std::process::id();
+        let mut lab = Self {
+            agents: Vec::new(),
+            nodes: Vec::new(),
+            switch: None,
+            dir: dir.to_owned(),
+        };
+        let switch = format!("{PREFIX}{pid}-switch");
+        ip(&["netns", "add", &switch])?;
+        lab.switch = Some(switch.clone());
+        ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+        for (i, machine) in machines.iter().enumerate() {
+            signal::check()?;
+            let netns = format!("{PREFIX}{pid}-{machine}");
+            ip(&["netns", "add", &netns])?;
+            let host = u8::try_from(i + 1).map_err(|_| "too many machines".to_owned())?;
+            let node = Node {
+                machine: machine.clone(),
+                netns: netns.clone(),
+                underlay: Ipv4Addr::new(198, 18, 0, host),
+            };
+            lab.nodes.push(node);
+            let port = format!("p{i}");
+            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &netns,
+            ])?;
+            ip(&["-n", &switch, "link", "set", &port, "master", "br0", "up"])?;
+            ip(&[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("198.18.0.{host}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(lab)
+    }
+
+    pub fn node(&self, machine: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.machine == machine)
+    }
+
+    /// Starts `wiremesh-peer run` in the machine's namespace and waits until it sends READY=1 to
+    /// its notify socket.
+    pub fn start_agent(
+        &mut self,
+        peer_bin: &Path,
+        machine: &str,
+        config: &Path,
+        identity: &Path,
+        status_socket: &Path,
+    ) -> Result<(), String> {
+        let netns = self
+            .node(machine)
+            .map(|n| n.netns.clone())
+            .ok_or_else(|| format!("no namespace for machine {machine}"))?;
+        let mdir = self.dir.join(machine);
+        let notify_path = mdir.join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path)
+            .map_err(|e| format!("cannot bind {}: {e}", notify_path.display()))?;
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        let log = mdir.join("agent.log");
+        let log_file =
+            File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .arg(peer_bin)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--identity")
+            .arg(identity)
+            .arg("--state-dir")
+            .arg(mdir.join("state"))
+            .arg("--status-socket")
+            .arg(status_socket)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            // Its own process group: Ctrl-C reaches only the demo, which then stops agents in order.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", peer_bin.display()))?;
+        self.agents.push(Agent {
+            machine: machine.to_owned(),
+            child,
+            log: log.clone(),
+        });
+        let agent = self.agents.last_mut().expect("just pushed");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut buf = [0u8; 4096];
+        loop {
+            signal::check()?;
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                return Err(format!(
+                    "the agent of {machine} exited ({status}) before it was ready; its log:\n{}",
+                    tail(&log)
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the agent of {machine} did not report ready within {READY_TIMEOUT:?}; its log:\n{}",
+                    tail(&log)
+                ));
+            }
+        }
+    }
+
+    /// The machines whose agent has exited, with how.
+    pub fn dead_agents(&mut self) -> Vec<(String, ExitStatus, String)> {
+        let mut dead = Vec::new();
+        for agent in &mut self.agents {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                dead.push((agent.machine.clone(), status, tail(&agent.log)));
+            }
+        }
+        dead
+    }
+
+    /// Runs a command inside a machine's namespace with a time bound (and Ctrl-C aborting it).
+    pub fn exec(&self, machine: &str, argv: &[&str]) -> Result<Output, String> {
+        let node = self
+            .node(machine)
+            .ok_or_else(|| format!("no namespace for machine {machine}"))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &node.netns]).args(argv);
+        run(&mut cmd, COMMAND_TIMEOUT)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.agents.is_empty() && self.nodes.is_empty() && self.switch.is_none() {
+            return;
+        }
+        eprintln!("demo: tearing down");
+        for agent in &mut self.agents {
+            if let Ok(None) = agent.child.try_wait() {
+                let pid = i32::try_from(agent.child.id()).unwrap_or(i32::MAX);
+                // SAFETY: kill has no memory preconditions; the pid is our unreaped child.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for agent in &mut self.agents {
+            loop {
+                match agent.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Ok(None) => {
+                        eprintln!(
+                            "demo: the agent of {} ignored SIGTERM; killing it",
+                            agent.machine
+                        );
+                        let _ = agent.child.kill();
+                        let _ = agent.child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        let names = self
+            .nodes
+            .iter()
+            .map(|n| n.netns.clone())
+            .chain(self.switch.clone());
+        for netns in names {
+            delete_namespace(&netns);
+        }
+        eprintln!("demo: removed every namespace and agent");
+    }
+}
+
+/// What a finished command printed and how it exited.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` in its own process group with stdout/stderr in temp files, at most `timeout`;
+/// Ctrl-C kills it too.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    let described = format!("{cmd:?}");
+    let mut out = tempfile::tempfile().map_err(|e| format!("temp file: {e}"))?;
+    let mut err = tempfile::tempfile().map_err(|e| format!("temp file: {e}"))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().map_err(|e| e.to_string())?)
+        .stderr(err.try_clone().map_err(|e| e.to_string())?)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {described}: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline && !signal::requested() => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                signal::check()?;
+                return Err(format!("{described} did not finish within {timeout:?}"));
+            }
+            Err(e) => return Err(format!("waiting for {described}: {e}")),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: read_all(&mut out),
+        stderr: read_all(&mut err),
+    })
+}
+
+fn read_all(file: &mut File) -> String {
+    let mut bytes = Vec::new();
+    let _ = file.rewind();
+    let _ = file.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `ip ARGS` in the host namespace (always with `-n` or `netns`), `Err` with its stderr on failure.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = run(Command::new("ip").args(args), COMMAND_TIMEOUT)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            out.stderr.trim()
+        ))
+    }
+}
+
+/// The last lines of a log file.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Kills what still runs in the namespace, then deletes it. Teardown goes on after errors.
+fn delete_namespace(netns: &str) {
+    let pids = run(
+        Command::new("ip").args(["netns", "pids", netns]),
+        COMMAND_TIMEOUT,
+    )
+    .map(|o| o.stdout)
+    .unwrap_or_default();
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        // SAFETY: kill has no memory preconditions; these processes live in the demo's namespace.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let deleted = Command::new("ip")
+        .args(["netns", "del", netns])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !deleted.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "demo: could not delete namespace {netns}; remove it with `ip netns del {netns}`"
+        );
+    }
+}
+
+/// Deletes namespaces of earlier demo runs whose process is gone (it was killed with SIGKILL).
+fn remove_orphans() {
+    let Ok(list) = run(Command::new("ip").args(["netns", "list"]), COMMAND_TIMEOUT) else {
+        return;
+    };
+    for name in list
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("demo: removing {name}, left behind by an earlier run");
+            delete_namespace(name);
+        }
+    }
+}
