@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use wiremesh_core::config::{Addresses, AgentConfig, Networks, PeerConfig};
 use wiremesh_core::keys::{Identity, NetworkKey};
+use wiremesh_peer::status::{self, MemberStatus, Status};
 
 use crate::command::run_bounded;
 use crate::daemon::Daemon;
@@ -120,7 +121,11 @@ impl Member {
         let mut agent = self.ns.spawn(
             &format!("agent {}", self.name),
             &argv,
-            &[("NOTIFY_SOCKET", &notify_env), ("RUST_LOG", "info")],
+            &[
+                ("NOTIFY_SOCKET", &notify_env),
+                ("RUST_LOG", "info"),
+                ("NO_COLOR", "1"),
+            ],
             &self.dir.join("agent.log"),
         );
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -168,8 +173,31 @@ impl Member {
             .unwrap_or_else(|| panic!("agent {} is not running", self.name))
     }
 
+    /// The agent's status, read from its status socket with the typed client that
+    /// `wiremesh status` uses.
+    pub fn status(&self) -> Status {
+        status::query(&self.status_socket())
+            .unwrap_or_else(|e| panic!("status of agent {}: {e}", self.name))
+    }
+
+    /// The entry for member `peer` in this agent's status.
+    pub fn peer_status(&self, peer: &str) -> MemberStatus {
+        let status = self.status();
+        status
+            .members
+            .iter()
+            .find(|m| m.name == peer)
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no member {peer} in the status of {}: {status:?}",
+                    self.name
+                )
+            })
+    }
+
     /// `wiremesh status --json` against this member's agent, parsed.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status_json(&self) -> serde_json::Value {
         let cli = project_binary("wiremesh");
         let out = run_bounded(
             std::process::Command::new(cli)
@@ -193,16 +221,6 @@ impl Member {
         })
     }
 
-    /// The entry for member `peer` in `wiremesh status --json` (its `members` list).
-    pub fn peer_status(&self, peer: &str) -> serde_json::Value {
-        let status = self.status();
-        status["members"]
-            .as_array()
-            .and_then(|members| members.iter().find(|m| m["name"] == peer))
-            .cloned()
-            .unwrap_or_else(|| panic!("no member {peer} in the status of {}: {status}", self.name))
-    }
-
     /// `wiremesh status` (human-readable) against this member's agent.
     pub fn status_text(&self) -> String {
         let cli = project_binary("wiremesh");
@@ -217,16 +235,13 @@ impl Member {
     }
 
     /// Moves the member's underlay IPv4 address to `new` (same /24), as a roaming laptop would.
+    /// The old address goes first: deleting a primary address also deletes the secondaries of its
+    /// subnet, so adding the new one first would leave none.
     pub fn move_underlay4(&mut self, new: Ipv4Addr) {
+        let old = format!("{}/24", self.underlay4);
+        self.ns.ip(&["addr", "del", &old, "dev", "eth0"]);
         self.ns
             .ip(&["addr", "add", &format!("{new}/24"), "dev", "eth0"]);
-        self.ns.ip(&[
-            "addr",
-            "del",
-            &format!("{}/24", self.underlay4),
-            "dev",
-            "eth0",
-        ]);
         self.underlay4 = new;
     }
 }

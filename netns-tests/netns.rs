@@ -128,14 +128,26 @@ impl Netns {
         require_tools(&["nft"]);
         let ruleset = format!(
             "table inet wiremesh_loss {{\n\
-             \tchain out {{ type filter hook output priority 0; oifname \"{dev}\" numgen random mod 100 < {percent} drop; }}\n\
-             \tchain in {{ type filter hook input priority 0; iifname \"{dev}\" numgen random mod 100 < {percent} drop; }}\n\
+             \tchain out {{ type filter hook output priority 0; oifname \"{dev}\" numgen random mod 100 < {percent} counter drop; }}\n\
+             \tchain in {{ type filter hook input priority 0; iifname \"{dev}\" numgen random mod 100 < {percent} counter drop; }}\n\
              }}\n"
         );
         let file = tempfile::NamedTempFile::new().expect("a temp file can be made");
         std::fs::write(file.path(), ruleset).expect("a temp file is writable");
         let path = file.path().to_string_lossy().into_owned();
         self.run(&["nft", "-f", &path]);
+    }
+
+    /// How many packets [`Netns::random_loss`] has dropped so far (both directions).
+    pub fn random_loss_dropped(&self) -> u64 {
+        let listing = self.run(&["nft", "list", "table", "inet", "wiremesh_loss"]);
+        listing
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
     }
 
     /// The pids of the processes that live in this namespace.

@@ -102,9 +102,7 @@ fn packets_whose_inner_source_is_not_the_senders_are_dropped_and_counted() {
     }
     let alpha_key = alpha.identity.wireguard_public_key().to_base64();
     let tx_before: u64 = go.peer_dump(&alpha_key)[6].parse().expect("a byte count");
-    let dropped_before = alpha.peer_status("gopher")["droppedSpoofed"]
-        .as_u64()
-        .expect("status has members[].droppedSpoofed");
+    let dropped_before = alpha.peer_status("gopher").dropped_spoofed;
 
     let cap = Capture::start(&alpha.ns, "wm0", "icmp or icmp6", lab.dir(), "spoof");
     for (src, dst) in [
@@ -167,9 +165,7 @@ fn packets_whose_inner_source_is_not_the_senders_are_dropped_and_counted() {
         tx_after >= tx_before + 6 * 96,
         "wireguard-go did not send the spoofed pings into the tunnel ({tx_before} → {tx_after} bytes)"
     );
-    let dropped_after = alpha.peer_status("gopher")["droppedSpoofed"]
-        .as_u64()
-        .expect("status has members[].droppedSpoofed");
+    let dropped_after = alpha.peer_status("gopher").dropped_spoofed;
     assert!(
         dropped_after >= dropped_before + 6,
         "alpha counted {} spoofed drops for 6 spoofed packets",
