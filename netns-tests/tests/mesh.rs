@@ -53,6 +53,18 @@ fn three_members_ping_every_pair_over_ipv4_and_ipv6_and_move_50_mb_intact() {
     );
     assert!(beta.tx_bytes > 0, "no bytes sent to beta: {beta:?}");
     assert!(beta.direct, "beta's path is not direct: {beta:?}");
+    // The CLI prints the same status: one array element per agent.
+    let json = from.status_json();
+    let names: Vec<&str> = json[0]["members"]
+        .as_array()
+        .map(|ms| ms.iter().filter_map(|m| m["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["beta", "gamma"], "wiremesh status --json: {json}");
+    let text = from.status_text();
+    assert!(
+        text.contains("beta") && text.contains("gamma"),
+        "wiremesh status: {text}"
+    );
     let gamma = from.peer_status("gamma");
     assert!(
         gamma.tx_bytes > 50 * MIB,
