@@ -1,6 +1,9 @@
 //! Helpers shared by the rule tests: the clan-core fixture catalog plus a `self` input with a
 //! small module that exercises every type.
 
+// Each test binary includes this module and uses a different subset of it.
+#![allow(dead_code)]
+
 use serde_json::{Value, json};
 use wiremesh_inventory::{Catalog, Resolution, ResolveError, ResolveOptions, resolve};
 
