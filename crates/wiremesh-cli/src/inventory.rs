@@ -51,7 +51,12 @@ fn resolve(args: ResolveArgs) -> ExitCode {
     match load_and_resolve(&args) {
         Ok(resolution) => {
             match args.format {
-                Format::Json => println!("{}", resolution.to_json_pretty()),
+                Format::Json => {
+                    for warning in &resolution.warnings {
+                        eprintln!("warning: {warning}");
+                    }
+                    println!("{}", resolution.to_json_pretty())
+                }
                 Format::Text => print!("{}", table(&resolution)),
             }
             ExitCode::SUCCESS

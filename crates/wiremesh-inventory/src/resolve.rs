@@ -138,7 +138,7 @@ fn find_module<'c>(
     } else {
         requested
     };
-    if !catalog.has_input(input) {
+    if spec.input.is_some() && !catalog.has_input(input) {
         return Err(ResolveError::new(
             ErrorKind::UnknownModule,
             at_module.key("input").render(),
@@ -164,11 +164,15 @@ fn find_module<'c>(
             ErrorKind::UnknownModule,
             at_module.key("name").render(),
             format!(
-                "{provider} doesn't provide clan-module with name '{}'.{}\n\nRemove `module.input` (or set module.input = null) - to use a <clan-core> module.\nSet `module.input = \"self\"` if the module is defined in your own flake.\nSet `module.input = \"<flake-input>\"` if the module is defined by a flake input called `<flake-input>`.{}\nModules of '{input}' in the module catalog: {}",
+                "{provider} doesn't provide clan-module with name '{}'.{}\n\nRemove `module.input` (or set module.input = null) - to use a <clan-core> module.\nSet `module.input = \"self\"` if the module is defined in your own flake.\nSet `module.input = \"<flake-input>\"` if the module is defined by a flake input called `<flake-input>`.{}\n{}",
                 spec.name,
                 suggest::hint(spec.name, names.iter().copied()),
                 wiremesh_hint(spec, opts),
-                suggest::list(names.iter().copied())
+                if names.is_empty() {
+                    format!("The module catalog has no modules for '{input}': give its interface with --modules FILE, or resolve only some modules with --only NAME...")
+                } else {
+                    format!("Modules of '{input}' in the module catalog: {}", suggest::list(names.iter().copied()))
+                }
             ),
         )
     })

@@ -1,0 +1,303 @@
+//! `wiremesh inventory resolve` end to end: the real binary on the example, on a clan inventory
+//! with zerotier, wireguard and wiremesh instances, and on broken inventories, compared with the
+//! expected outputs in tests/fixtures/inventory/.
+
+use std::path::Path;
+
+use wiremesh_tests::{run, wiremesh, workspace_file};
+
+const FIXTURES: &str = "tests/fixtures/inventory";
+
+fn expected(relative: &str) -> String {
+    let path = workspace_file(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("stderr is UTF-8")
+}
+
+fn resolve(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["inventory", "resolve"];
+    all.extend_from_slice(args);
+    run(&wiremesh(), &all, None)
+}
+
+#[test]
+fn resolves_the_readme_example() {
+    let out = resolve(&["--inventory", "examples/inventory.json"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        expected(&format!("{FIXTURES}/example.expected.json"))
+    );
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn example_output_has_the_issue_shape() {
+    let out = resolve(&["--inventory", "examples/inventory.json"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["instances", "machineTags", "machines", "warnings"]);
+    assert_eq!(
+        value["instances"]["my-vpn"]["roles"]["peer"]["machines"],
+        serde_json::json!(["desktop", "laptop", "server"])
+    );
+    assert_eq!(
+        value["instances"]["my-vpn"]["roles"]["controller"]["machines"],
+        serde_json::json!(["server"])
+    );
+    assert_eq!(
+        value["machines"]["server"][0]["settings"]["dynamicIp"]["enable"],
+        true
+    );
+    assert_eq!(
+        value["machines"]["laptop"][0]["settings"]["ipRanges"],
+        serde_json::json!(["all"])
+    );
+    // Every object key sorted and 2-space indentation: re-printing canonically changes nothing.
+    assert_eq!(
+        stdout(&out).trim_end(),
+        wiremesh_inventory_like_pretty(&value)
+    );
+}
+
+/// serde_json's pretty printer sorts keys because its map is a BTreeMap in this workspace.
+fn wiremesh_inventory_like_pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap()
+}
+
+#[test]
+fn reads_standard_input() {
+    let text = std::fs::read(workspace_file("examples/inventory.json")).unwrap();
+    let out = run(
+        &wiremesh(),
+        &["inventory", "resolve", "--inventory", "-"],
+        Some(&text),
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        expected(&format!("{FIXTURES}/example.expected.json"))
+    );
+}
+
+#[test]
+fn resolves_a_clan_inventory_with_a_module_catalog_and_only() {
+    let inventory = format!("{FIXTURES}/clan.json");
+    let modules = format!("{FIXTURES}/clan-core-modules.json");
+    let out = resolve(&[
+        "--inventory",
+        &inventory,
+        "--modules",
+        &modules,
+        "--only",
+        "zerotier",
+        "wireguard",
+        "wiremesh",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        stdout(&out),
+        expected(&format!("{FIXTURES}/clan.expected.json"))
+    );
+}
+
+#[test]
+fn without_only_other_services_need_a_catalog() {
+    let inventory = format!("{FIXTURES}/clan.json");
+    let out = resolve(&["--inventory", &inventory]);
+    assert_eq!(out.status.code(), Some(1));
+    let value: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("error JSON on stdout");
+    assert_eq!(value["error"]["kind"], "unknown-module");
+    assert_eq!(value["error"]["path"], "instances.borgbackup.module.name");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--only"),
+        "{value}"
+    );
+}
+
+#[test]
+fn text_format_prints_a_table() {
+    let inventory = format!("{FIXTURES}/clan.json");
+    let out = resolve(&[
+        "--inventory",
+        &inventory,
+        "--only",
+        "wiremesh",
+        "--format",
+        "text",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        expected(&format!("{FIXTURES}/clan-only-wiremesh.expected.txt"))
+    );
+}
+
+#[test]
+fn every_error_fixture_gives_its_error_json_and_exit_1() {
+    let dir = workspace_file(&format!("{FIXTURES}/errors"));
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.to_string_lossy().ends_with(".expected.json")
+        })
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 6,
+        "error fixtures missing in {}",
+        dir.display()
+    );
+    for input in inputs {
+        let stem = input.file_stem().unwrap().to_string_lossy().to_string();
+        let relative = format!("{FIXTURES}/errors/{stem}.json");
+        let out = resolve(&["--inventory", &relative]);
+        assert_eq!(out.status.code(), Some(1), "{relative}");
+        assert_eq!(
+            stdout(&out),
+            expected(&format!("{FIXTURES}/errors/{stem}.expected.json")),
+            "{relative}"
+        );
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            value["error"]["kind"],
+            stem.as_str(),
+            "the fixture is named after its error kind"
+        );
+        assert!(
+            !value["error"]["path"].as_str().unwrap().is_empty(),
+            "{relative}: the error has a path"
+        );
+
+        let text = resolve(&["--inventory", &relative, "--format", "text"]);
+        assert_eq!(text.status.code(), Some(1), "{relative}");
+        assert_eq!(stdout(&text), "", "{relative}: text errors go to stderr");
+        assert!(
+            stderr(&text).starts_with(&format!("error [{stem}] at `")),
+            "{}",
+            stderr(&text)
+        );
+    }
+}
+
+#[test]
+fn warnings_are_in_the_json_and_on_stderr() {
+    let inv = br#"{"machines": {"a": {}}, "instances": {"vpn": {"module": {"name": "wiremesh", "input": "wiremesh"}, "roles": {"peer": {"tags": ["all", "nobody"]}}}}}"#;
+    let out = run(
+        &wiremesh(),
+        &["inventory", "resolve", "--inventory", "-"],
+        Some(inv),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        value["warnings"],
+        serde_json::json!([{ "instance": "vpn", "kind": "empty-tag", "role": "peer", "tag": "nobody" }])
+    );
+    assert_eq!(
+        stderr(&out),
+        "warning: Service instance 'vpn': - peer tags: no machine with tag 'nobody' found.\n"
+    );
+}
+
+#[test]
+fn wiremesh_input_selects_the_built_in_module() {
+    let inv = br#"{"machines": {"a": {}}, "instances": {"vpn": {"module": {"name": "wiremesh", "input": "mesh-flake"}, "roles": {"peer": {"tags": ["all"]}}}}}"#;
+    let out = run(
+        &wiremesh(),
+        &["inventory", "resolve", "--inventory", "-"],
+        Some(inv),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(
+        &wiremesh(),
+        &[
+            "inventory",
+            "resolve",
+            "--inventory",
+            "-",
+            "--wiremesh-input",
+            "mesh-flake",
+        ],
+        Some(inv),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn unreadable_and_invalid_files_are_errors_with_a_message() {
+    let out = resolve(&[
+        "--inventory",
+        "tests/fixtures/inventory/does-not-exist.json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["error"]["kind"], "invalid-json");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read tests/fixtures/inventory/does-not-exist.json"),
+        "{value}"
+    );
+
+    let out = run(
+        &wiremesh(),
+        &["inventory", "resolve", "--inventory", "-"],
+        Some(b"\xff\xfe{}"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("is not UTF-8"), "{}", stdout(&out));
+
+    let out = resolve(&[
+        "--inventory",
+        "examples/inventory.json",
+        "--modules",
+        "examples/inventory.json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["error"]["kind"], "invalid-catalog");
+    assert!(value["error"]["message"].as_str().unwrap().starts_with("examples/inventory.json: module catalog at `instances.my-vpn.module`: unknown key `module`"), "{value}");
+}
+
+#[test]
+fn the_default_inventory_is_inventory_json_in_the_working_directory() {
+    let dir = workspace_file("examples");
+    let out = std::process::Command::new(wiremesh())
+        .args(["inventory", "resolve"])
+        .current_dir(Path::new(&dir))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        expected(&format!("{FIXTURES}/example.expected.json"))
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = resolve(&["--format", "yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("yaml"), "{}", stderr(&out));
+}
