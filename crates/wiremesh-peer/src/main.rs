@@ -61,7 +61,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("wiremesh-peer: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -307,6 +307,14 @@ impl Mesh {
         reason
     }
 
+    /// Counts an outgoing packet that [`Mesh::route`] found no member for. Multicast (the
+    /// kernel's own neighbour discovery and MLD on the TUN) is expected and not counted.
+    pub fn count_unroutable(&self, packet: &[u8]) {
+        if !Tunn::dst_address(packet).is_some_and(|dst| dst.is_multicast()) {
+            self.count_drop(DropReason::NoRoute);
+        }
+    }
+
     /// The member an outgoing IP packet goes to, by longest prefix on its destination.
     pub fn route(&self, packet: &[u8]) -> Option<MemberId> {
         let dst = Tunn::dst_address(packet)?;

@@ -49,42 +49,65 @@ impl Warner {
     }
 }
 
+/// The shape of a GSO train: where it goes and how its datagrams are laid out. Decides whether
+/// one more datagram may join; kept apart from the buffer so the rules can be tested alone.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Layout {
+    to: Option<SocketAddr>,
+    /// Size of every datagram but possibly the last.
+    segment: usize,
+    count: usize,
+    /// Bytes in the train.
+    len: usize,
+    /// A shorter datagram was appended: it must stay the last one.
+    closed: bool,
+}
+
+impl Layout {
+    /// Whether a `len`-byte datagram for `to` may be appended: same destination, not longer than
+    /// the segment size, nothing after a short one, within the segment and byte caps.
+    fn fits(&self, to: SocketAddr, len: usize, max_segments: usize) -> bool {
+        self.count == 0
+            || (self.to == Some(to)
+                && !self.closed
+                && len <= self.segment
+                && self.count < max_segments
+                && self.len + len <= MAX_GSO_BYTES)
+    }
+
+    fn append(&mut self, to: SocketAddr, len: usize) {
+        if self.count == 0 {
+            self.to = Some(to);
+            self.segment = len;
+        } else if len < self.segment {
+            self.closed = true;
+        }
+        self.count += 1;
+        self.len += len;
+    }
+}
+
 /// Encrypted datagrams for one destination, laid out back to back for one GSO send.
 struct Train {
     buf: Vec<u8>,
-    len: usize,
-    segment: usize,
-    count: usize,
-    to: Option<SocketAddr>,
-    /// A shorter datagram was appended: it must be the last one.
-    closed: bool,
+    layout: Layout,
 }
 
 impl Train {
     fn new(max_packet: usize) -> Train {
         Train {
             buf: vec![0; MAX_GSO_BYTES + encapsulate_out_len(max_packet)],
-            len: 0,
-            segment: 0,
-            count: 0,
-            to: None,
-            closed: false,
-        }
-    }
-
-    fn send(&mut self, udp: &Udp, end: usize, warner: &mut Warner) {
-        if let (Some(to), true) = (self.to, end > 0)
-            && let Err(e) = udp.send(&self.buf[..end], to, Some(self.segment))
-        {
-            warner.warn("UDP send failed", &e);
+            layout: Layout::default(),
         }
     }
 
     fn flush(&mut self, udp: &Udp, warner: &mut Warner) {
-        self.send(udp, self.len, warner);
-        self.len = 0;
-        self.count = 0;
-        self.closed = false;
+        let layout = std::mem::take(&mut self.layout);
+        if let (Some(to), true) = (layout.to, layout.len > 0)
+            && let Err(e) = udp.send(&self.buf[..layout.len], to, Some(layout.segment))
+        {
+            warner.warn("UDP send failed", &e);
+        }
     }
 
     /// Encrypts `packet` for `member` in place at the end of the train.
@@ -96,7 +119,7 @@ impl Train {
         packet: &[u8],
         warner: &mut Warner,
     ) {
-        let start = self.len;
+        let start = self.layout.len;
         let need = encapsulate_out_len(packet.len());
         match mesh.encapsulate(member, packet, &mut self.buf[start..start + need]) {
             Outbound::Send {
@@ -104,30 +127,15 @@ impl Train {
                 to,
                 data: true,
             } => {
-                let fits = self.count == 0
-                    || (self.to == Some(to)
-                        && !self.closed
-                        && len <= self.segment
-                        && self.count < udp.max_segments(self.segment)
-                        && start + len <= MAX_GSO_BYTES);
-                let start = if fits {
-                    start
-                } else {
+                if !self
+                    .layout
+                    .fits(to, len, udp.max_segments(self.layout.segment))
+                {
                     // Send what came before, then move this datagram to the front.
-                    self.send(udp, start, warner);
+                    self.flush(udp, warner);
                     self.buf.copy_within(start..start + len, 0);
-                    self.count = 0;
-                    self.closed = false;
-                    0
-                };
-                if self.count == 0 {
-                    self.to = Some(to);
-                    self.segment = len;
-                } else if len < self.segment {
-                    self.closed = true;
                 }
-                self.count += 1;
-                self.len = start + len;
+                self.layout.append(to, len);
             }
             Outbound::Send { len, to, .. } => {
                 // A handshake initiation goes out on its own; the train is unchanged.
@@ -168,7 +176,7 @@ pub fn tx_loop(shared: &Shared) {
                             Some(member) => {
                                 train.push(&mesh, &shared.udp, member, packet, &mut warner)
                             }
-                            None => mesh.count_drop(wiremesh_peer::mesh::DropReason::NoRoute),
+                            None => mesh.count_unroutable(packet),
                         }
                     }
                 }
@@ -198,7 +206,8 @@ pub fn rx_loop(shared: &Shared) {
     let mut recv_buf = vec![0u8; chunk * RX_BATCH];
     let mut metas = [RecvMeta::default(); RX_BATCH];
     let mut out: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE)
-        .map(|_| Vec::with_capacity(OFF + MAX_IP_PACKET))
+        // tun-rs only coalesces into a buffer with room for two headers and a full packet.
+        .map(|_| Vec::with_capacity(2 * OFF + MAX_IP_PACKET))
         .collect();
     let mut scratch = vec![0u8; encapsulate_out_len(MAX_IP_PACKET)];
     let mut gro = GROTable::default();
@@ -270,5 +279,54 @@ fn write_tun(shared: &Shared, gro: &mut GROTable, bufs: &mut [Vec<u8>], warner: 
     }
     if let Err(e) = shared.tun.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN) {
         warner.warn("TUN write failed", &e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn trains_take_equal_datagrams_for_one_destination() {
+        let a = addr("198.18.0.1:51820");
+        let b = addr("198.18.0.2:51820");
+        let mut layout = Layout::default();
+        assert!(layout.fits(a, 1452, 45));
+        layout.append(a, 1452);
+        assert!(layout.fits(a, 1452, 45));
+        assert!(
+            !layout.fits(b, 1452, 45),
+            "another destination starts a new train"
+        );
+        assert!(
+            !layout.fits(a, 1500, 45),
+            "a longer datagram starts a new train"
+        );
+        layout.append(a, 100);
+        assert!(
+            !layout.fits(a, 100, 45),
+            "nothing may follow a short datagram"
+        );
+    }
+
+    #[test]
+    fn trains_respect_the_segment_and_64k_caps() {
+        let a = addr("[fd00::1]:51820");
+        let mut layout = Layout::default();
+        for _ in 0..3 {
+            layout.append(a, 1452);
+        }
+        assert!(!layout.fits(a, 1452, 3));
+        let mut layout = Layout::default();
+        while layout.fits(a, 1452, 64) {
+            layout.append(a, 1452);
+        }
+        // 45 × 1452 = 65,340 bytes: one more would exceed what one UDP_SEGMENT send may carry.
+        assert_eq!(layout.count, 45);
+        assert!(layout.len <= MAX_GSO_BYTES);
     }
 }

@@ -150,6 +150,15 @@ fn create_tun(config: &AgentConfig, spec: &MeshSpec) -> Result<tun_rs::SyncDevic
     Ok(tun)
 }
 
+/// Routes the TUN needs beyond those the kernel adds with each address.
+fn wanted_routes(spec: &MeshSpec) -> Vec<IpNet> {
+    let connected: Vec<IpNet> = spec.addresses.iter().map(IpNet::trunc).collect();
+    spec.tun_routes()
+        .into_iter()
+        .filter(|net| !connected.contains(&net.trunc()))
+        .collect()
+}
+
 /// Routes into the TUN that this agent added (and must remove).
 struct Routes {
     if_index: u32,
@@ -223,7 +232,7 @@ fn reload(
         mesh.spec().addresses.clone()
     };
     sync_addresses(&shared.tun, &old_addresses, &spec.addresses);
-    routes.sync(&spec.tun_routes());
+    routes.sync(&wanted_routes(&spec));
     let report = shared
         .mesh
         .write()
@@ -264,7 +273,7 @@ pub fn run(options: Options) -> Result<()> {
             .context("cannot read the TUN interface index")?,
         added: Vec::new(),
     };
-    routes.sync(&spec.tun_routes());
+    routes.sync(&wanted_routes(&spec));
     let udp = udp::Udp::bind(config.listen_port)
         .with_context(|| format!("cannot bind UDP port {}", config.listen_port))?;
     tracing::info!(

@@ -123,3 +123,28 @@ pub fn remove_route(net: &IpNet, if_index: u32) -> io::Result<()> {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_request_layout() {
+        let net: IpNet = "100.100.0.0/24".parse().unwrap();
+        let msg = request(libc::RTM_NEWROUTE, 0, &net, 7);
+        // nlmsghdr 16 + rtmsg 12 + RTA_DST 8 + RTA_OIF 8
+        assert_eq!(msg.len(), 44);
+        assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()), 44);
+        assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), libc::RTM_NEWROUTE);
+        assert_eq!(msg[16], libc::AF_INET as u8);
+        assert_eq!(msg[17], 24);
+        assert_eq!(&msg[28..36], &[8, 0, 1, 0, 100, 100, 0, 0]);
+        assert_eq!(&msg[36..44], &[8, 0, 4, 0, 7, 0, 0, 0]);
+
+        let v6: IpNet = "fd12:3456::/48".parse().unwrap();
+        let msg = request(libc::RTM_DELROUTE, 0, &v6, 1);
+        assert_eq!(msg.len(), 16 + 12 + 20 + 8);
+        assert_eq!(msg[16], libc::AF_INET6 as u8);
+        assert_eq!(msg[17], 48);
+    }
+}
