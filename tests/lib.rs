@@ -21,8 +21,9 @@ pub fn workspace_file(relative: &str) -> PathBuf {
     workspace_root().join(relative)
 }
 
-/// The target directory and cargo profile the running test binary was built in, from its path
-/// `<target>/<profile dir>/deps/<test>`.
+/// The build directory and cargo profile of the running test binary, from its path
+/// `<dir>/<profile dir>/deps/<test>`. The nested cargo finds the same target directory on its own
+/// (same environment and configuration); the directory is only named in messages.
 fn target_and_profile() -> (PathBuf, String) {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
     let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| {
@@ -67,7 +68,6 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
             &profile,
         ])
         .args(["-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", &target)
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .output()

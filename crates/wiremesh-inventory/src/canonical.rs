@@ -10,10 +10,15 @@ pub fn to_pretty(value: &Value) -> String {
     out
 }
 
-/// `value` on one line with sorted keys (for messages and tables).
+/// Nesting below which [`to_compact`] writes `...`: it prints values from user input in messages,
+/// and a caller may build a `Value` deeper than any parser allows.
+const COMPACT_DEPTH: usize = 32;
+
+/// `value` on one line with sorted keys (for messages and tables); nesting deeper than 32 levels is
+/// elided as `...`.
 pub fn to_compact(value: &Value) -> String {
     let mut out = String::new();
-    write_compact(&mut out, value);
+    write_compact(&mut out, value, 0);
     out
 }
 
@@ -74,15 +79,16 @@ fn write_value(out: &mut String, value: &Value, depth: usize) {
     }
 }
 
-fn write_compact(out: &mut String, value: &Value) {
+fn write_compact(out: &mut String, value: &Value, depth: usize) {
     match value {
+        Value::Array(_) | Value::Object(_) if depth >= COMPACT_DEPTH => out.push_str("..."),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_compact(out, item);
+                write_compact(out, item, depth + 1);
             }
             out.push(']');
         }
@@ -94,7 +100,7 @@ fn write_compact(out: &mut String, value: &Value) {
                 }
                 out.push_str(&quote(key));
                 out.push(':');
-                write_compact(out, item);
+                write_compact(out, item, depth + 1);
             }
             out.push('}');
         }
@@ -116,5 +122,21 @@ mod tests {
             to_compact(&v),
             r#"{"a":{},"b":[1,{"x":"s\"q","y":null}],"c":[],"d":{"k":true}}"#
         );
+    }
+
+    #[test]
+    fn compact_elides_deep_nesting() {
+        let mut deep = json!(1);
+        for _ in 0..100_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        assert_eq!(
+            to_compact(&deep),
+            format!("{}...{}", "[".repeat(32), "]".repeat(32))
+        );
+        // serde_json drops values recursively: unwind this one iteratively.
+        while let Value::Array(mut items) = deep {
+            deep = items.pop().unwrap_or(Value::Null);
+        }
     }
 }

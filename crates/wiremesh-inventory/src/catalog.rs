@@ -36,6 +36,11 @@ use crate::suggest;
 /// The catalog input that stands for `module.input = null` (Clan's built-in modules).
 pub const CLAN_CORE_INPUT: &str = "<clan-core>";
 
+/// Deepest nesting of types (`listOf (attrsOf (submodule ...))`) accepted. It bounds the recursion
+/// of checking and merging settings, which follows the type, also for catalogs built with
+/// [`Catalog::from_value`] from values no parser has limited.
+const MAX_TYPE_DEPTH: usize = 32;
+
 /// Longest alias chain followed before giving up (a cycle).
 const MAX_ALIAS_HOPS: usize = 32;
 
@@ -215,9 +220,13 @@ pub(crate) fn parse_module(value: &Value, at: &Path) -> Result<Module, ResolveEr
         )?;
         let options = match spec_map.get("interface") {
             None => BTreeMap::new(),
-            Some(interface) => {
-                parse_options(interface, &at_role.key("interface"), &manifest.name, role)?
-            }
+            Some(interface) => parse_options(
+                interface,
+                &at_role.key("interface"),
+                &manifest.name,
+                role,
+                0,
+            )?,
         };
         roles.insert(role.clone(), RoleInterface { options });
     }
@@ -287,11 +296,15 @@ fn parse_options(
     at: &Path,
     module: &str,
     role: &str,
+    depth: usize,
 ) -> Result<BTreeMap<String, OptionDecl>, ResolveError> {
     let mut options = BTreeMap::new();
     for (name, spec) in object(KIND, value, at)? {
         let at_option = at.key(name);
-        options.insert(name.clone(), parse_option(spec, &at_option, module, role)?);
+        options.insert(
+            name.clone(),
+            parse_option(spec, &at_option, module, role, depth)?,
+        );
     }
     Ok(options)
 }
@@ -301,6 +314,7 @@ fn parse_option(
     at: &Path,
     module: &str,
     role: &str,
+    depth: usize,
 ) -> Result<OptionDecl, ResolveError> {
     let map = object(KIND, value, at)?;
     known_keys(
@@ -313,7 +327,7 @@ fn parse_option(
     let ty_value = map
         .get("type")
         .ok_or_else(|| invalid(KIND, at, "an option needs a `type`"))?;
-    let ty = parse_type(ty_value, &at.key("type"), module, role)?;
+    let ty = parse_type(ty_value, &at.key("type"), module, role, depth)?;
     let default = map.get("default").cloned();
     if let Some(default) = &default {
         let at_default = at.key("default");
@@ -341,7 +355,20 @@ fn bound(map: &Map<String, Value>, key: &str, at: &Path) -> Result<Option<i64>, 
     }
 }
 
-fn parse_type(value: &Value, at: &Path, module: &str, role: &str) -> Result<Type, ResolveError> {
+fn parse_type(
+    value: &Value,
+    at: &Path,
+    module: &str,
+    role: &str,
+    depth: usize,
+) -> Result<Type, ResolveError> {
+    if depth >= MAX_TYPE_DEPTH {
+        return Err(invalid(
+            KIND,
+            at,
+            format!("types are nested deeper than {MAX_TYPE_DEPTH} levels"),
+        ));
+    }
     const TYPES: [&str; 9] = [
         "str",
         "int",
@@ -370,7 +397,7 @@ fn parse_type(value: &Value, at: &Path, module: &str, role: &str) -> Result<Type
                 format!("type `{key}` needs `of`, the element type"),
             )
         })?;
-        parse_type(inner, &at.key("of"), module, role).map(Box::new)
+        parse_type(inner, &at.key("of"), module, role, depth + 1).map(Box::new)
     };
     let allowed: &[&str] = match name {
         "str" => &["type", "format"],
@@ -447,7 +474,13 @@ fn parse_type(value: &Value, at: &Path, module: &str, role: &str) -> Result<Type
             let options = map
                 .get("options")
                 .ok_or_else(|| invalid(KIND, at, "type `submodule` needs `options`"))?;
-            Type::Submodule(parse_options(options, &at.key("options"), module, role)?)
+            Type::Submodule(parse_options(
+                options,
+                &at.key("options"),
+                module,
+                role,
+                depth + 1,
+            )?)
         }
     })
 }

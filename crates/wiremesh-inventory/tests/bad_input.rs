@@ -338,3 +338,34 @@ fn catalog_comments_and_aliases() {
     );
     assert!(catalog.module("a", "_note").is_none());
 }
+
+/// Drops a deeply nested list iteratively (serde_json's own drop recurses).
+fn unwind(mut value: Value) {
+    while let Value::Array(mut items) = value {
+        value = items.pop().unwrap_or(Value::Null);
+    }
+}
+
+#[test]
+fn values_built_in_code_deeper_than_any_parser_allows_are_errors_too() {
+    let mut deep = json!("100.100.0.0/24");
+    for _ in 0..200_000 {
+        deep = Value::Array(vec![deep]);
+    }
+    let mut inv = wiremesh(json!({ "peer": { "settings": { "routes": [] } } }));
+    inv["instances"]["vpn"]["roles"]["peer"]["settings"]["routes"] = deep;
+    let result = wiremesh_inventory::resolve_value(&inv, &catalog(), &ResolveOptions::default());
+    let e = result.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidSettingType);
+    assert!(e.message.len() < 1000, "{}", e.message.len());
+    unwind(inv["instances"]["vpn"]["roles"]["peer"]["settings"]["routes"].take());
+
+    let mut ty = json!({ "type": "str" });
+    for _ in 0..100 {
+        ty = json!({ "type": "listOf", "of": ty });
+    }
+    let catalog = json!({ "self": { "m": { "manifest": { "name": "m" }, "roles": { "r": { "interface": { "o": { "type": ty } } } } } } });
+    let e = Catalog::from_value(&catalog).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidCatalog);
+    assert!(e.message.contains("nested deeper than 32"), "{}", e.message);
+}
