@@ -18,6 +18,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
+use rustc_hash::FxHashMap;
 
 use crate::prefix::{PrefixMap, PrefixSet};
 use crate::spec::{MemberSpec, MeshSpec, SpecSource};
@@ -204,7 +205,7 @@ pub struct Mesh {
     last_limiter_reset: Mutex<Option<Instant>>,
     slots: Vec<Option<Member>>,
     by_key: HashMap<[u8; 32], MemberId>,
-    by_index: HashMap<u32, MemberId>,
+    by_index: FxHashMap<u32, MemberId>,
     routes: PrefixMap<MemberId>,
     ip_ranges: PrefixSet,
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -250,7 +251,7 @@ impl Mesh {
             last_limiter_reset: Mutex::new(None),
             slots: Vec::new(),
             by_key: HashMap::new(),
-            by_index: HashMap::new(),
+            by_index: FxHashMap::default(),
             routes: PrefixMap::new(),
             ip_ranges: PrefixSet::new(),
             drops: Default::default(),

@@ -5,16 +5,16 @@
 //! distinct prefix lengths present, longest first. With the handful of lengths a mesh uses (/32,
 //! /128, a few route lengths) that is a few hash probes per packet for any number of members.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use rustc_hash::FxHashMap;
 
 #[derive(Debug, Clone)]
 struct Family<T> {
     /// Distinct prefix lengths present, longest first.
     lengths: Vec<u8>,
-    entries: HashMap<(u8, u128), T>,
+    entries: FxHashMap<(u8, u128), T>,
     bits: u8,
 }
 
@@ -22,7 +22,7 @@ impl<T> Family<T> {
     fn new(bits: u8) -> Self {
         Family {
             lengths: Vec::new(),
-            entries: HashMap::new(),
+            entries: FxHashMap::default(),
             bits,
         }
     }
