@@ -98,22 +98,19 @@ fn validate_options(
         let at = path.key(key);
         let Some(decl) = options.get(key) else {
             let full = join(site.prefix, &at.render());
-            let names = options.keys().map(String::as_str);
+            let names = || options.keys().map(String::as_str);
+            let hint = suggest::closest(key, names())
+                .map(|c| format!("Did you mean `{c}`?\n"))
+                .unwrap_or_default();
             return Err(ResolveError::new(
                 ErrorKind::UnknownSetting,
                 full.clone(),
                 format!(
-                    "The option `{full}` does not exist. Definition values:\n- In `{}`: {}\n{}Options of {}: {}",
+                    "The option `{full}` does not exist. Definition values:\n- In `{}`: {}\n{hint}Options of {}: {}",
                     site.origin,
                     describe_value(value),
-                    suggest::hint(key, names.clone()).trim_start().to_string()
-                        + if suggest::closest(key, names.clone()).is_some() {
-                            "\n"
-                        } else {
-                            ""
-                        },
                     site.interface,
-                    suggest::list(names)
+                    suggest::list(names())
                 ),
             ));
         };
