@@ -72,11 +72,11 @@ fn resolve(args: ResolveArgs) -> ExitCode {
 }
 
 fn load_and_resolve(args: &ResolveArgs) -> Result<Resolution, ResolveError> {
-    let inventory = read_input(&args.inventory, "--inventory", ErrorKind::InvalidJson)?;
+    let inventory = read_input(&args.inventory, "--inventory")?;
     let catalog = match &args.modules {
         None => Catalog::new(),
         Some(path) => {
-            let text = read_input(path, "--modules", ErrorKind::InvalidCatalog)?;
+            let text = read_input(path, "--modules")?;
             Catalog::from_json(&text).map_err(|e| in_file(e, path))?
         }
     };
@@ -104,7 +104,7 @@ fn display_name(path: &std::path::Path) -> String {
 }
 
 /// Reads a whole file (or stdin for `-`), refusing more than MAX_INPUT_BYTES and non-UTF-8 text.
-fn read_input(path: &std::path::Path, flag: &str, kind: ErrorKind) -> Result<String, ResolveError> {
+fn read_input(path: &std::path::Path, flag: &str) -> Result<String, ResolveError> {
     let name = display_name(path);
     let fail = |kind: ErrorKind, message: String| ResolveError {
         kind,
@@ -120,8 +120,8 @@ fn read_input(path: &std::path::Path, flag: &str, kind: ErrorKind) -> Result<Str
     };
     read.map_err(|e| {
         fail(
-            kind,
-            format!("cannot read {name} (given by {flag}, or its default): {e}"),
+            ErrorKind::UnreadableInput,
+            format!("cannot read {name} (the {flag} file): {e}"),
         )
     })?;
     if bytes.len() > MAX_INPUT_BYTES {
@@ -132,7 +132,7 @@ fn read_input(path: &std::path::Path, flag: &str, kind: ErrorKind) -> Result<Str
     }
     String::from_utf8(bytes).map_err(|e| {
         fail(
-            kind,
+            ErrorKind::UnreadableInput,
             format!(
                 "{name} is not UTF-8 text (invalid byte at offset {})",
                 e.utf8_error().valid_up_to()

@@ -11,6 +11,8 @@ pub enum ErrorKind {
     InvalidJson,
     /// The inventory text is larger than [`crate::MAX_INPUT_BYTES`].
     InputTooLarge,
+    /// A file could not be read or is not UTF-8 (reported by callers that read files, like the CLI).
+    UnreadableInput,
     /// The inventory is JSON but not an inventory: a wrong type or an unknown key outside `settings`.
     InvalidInventory,
     /// The module catalog (`--modules`) is malformed.
@@ -38,6 +40,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidJson => "invalid-json",
             ErrorKind::InputTooLarge => "input-too-large",
+            ErrorKind::UnreadableInput => "unreadable-input",
             ErrorKind::InvalidInventory => "invalid-inventory",
             ErrorKind::InvalidCatalog => "invalid-catalog",
             ErrorKind::UnknownRole => "unknown-role",
