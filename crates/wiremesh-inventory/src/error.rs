@@ -111,3 +111,31 @@ impl std::fmt::Display for Warning {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_serialise_as_their_names() {
+        let kinds = [
+            ErrorKind::InvalidJson,
+            ErrorKind::InputTooLarge,
+            ErrorKind::UnreadableInput,
+            ErrorKind::InvalidInventory,
+            ErrorKind::InvalidCatalog,
+            ErrorKind::UnknownRole,
+            ErrorKind::UnknownModule,
+            ErrorKind::UnknownMachine,
+            ErrorKind::UnknownSetting,
+            ErrorKind::InvalidSettingType,
+            ErrorKind::ConflictingSettings,
+            ErrorKind::ConstraintViolation,
+        ];
+        for kind in kinds {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            let back: ErrorKind = serde_json::from_value(kind.as_str().into()).unwrap();
+            assert_eq!(back, kind);
+        }
+    }
+}

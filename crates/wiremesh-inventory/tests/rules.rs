@@ -853,3 +853,13 @@ fn max_instances_counts_per_input_and_name() {
         "Service 'self/single' allows at most 1 instance(s) but 2 are defined: [\"one\",\"two\"]."
     );
 }
+
+#[test]
+fn the_json_output_reads_back_into_the_same_resolution() {
+    let r = ok(wiremesh(json!({
+        "controller": { "machines": { "server": { "settings": { "endpoint": "vpn.example.org" } } } },
+        "peer": { "tags": ["all", "nobody"] }
+    })));
+    let back: wiremesh_inventory::Resolution = serde_json::from_str(&r.to_json_pretty()).unwrap();
+    assert_eq!(back, r);
+}
