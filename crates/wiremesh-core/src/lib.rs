@@ -4,5 +4,6 @@
 //! map, and the control-plane messages with their framing. Everything here is a pure function of
 //! its inputs (time is passed in); the only I/O is the thin `load(path)` helpers for key files.
 
+pub mod addresses;
 pub mod config;
 pub mod keys;
