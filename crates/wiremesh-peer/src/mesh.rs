@@ -384,7 +384,9 @@ impl Mesh {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 let len = cookie.len();
-                // Under load: a cookie reply is still an answer, so only members get one.
+                // Under load: a cookie reply is still an answer, so only members get one. Telling
+                // who sent an initiation costs one Diffie-Hellman; that is the price of never
+                // answering strangers, and it is still less than processing the handshake.
                 return match Tunn::parse_incoming_packet(datagram) {
                     Ok(p) => match self.identify(&p) {
                         Ok(_) => Inbound::Reply {

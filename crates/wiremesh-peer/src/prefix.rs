@@ -110,10 +110,6 @@ impl<T> PrefixMap<T> {
     pub fn contains(&self, addr: IpAddr) -> bool {
         self.longest_match(addr).is_some()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.v4.entries.is_empty() && self.v6.entries.is_empty()
-    }
 }
 
 /// A set of prefixes: "is this address inside any of them?".
