@@ -23,6 +23,8 @@ const TX_READS_PER_BATCH: usize = 8;
 const RX_BATCH: usize = 32;
 /// The largest IP packet a TUN write can carry (GRO coalesces up to this).
 const MAX_IP_PACKET: usize = 65_535;
+/// Pause after an unexpected I/O error before trying again.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// At most one warning per this interval per thread, so a broken peer cannot flood the log.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -184,6 +186,7 @@ pub fn tx_loop(shared: &Shared) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     warner.warn("TUN read failed", &e);
+                    std::thread::sleep(ERROR_BACKOFF);
                     break;
                 }
             }
@@ -228,6 +231,8 @@ pub fn rx_loop(shared: &Shared) {
             }
             Err(e) => {
                 warner.warn("UDP receive failed", &e);
+                // A persistent error must not turn this loop into a busy spin.
+                std::thread::sleep(ERROR_BACKOFF);
                 continue;
             }
         };

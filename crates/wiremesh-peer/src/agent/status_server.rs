@@ -17,6 +17,9 @@ use wiremesh_peer::status::{
     MAX_REQUEST_LINE, MemberStatus, PROTOCOL_VERSION, Request, Response, Source, Status,
 };
 
+use wiremesh_peer::mesh::Mesh;
+
+use super::Info;
 use super::datapath::Shared;
 use super::udp;
 
@@ -79,7 +82,15 @@ fn answer(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => Response {
             version: PROTOCOL_VERSION,
-            status: Some(status(shared)),
+            status: Some({
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
+                let info = shared.info.lock().unwrap_or_else(|e| e.into_inner());
+                status(&mesh, &info, now)
+            }),
             error: None,
         },
         Err(e) => Response {
@@ -95,12 +106,8 @@ fn answer(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
     (&stream).write_all(text.as_bytes())
 }
 
-fn status(shared: &Shared) -> Status {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
+/// The status message for the mesh as it is now (`now` in Unix seconds).
+fn status(mesh: &Mesh, info: &Info, now: u64) -> Status {
     let spec = mesh.spec();
     let mut members: Vec<MemberStatus> = mesh
         .members()
@@ -129,7 +136,6 @@ fn status(shared: &Shared) -> Status {
         .into_iter()
         .map(|(reason, n)| (reason.name().to_string(), n))
         .collect();
-    let info = shared.info.lock().unwrap_or_else(|e| e.into_inner());
     Status {
         instance: info.instance.clone(),
         machine: info.machine.clone(),
@@ -151,5 +157,57 @@ fn status(shared: &Shared) -> Status {
         members,
         drops,
         now_unix: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremesh_peer::mesh::OsIndexSource;
+    use wiremesh_peer::spec::{MemberSpec, MeshSpec};
+
+    #[test]
+    fn status_lists_members_and_flags_ipv6_only() {
+        let spec = MeshSpec {
+            addresses: vec!["fd12::5/48".parse().unwrap()],
+            networks: vec!["fd12::/48".parse().unwrap()],
+            ip_ranges: vec!["fd12::/48".parse().unwrap()],
+            members: vec![MemberSpec {
+                name: "server".into(),
+                public_key: [9; 32],
+                addresses: vec!["fd12::1".parse().unwrap()],
+                routes: vec!["100.100.0.0/24".parse().unwrap()],
+                endpoints: vec!["198.18.0.1:51820".parse().unwrap()],
+                persistent_keepalive: None,
+            }],
+            source: SpecSource::Netmap {
+                epoch: 3,
+                expires_unix: 2_000,
+            },
+        };
+        let (mesh, _) = Mesh::new([5; 32], &spec, &mut OsIndexSource);
+        let info = Info {
+            instance: "my-vpn".into(),
+            machine: "laptop".into(),
+            interface: "wm-my-vpn".into(),
+            listen_port: 51820,
+        };
+        let s = status(&mesh, &info, 1_000);
+        assert!(s.ipv6_only);
+        assert_eq!(
+            s.source,
+            Source::Netmap {
+                epoch: 3,
+                expires_unix: 2_000
+            }
+        );
+        assert_eq!(s.members.len(), 1);
+        let m = &s.members[0];
+        assert_eq!(m.name, "server");
+        assert_eq!(m.endpoint.as_deref(), Some("198.18.0.1:51820"));
+        assert_eq!(m.latest_handshake_unix, None);
+        assert_eq!(m.routes, ["100.100.0.0/24"]);
+        assert!(m.direct);
+        assert_eq!(s.drops["spoofed-source"], 0);
     }
 }
