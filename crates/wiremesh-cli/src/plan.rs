@@ -1,9 +1,164 @@
+//! `wiremesh plan`: resolves the inventory, reads the members' public keys from a Clan vars
+//! directory and writes one agent configuration per mesh member (`wiremesh_core::plan`).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use wiremesh_core::config::AgentConfig;
+use wiremesh_core::plan::{Plan, plan};
+use wiremesh_inventory::{Catalog, MAX_INPUT_BYTES, Resolution, ResolveOptions};
 
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("wiremesh: 'plan' is not built yet");
+#[derive(clap::Args)]
+pub struct Args {
+    /// The inventory (Clan's inventory.json shape).
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// The wiremesh instance to plan.
+    #[arg(long)]
+    instance: String,
+    /// The directory holding `vars/` with the members' public keys (a clan repository).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    keys: PathBuf,
+    /// Write `<DIR>/<machine>.json` for every mesh member.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Print the configurations as one JSON object keyed by machine instead of a summary.
+    #[arg(long)]
+    json: bool,
+    /// The module.input under which the built-in wiremesh module is found.
+    #[arg(long, value_name = "NAME", default_value = wiremesh_inventory::builtin::DEFAULT_INPUT)]
+    wiremesh_input: String,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let resolution = match resolve(&args) {
+        Ok(r) => r,
+        Err(message) => return fail(&message),
+    };
+    for warning in &resolution.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let roles = match instance_roles(&resolution, &args.instance) {
+        Ok(roles) => roles,
+        Err(message) => return fail(&message),
+    };
+    let mut read_key = |path: &Path| read_small(path).map_err(|e| e.to_string());
+    let plan = match plan(&args.instance, &roles, &args.keys, &mut read_key) {
+        Ok(plan) => plan,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("wiremesh plan: error: {e}");
+            }
+            eprintln!("wiremesh plan: {} error(s); nothing written", errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    for note in &plan.notes {
+        eprintln!("note: {note}");
+    }
+    if let Some(Err(e)) = args.out.as_deref().map(|dir| write_configs(dir, &plan)) {
+        return fail(&e);
+    }
+    if args.json {
+        let all: BTreeMap<&String, &AgentConfig> = plan.configs.iter().collect();
+        match serde_json::to_string_pretty(&all) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(&e.to_string()),
+        }
+    } else {
+        print!("{}", summary(&plan));
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("wiremesh plan: {message}");
     ExitCode::FAILURE
+}
+
+/// Reads a file of at most MAX_INPUT_BYTES as UTF-8.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_INPUT_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_INPUT_BYTES} bytes"
+        )));
+    }
+    Ok(text)
+}
+
+fn resolve(args: &Args) -> Result<Resolution, String> {
+    let name = args.inventory.display();
+    let text = read_small(&args.inventory).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let opts = ResolveOptions {
+        only: vec![wiremesh_inventory::builtin::MODULE_NAME.to_string()],
+        wiremesh_input: args.wiremesh_input.clone(),
+    };
+    wiremesh_inventory::resolve(&text, &Catalog::new(), &opts).map_err(|e| {
+        let at = if e.path.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", e.path)
+        };
+        format!("{name}{at}: {}", e.message)
+    })
+}
+
+type Roles = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+
+/// machine → role → settings for one instance.
+fn instance_roles(resolution: &Resolution, instance: &str) -> Result<Roles, String> {
+    if !resolution.instances.contains_key(instance) {
+        let known: Vec<&str> = resolution.instances.keys().map(String::as_str).collect();
+        return Err(format!(
+            "no wiremesh instance {instance:?} in the inventory; wiremesh instances: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ));
+    }
+    let mut roles = Roles::new();
+    for (machine, entries) in &resolution.machines {
+        for entry in entries.iter().filter(|e| e.instance == instance) {
+            roles
+                .entry(machine.clone())
+                .or_default()
+                .insert(entry.role.clone(), entry.settings.clone());
+        }
+    }
+    Ok(roles)
+}
+
+fn write_configs(dir: &Path, plan: &Plan) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (machine, config) in &plan.configs {
+        let path = dir.join(format!("{machine}.json"));
+        crate::keys::write_atomic(&path, config.to_json().as_bytes(), 0o644)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn summary(plan: &Plan) -> String {
+    let mut out = String::from("machine\troles\tinterface\tport\tipv6\tipv4\tpeers\n");
+    for (machine, c) in &plan.configs {
+        let ipv4 = c.addresses.ipv4.map_or("-".to_string(), |a| a.to_string());
+        out.push_str(&format!(
+            "{machine}\t{}\t{}\t{}\t{}\t{ipv4}\t{}\n",
+            c.roles.join(","),
+            c.interface,
+            c.listen_port,
+            c.addresses.ipv6,
+            c.peers.len()
+        ));
+    }
+    out
 }

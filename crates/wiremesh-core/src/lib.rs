@@ -7,3 +7,4 @@
 pub mod addresses;
 pub mod config;
 pub mod keys;
+pub mod plan;

@@ -1,0 +1,924 @@
+//! The mesh plan: a resolved wiremesh instance plus the members' public keys → one
+//! [`AgentConfig`] per mesh member, the precomputed peer list that brings the mesh up with no
+//! controller.
+//!
+//! Rules:
+//! - Mesh members are the machines with the `peer` role. A controller-only machine gets no agent
+//!   configuration (the controller is not on the data path); it is listed in [`Plan::notes`].
+//! - Networks come from the controllers' `ipv6Network`/`ipv4Network` (all controllers that set one
+//!   must agree) or are derived from the instance name. The IPv4 network is used only when some
+//!   member has a static `ipv4`, a controller leases addresses (`dynamicIp.enable`) or
+//!   `ipv4Network` is set; otherwise the instance is IPv6 only.
+//! - `ipRanges` entry `"all"` expands to the instance's networks.
+//! - A member that is also a controller and lists no `endpoints` is reachable at its controller
+//!   `endpoint` on its tunnel port.
+//! - A peer entry's `persistentKeepalive` is the local machine's own setting: keepalives keep the
+//!   local side's NAT mapping open, so the machine behind NAT is the one that needs them.
+//! - Keys are read through a caller-supplied function from the Clan vars layout (see
+//!   [`wireguard_key_path`] and friends), so the plan itself does no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::addresses::{self, AddressProblem, DynamicRange};
+use crate::config::{
+    Addresses, AgentConfig, CONFIG_VERSION, ControllerConfig, Networks, PeerConfig,
+};
+use crate::keys::{KeyParseError, NetworkPublicKey, NodePublicKey, WireguardPublicKey};
+
+pub const PEER_ROLE: &str = "peer";
+pub const CONTROLLER_ROLE: &str = "controller";
+
+/// `vars/per-machine/<m>/wiremesh-<i>/wireguard-public-key/value`, relative to the keys directory.
+pub fn wireguard_key_path(instance: &str, machine: &str) -> PathBuf {
+    per_machine(instance, machine, "wireguard-public-key")
+}
+
+/// `vars/per-machine/<m>/wiremesh-<i>/node-public-key/value`.
+pub fn node_key_path(instance: &str, machine: &str) -> PathBuf {
+    per_machine(instance, machine, "node-public-key")
+}
+
+/// `vars/shared/wiremesh-network-<i>/network-public-key/value`.
+pub fn network_key_path(instance: &str) -> PathBuf {
+    Path::new("vars/shared")
+        .join(format!("wiremesh-network-{instance}"))
+        .join("network-public-key/value")
+}
+
+fn per_machine(instance: &str, machine: &str, file: &str) -> PathBuf {
+    Path::new("vars/per-machine")
+        .join(machine)
+        .join(format!("wiremesh-{instance}"))
+        .join(file)
+        .join("value")
+}
+
+/// The `peer` role settings the plan reads (defaults are applied by the resolver).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeerSettings {
+    ip_ranges: Vec<String>,
+    ipv4: Option<String>,
+    endpoints: Vec<String>,
+    port: u16,
+    persistent_keepalive: Option<u16>,
+    mtu: u32,
+    routes: Vec<String>,
+    interface: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ControllerSettings {
+    endpoint: String,
+    control_port: u16,
+    ipv4_network: Option<String>,
+    ipv6_network: Option<String>,
+    dynamic_ip: DynamicIp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct DynamicIp {
+    enable: bool,
+    range: Option<String>,
+}
+
+/// Something that stops the plan. Every variant names the machine(s) and, for keys, the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    NoPeers,
+    BadSettings {
+        machine: String,
+        role: String,
+        message: String,
+    },
+    ConflictingNetworks {
+        setting: &'static str,
+        first: (String, String),
+        second: (String, String),
+    },
+    BadNetwork {
+        machine: String,
+        setting: &'static str,
+        message: String,
+    },
+    BadSetting {
+        machine: String,
+        setting: String,
+        value: String,
+        expected: &'static str,
+    },
+    BadInterface {
+        machine: String,
+        message: String,
+    },
+    Address(String),
+    MissingKey {
+        machine: Option<String>,
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    BadKey {
+        machine: Option<String>,
+        what: &'static str,
+        path: PathBuf,
+        problem: KeyParseError,
+    },
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoPeers => f.write_str("the instance has no machine with the peer role"),
+            Self::BadSettings {
+                machine,
+                role,
+                message,
+            } => {
+                write!(f, "machine {machine:?}, role {role:?}: settings: {message}")
+            }
+            Self::ConflictingNetworks {
+                setting,
+                first,
+                second,
+            } => write!(
+                f,
+                "controllers {:?} and {:?} set different {setting}: {} and {}",
+                first.0, second.0, first.1, second.1
+            ),
+            Self::BadNetwork {
+                machine,
+                setting,
+                message,
+            } => {
+                write!(f, "controller {machine:?}: {setting}: {message}")
+            }
+            Self::BadSetting {
+                machine,
+                setting,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "machine {machine:?}: {setting}: {value:?} is not {expected}"
+                )
+            }
+            Self::BadInterface { machine, message } => write!(f, "machine {machine:?}: {message}"),
+            Self::Address(problem) => f.write_str(problem),
+            Self::MissingKey {
+                machine,
+                what,
+                path,
+                reason,
+            } => {
+                if let Some(m) = machine {
+                    write!(f, "machine {m:?}: ")?;
+                }
+                write!(
+                    f,
+                    "{what} missing: expected the file {} ({reason})",
+                    path.display()
+                )
+            }
+            Self::BadKey {
+                machine,
+                what,
+                path,
+                problem,
+            } => {
+                if let Some(m) = machine {
+                    write!(f, "machine {m:?}: ")?;
+                }
+                write!(f, "{what} in {}: {problem}", path.display())
+            }
+        }
+    }
+}
+
+/// The result: one configuration per mesh member and notes for the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub configs: BTreeMap<String, AgentConfig>,
+    /// One line per noteworthy fact, e.g. controller-only machines and IPv6-only members.
+    pub notes: Vec<String>,
+}
+
+/// Reads a key file: `Ok(text)` or `Err(reason)` such as "No such file or directory".
+pub type ReadKey<'a> = dyn FnMut(&Path) -> Result<String, String> + 'a;
+
+/// Plans instance `instance` whose members hold `roles` (machine → role → final settings, as the
+/// resolver gives them). `keys_dir` is joined to the vars paths and handed to `read_key`.
+pub fn plan(
+    instance: &str,
+    roles: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    keys_dir: &Path,
+    read_key: &mut ReadKey<'_>,
+) -> Result<Plan, Vec<PlanError>> {
+    let mut errors = Vec::new();
+    let mut peers: BTreeMap<&str, PeerSettings> = BTreeMap::new();
+    let mut controllers: BTreeMap<&str, ControllerSettings> = BTreeMap::new();
+    for (machine, machine_roles) in roles {
+        for (role, value) in machine_roles {
+            let bad = |e: serde_json::Error| PlanError::BadSettings {
+                machine: machine.clone(),
+                role: role.clone(),
+                message: e.to_string(),
+            };
+            match role.as_str() {
+                PEER_ROLE => match PeerSettings::deserialize(value) {
+                    Ok(s) => drop(peers.insert(machine, s)),
+                    Err(e) => errors.push(bad(e)),
+                },
+                CONTROLLER_ROLE => match ControllerSettings::deserialize(value) {
+                    Ok(s) => drop(controllers.insert(machine, s)),
+                    Err(e) => errors.push(bad(e)),
+                },
+                _ => {}
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if peers.is_empty() {
+        return Err(vec![PlanError::NoPeers]);
+    }
+    let mut notes = Vec::new();
+    for machine in controllers.keys().filter(|m| !peers.contains_key(*m)) {
+        notes.push(format!(
+            "{machine}: controller only, not a mesh member (no agent configuration)"
+        ));
+    }
+
+    let ipv6_network = agreed_network(
+        &controllers,
+        "ipv6Network",
+        |c| c.ipv6_network.as_deref(),
+        addresses::parse_ipv6_network,
+        &mut errors,
+    )
+    .unwrap_or_else(|| addresses::derive_ipv6_network(instance));
+    let explicit_ipv4 = agreed_network(
+        &controllers,
+        "ipv4Network",
+        |c| c.ipv4_network.as_deref(),
+        addresses::parse_ipv4_network,
+        &mut errors,
+    );
+
+    let mut statics: Vec<(String, Ipv4Addr)> = Vec::new();
+    for (machine, s) in &peers {
+        if let Some(text) = &s.ipv4 {
+            match text.parse() {
+                Ok(a) => statics.push((machine.to_string(), a)),
+                Err(_) => errors.push(PlanError::BadSetting {
+                    machine: machine.to_string(),
+                    setting: "ipv4".into(),
+                    value: text.clone(),
+                    expected: "an IPv4 address like 100.77.0.5",
+                }),
+            }
+        }
+    }
+    let leasing: Vec<&str> = controllers
+        .iter()
+        .filter(|(_, c)| c.dynamic_ip.enable)
+        .map(|(m, _)| *m)
+        .collect();
+    let ipv4_network = (explicit_ipv4.is_some() || !statics.is_empty() || !leasing.is_empty())
+        .then(|| explicit_ipv4.unwrap_or_else(|| addresses::derive_ipv4_network(instance)));
+
+    let mut ranges = Vec::new();
+    for (machine, c) in controllers.iter().filter(|(_, c)| c.dynamic_ip.enable) {
+        if let Some(text) = &c.dynamic_ip.range {
+            match addresses::parse_ipv4_network(text) {
+                Ok(range) => ranges.push(DynamicRange {
+                    controller: machine.to_string(),
+                    range,
+                }),
+                Err(e) => errors.push(PlanError::BadNetwork {
+                    machine: machine.to_string(),
+                    setting: "dynamicIp.range",
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+    let mut problems: Vec<AddressProblem> = Vec::new();
+    if let Some(net) = ipv4_network {
+        problems.extend(addresses::check_ipv4(net, &statics, &ranges));
+    }
+    let ipv6: BTreeMap<&str, Ipv6Addr> = peers
+        .keys()
+        .map(|m| (*m, addresses::member_ipv6(ipv6_network, m)))
+        .collect();
+    let ipv6_list: Vec<(String, Ipv6Addr)> =
+        ipv6.iter().map(|(m, a)| (m.to_string(), *a)).collect();
+    problems.extend(addresses::check_ipv6(&ipv6_list));
+    errors.extend(problems.iter().map(|p| PlanError::Address(p.to_string())));
+
+    let networks = Networks {
+        ipv4: ipv4_network,
+        ipv6: ipv6_network,
+    };
+    let statics: BTreeMap<&str, Ipv4Addr> = statics.iter().map(|(m, a)| (m.as_str(), *a)).collect();
+    for machine in peers.keys() {
+        if !statics.contains_key(machine) {
+            notes.push(match leasing.first() {
+                Some(c) => {
+                    format!("{machine}: IPv4 leased by controller {c} (IPv6 only until then)")
+                }
+                None => format!("{machine}: IPv6 only (no static ipv4 and no dynamic leases)"),
+            });
+        }
+    }
+
+    let mut keys: BTreeMap<&str, (WireguardPublicKey, NodePublicKey)> = BTreeMap::new();
+    for machine in peers.keys() {
+        let wg = read_public::<WireguardPublicKey>(
+            keys_dir,
+            &wireguard_key_path(instance, machine),
+            Some(machine),
+            "WireGuard public key",
+            read_key,
+            &mut errors,
+        );
+        let node = read_public::<NodePublicKey>(
+            keys_dir,
+            &node_key_path(instance, machine),
+            Some(machine),
+            "node public key",
+            read_key,
+            &mut errors,
+        );
+        if let (Some(wg), Some(node)) = (wg, node) {
+            keys.insert(machine, (wg, node));
+        }
+    }
+    let network_key = read_public::<NetworkPublicKey>(
+        keys_dir,
+        &network_key_path(instance),
+        None,
+        "network public key",
+        read_key,
+        &mut errors,
+    );
+
+    let mut members: BTreeMap<&str, Member> = BTreeMap::new();
+    for (machine, s) in &peers {
+        let routes = parse_cidrs(machine, "routes", &s.routes, &mut errors);
+        let ip_ranges = expand_ip_ranges(machine, &s.ip_ranges, networks, &mut errors);
+        let interface = match &s.interface {
+            Some(name) => {
+                if let Err(e) = addresses::check_interface_name(name) {
+                    errors.push(PlanError::BadInterface {
+                        machine: machine.to_string(),
+                        message: e.to_string(),
+                    });
+                }
+                name.clone()
+            }
+            None => addresses::interface_name(instance),
+        };
+        let mut endpoints = s.endpoints.clone();
+        if let (true, Some(c)) = (endpoints.is_empty(), controllers.get(machine)) {
+            endpoints.push(host_port(&c.endpoint, s.port));
+        }
+        let addresses = Addresses {
+            ipv4: statics.get(machine).copied(),
+            ipv6: ipv6[machine],
+        };
+        members.insert(
+            machine,
+            Member {
+                routes,
+                ip_ranges,
+                interface,
+                endpoints,
+                addresses,
+            },
+        );
+    }
+    // A missing network key has pushed an error, so `None` never comes with an empty list.
+    let network_public_key = match network_key {
+        Some(key) if errors.is_empty() => key,
+        _ => return Err(errors),
+    };
+
+    let controller_list: Vec<ControllerConfig> = controllers
+        .iter()
+        .map(|(name, c)| ControllerConfig {
+            name: name.to_string(),
+            endpoint: host_port(&c.endpoint, c.control_port),
+        })
+        .collect();
+    let mut configs = BTreeMap::new();
+    for (machine, s) in &peers {
+        let me = &members[machine];
+        let peer_list = members
+            .iter()
+            .filter(|(other, _)| *other != machine)
+            .map(|(other, m)| PeerConfig {
+                name: other.to_string(),
+                wireguard_public_key: keys[other].0,
+                node_public_key: keys[other].1,
+                addresses: m.addresses,
+                endpoints: m.endpoints.clone(),
+                routes: m.routes.clone(),
+                persistent_keepalive: s.persistent_keepalive,
+            })
+            .collect();
+        let machine_roles = &roles[*machine];
+        configs.insert(
+            machine.to_string(),
+            AgentConfig {
+                version: CONFIG_VERSION,
+                instance: instance.to_string(),
+                machine: machine.to_string(),
+                roles: machine_roles
+                    .keys()
+                    .filter(|r| *r == PEER_ROLE || *r == CONTROLLER_ROLE)
+                    .cloned()
+                    .collect(),
+                settings: machine_roles.clone(),
+                interface: me.interface.clone(),
+                listen_port: s.port,
+                mtu: s.mtu,
+                persistent_keepalive: s.persistent_keepalive,
+                network: networks,
+                addresses: me.addresses,
+                ip_ranges: me.ip_ranges.clone(),
+                routes: me.routes.clone(),
+                peers: peer_list,
+                controllers: controller_list.clone(),
+                network_public_key,
+            },
+        );
+    }
+    Ok(Plan { configs, notes })
+}
+
+struct Member {
+    routes: Vec<IpNet>,
+    ip_ranges: Vec<IpNet>,
+    interface: String,
+    endpoints: Vec<String>,
+    addresses: Addresses,
+}
+
+/// `host:port`, with brackets around an IPv6 literal.
+pub fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+fn agreed_network<N: PartialEq + Copy + fmt::Display, E: fmt::Display>(
+    controllers: &BTreeMap<&str, ControllerSettings>,
+    setting: &'static str,
+    get: impl Fn(&ControllerSettings) -> Option<&str>,
+    parse: impl Fn(&str) -> Result<N, E>,
+    errors: &mut Vec<PlanError>,
+) -> Option<N> {
+    let mut agreed: Option<(&str, N)> = None;
+    for (machine, c) in controllers {
+        let Some(text) = get(c) else { continue };
+        match parse(text) {
+            Ok(net) => match agreed {
+                Some((first, prev)) if prev != net => errors.push(PlanError::ConflictingNetworks {
+                    setting,
+                    first: (first.to_string(), prev.to_string()),
+                    second: (machine.to_string(), net.to_string()),
+                }),
+                Some(_) => {}
+                None => agreed = Some((machine, net)),
+            },
+            Err(e) => errors.push(PlanError::BadNetwork {
+                machine: machine.to_string(),
+                setting,
+                message: e.to_string(),
+            }),
+        }
+    }
+    agreed.map(|(_, net)| net)
+}
+
+fn parse_cidrs(
+    machine: &str,
+    setting: &str,
+    texts: &[String],
+    errors: &mut Vec<PlanError>,
+) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match text.parse::<IpNet>() {
+            Ok(net) => out.push(net),
+            Err(_) => errors.push(PlanError::BadSetting {
+                machine: machine.to_string(),
+                setting: format!("{setting}[{i}]"),
+                value: text.clone(),
+                expected: "a CIDR like 100.100.0.0/24 or fd00:1::/64",
+            }),
+        }
+    }
+    out
+}
+
+fn expand_ip_ranges(
+    machine: &str,
+    texts: &[String],
+    networks: Networks,
+    errors: &mut Vec<PlanError>,
+) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let nets: Vec<IpNet> = if text == "all" {
+            networks
+                .ipv4
+                .map(IpNet::V4)
+                .into_iter()
+                .chain([IpNet::V6(networks.ipv6)])
+                .collect()
+        } else {
+            parse_cidrs(
+                machine,
+                &format!("ipRanges[{i}]"),
+                std::slice::from_ref(text),
+                errors,
+            )
+        };
+        for net in nets {
+            if !out.contains(&net) {
+                out.push(net);
+            }
+        }
+    }
+    out
+}
+
+fn read_public<K: std::str::FromStr<Err = KeyParseError>>(
+    keys_dir: &Path,
+    relative: &Path,
+    machine: Option<&str>,
+    what: &'static str,
+    read_key: &mut ReadKey<'_>,
+    errors: &mut Vec<PlanError>,
+) -> Option<K> {
+    let path = keys_dir.join(relative);
+    let machine = machine.map(str::to_string);
+    match read_key(&path) {
+        Err(reason) => {
+            errors.push(PlanError::MissingKey {
+                machine,
+                what,
+                path,
+                reason,
+            });
+            None
+        }
+        Ok(text) => match text.trim().parse::<K>() {
+            Ok(key) => Some(key),
+            Err(problem) => {
+                errors.push(PlanError::BadKey {
+                    machine,
+                    what,
+                    path,
+                    problem,
+                });
+                None
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn peer(overrides: serde_json::Value) -> serde_json::Value {
+        let mut s = json!({
+            "endpoints": [], "interface": null, "ipRanges": ["all"], "ipv4": null,
+            "mtu": 1420, "persistentKeepalive": 25, "port": 51820, "routes": []
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        s
+    }
+
+    fn controller(overrides: serde_json::Value) -> serde_json::Value {
+        let mut s = json!({
+            "controlPort": 51821, "dynamicIp": {"enable": false, "range": null},
+            "ipv4Network": null, "ipv6Network": null, "endpoint": "vpn.example.org"
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        s
+    }
+
+    type Roles = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+
+    fn example() -> Roles {
+        let mut roles = Roles::new();
+        roles.insert(
+            "server".into(),
+            BTreeMap::from([
+                (
+                    "controller".into(),
+                    controller(json!({"dynamicIp": {"enable": true, "range": null}})),
+                ),
+                ("peer".into(), peer(json!({}))),
+            ]),
+        );
+        roles.insert(
+            "laptop".into(),
+            BTreeMap::from([("peer".into(), peer(json!({"ipv4": "100.96.0.5"})))]),
+        );
+        roles.insert(
+            "desktop".into(),
+            BTreeMap::from([(
+                "peer".into(),
+                peer(json!({"routes": ["100.100.0.0/24"], "endpoints": ["198.18.0.3:51820"]})),
+            )]),
+        );
+        roles
+    }
+
+    /// Deterministic distinct keys per file, standing in for a vars directory.
+    fn keys_for(machines: &[&str], skip: Option<&Path>) -> BTreeMap<PathBuf, String> {
+        let mut files = BTreeMap::new();
+        let dir = Path::new("/clan");
+        for (i, m) in machines.iter().enumerate() {
+            files.insert(
+                dir.join(wireguard_key_path("my-vpn", m)),
+                WireguardPublicKey::from_bytes([i as u8; 32]).to_base64(),
+            );
+            files.insert(
+                dir.join(node_key_path("my-vpn", m)),
+                format!("{}\n", NodePublicKey::from_bytes([100 + i as u8; 32])),
+            );
+        }
+        files.insert(
+            dir.join(network_key_path("my-vpn")),
+            NetworkPublicKey::from_bytes([200; 32]).to_base64(),
+        );
+        if let Some(skip) = skip {
+            files.remove(&dir.join(skip));
+        }
+        files
+    }
+
+    fn run(roles: &Roles, files: &BTreeMap<PathBuf, String>) -> Result<Plan, Vec<PlanError>> {
+        plan("my-vpn", roles, Path::new("/clan"), &mut |p: &Path| {
+            files
+                .get(p)
+                .cloned()
+                .ok_or_else(|| "No such file or directory".to_string())
+        })
+    }
+
+    #[test]
+    fn example_plan_has_full_peer_lists() {
+        let plan = run(
+            &example(),
+            &keys_for(&["desktop", "laptop", "server"], None),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.configs.keys().collect::<Vec<_>>(),
+            ["desktop", "laptop", "server"]
+        );
+        let server = &plan.configs["server"];
+        assert_eq!(server.roles, ["controller", "peer"]);
+        assert_eq!(server.interface, "wm-my-vpn");
+        assert_eq!(server.network.ipv6.to_string(), "fd8c:65c0:2740::/48");
+        assert_eq!(server.network.ipv4.unwrap().to_string(), "100.96.0.0/16");
+        assert_eq!(
+            server
+                .ip_ranges
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            ["100.96.0.0/16", "fd8c:65c0:2740::/48"]
+        );
+        assert_eq!(server.addresses.ipv4, None);
+        assert_eq!(
+            server.addresses.ipv6.to_string(),
+            "fd8c:65c0:2740:31b5:2523:5103:2c9b:3e7a"
+        );
+        assert_eq!(
+            server.controllers,
+            [ControllerConfig {
+                name: "server".into(),
+                endpoint: "vpn.example.org:51821".into()
+            }]
+        );
+        assert_eq!(
+            server.network_public_key,
+            NetworkPublicKey::from_bytes([200; 32])
+        );
+        let names: Vec<&str> = server.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["desktop", "laptop"]);
+        let laptop_in_server = &server.peers[1];
+        assert_eq!(
+            laptop_in_server.addresses.ipv4,
+            Some(Ipv4Addr::new(100, 96, 0, 5))
+        );
+        assert_eq!(
+            laptop_in_server.wireguard_public_key,
+            WireguardPublicKey::from_bytes([1; 32])
+        );
+        assert_eq!(
+            laptop_in_server.node_public_key,
+            NodePublicKey::from_bytes([101; 32])
+        );
+        let laptop = &plan.configs["laptop"];
+        let server_in_laptop = laptop.peers.iter().find(|p| p.name == "server").unwrap();
+        assert_eq!(server_in_laptop.endpoints, ["vpn.example.org:51820"]);
+        let desktop_in_laptop = laptop.peers.iter().find(|p| p.name == "desktop").unwrap();
+        assert_eq!(desktop_in_laptop.endpoints, ["198.18.0.3:51820"]);
+        assert_eq!(desktop_in_laptop.routes[0].to_string(), "100.100.0.0/24");
+        assert_eq!(laptop.settings["peer"]["ipv4"], "100.96.0.5");
+        assert!(
+            plan.notes.contains(
+                &"server: IPv4 leased by controller server (IPv6 only until then)".to_string()
+            ),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn ipv6_only_without_static_or_dynamic_ipv4() {
+        let mut roles = example();
+        roles
+            .get_mut("server")
+            .unwrap()
+            .insert("controller".into(), controller(json!({})));
+        roles
+            .get_mut("laptop")
+            .unwrap()
+            .insert("peer".into(), peer(json!({})));
+        let plan = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap();
+        assert_eq!(plan.configs["laptop"].network.ipv4, None);
+        assert_eq!(plan.configs["laptop"].ip_ranges.len(), 1);
+        assert!(
+            plan.notes
+                .contains(&"laptop: IPv6 only (no static ipv4 and no dynamic leases)".to_string())
+        );
+    }
+
+    #[test]
+    fn missing_key_names_the_expected_file() {
+        let skip = node_key_path("my-vpn", "laptop");
+        let errors = run(
+            &example(),
+            &keys_for(&["desktop", "laptop", "server"], Some(&skip)),
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            [
+                "machine \"laptop\": node public key missing: expected the file /clan/vars/per-machine/laptop/wiremesh-my-vpn/node-public-key/value (No such file or directory)"
+            ]
+        );
+        let errors = run(
+            &example(),
+            &keys_for(
+                &["desktop", "laptop", "server"],
+                Some(&network_key_path("my-vpn")),
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "network public key missing: expected the file /clan/vars/shared/wiremesh-network-my-vpn/network-public-key/value (No such file or directory)"
+        );
+    }
+
+    #[test]
+    fn bad_key_file_is_named() {
+        let mut files = keys_for(&["desktop", "laptop", "server"], None);
+        files.insert(
+            Path::new("/clan").join(wireguard_key_path("my-vpn", "desktop")),
+            "AAAA".into(),
+        );
+        let errors = run(&example(), &files).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "machine \"desktop\": WireGuard public key in /clan/vars/per-machine/desktop/wiremesh-my-vpn/wireguard-public-key/value: decodes to 3 bytes, expected 32"
+        );
+    }
+
+    #[test]
+    fn address_problems_name_both_machines() {
+        let mut roles = example();
+        roles
+            .get_mut("desktop")
+            .unwrap()
+            .insert("peer".into(), peer(json!({"ipv4": "100.96.0.5"})));
+        roles.get_mut("server").unwrap().insert(
+            "controller".into(),
+            controller(json!({"dynamicIp": {"enable": true, "range": "100.96.0.0/24"}})),
+        );
+        let errors = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.contains(
+                &"machines \"desktop\" and \"laptop\" both have address 100.96.0.5".to_string()
+            ),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|t| t.starts_with("machine \"laptop\": static ipv4 100.96.0.5 lies in the dynamic range 100.96.0.0/24 that controller \"server\"")), "{text:?}");
+    }
+
+    #[test]
+    fn controllers_must_agree_on_networks() {
+        let mut roles = example();
+        roles.get_mut("server").unwrap().insert(
+            "controller".into(),
+            controller(json!({"ipv4Network": "100.77.0.0/16"})),
+        );
+        roles.insert(
+            "backup".into(),
+            BTreeMap::from([(
+                "controller".into(),
+                controller(json!({"ipv4Network": "100.78.0.0/16"})),
+            )]),
+        );
+        let errors = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "controllers \"backup\" and \"server\" set different ipv4Network: 100.78.0.0/16 and 100.77.0.0/16"
+        );
+    }
+
+    #[test]
+    fn controller_only_machines_get_no_config_and_a_note() {
+        let mut roles = example();
+        roles.insert(
+            "backup".into(),
+            BTreeMap::from([(
+                "controller".into(),
+                controller(json!({"endpoint": "fd00::5"})),
+            )]),
+        );
+        let plan = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap();
+        assert!(!plan.configs.contains_key("backup"));
+        assert!(plan.notes.contains(
+            &"backup: controller only, not a mesh member (no agent configuration)".to_string()
+        ));
+        assert_eq!(
+            plan.configs["laptop"].controllers[0].endpoint,
+            "[fd00::5]:51821"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_reported_not_panicked_on() {
+        let mut roles = example();
+        roles
+            .get_mut("laptop")
+            .unwrap()
+            .insert("peer".into(), json!({"port": "x"}));
+        let errors = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap_err();
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("machine \"laptop\", role \"peer\": settings:"),
+            "{}",
+            errors[0]
+        );
+        let mut roles = example();
+        roles.get_mut("laptop").unwrap().insert(
+            "peer".into(),
+            peer(json!({"interface": "much-too-long-name", "routes": ["nope"]})),
+        );
+        let text: Vec<String> = run(&roles, &keys_for(&["desktop", "laptop", "server"], None))
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(text.contains(&"machine \"laptop\": routes[0]: \"nope\" is not a CIDR like 100.100.0.0/24 or fd00:1::/64".to_string()), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("is 18 bytes; Linux allows at most 15")),
+            "{text:?}"
+        );
+        assert_eq!(
+            run(&Roles::new(), &BTreeMap::new()).unwrap_err(),
+            [PlanError::NoPeers]
+        );
+    }
+}
