@@ -30,6 +30,10 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 pub const WG_OVERHEAD: usize = 32;
 /// The largest WireGuard control message (handshake initiation).
 pub const WG_MAX_CONTROL: usize = 148;
+/// The largest IP packet.
+pub const MAX_IP_PACKET: usize = 65_535;
+/// The buffer [`Mesh::flush_queued`] needs: room for the largest packet boringtun may have queued.
+pub const FLUSH_OUT_LEN: usize = MAX_IP_PACKET + WG_OVERHEAD;
 /// How often the shared rate limiter's counter is reset.
 const LIMITER_RESET: Duration = Duration::from_secs(1);
 
@@ -458,8 +462,13 @@ impl Mesh {
 
     /// Sends the next packet that waited for `member`'s session: `Some((len, to))` for
     /// `out[..len]`, `None` when the queue is empty. Call until `None` after an
-    /// [`Inbound::Reply`] with a member.
+    /// [`Inbound::Reply`] with a member. `out` must hold [`FLUSH_OUT_LEN`] bytes (a queued
+    /// packet may be any IP packet); with less nothing is sent.
     pub fn flush_queued(&self, member: MemberId, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        if out.len() < FLUSH_OUT_LEN {
+            self.count_drop(DropReason::BufferTooSmall);
+            return None;
+        }
         let m = self.member(member)?;
         let mut s = m.lock();
         let endpoint = s.endpoint?;

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
-use wiremesh_peer::mesh::{Inbound, MemberId, Mesh, Outbound, WG_MAX_CONTROL, encapsulate_out_len};
+use wiremesh_peer::mesh::{
+    FLUSH_OUT_LEN, Inbound, MAX_IP_PACKET, MemberId, Mesh, Outbound, WG_MAX_CONTROL,
+    encapsulate_out_len,
+};
 
 use super::udp::{self, MAX_GSO_BYTES, Udp};
 
@@ -21,8 +24,6 @@ const POLL: Duration = Duration::from_millis(200);
 const TX_READS_PER_BATCH: usize = 8;
 /// Messages per `recvmmsg`.
 const RX_BATCH: usize = 32;
-/// The largest IP packet a TUN write can carry (GRO coalesces up to this).
-const MAX_IP_PACKET: usize = 65_535;
 /// Pause after an unexpected I/O error before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// At most one warning per this interval per thread, so a broken peer cannot flood the log.
@@ -212,7 +213,7 @@ pub fn rx_loop(shared: &Shared) {
         // tun-rs only coalesces into a buffer with room for two headers and a full packet.
         .map(|_| Vec::with_capacity(2 * OFF + MAX_IP_PACKET))
         .collect();
-    let mut scratch = vec![0u8; encapsulate_out_len(MAX_IP_PACKET)];
+    let mut scratch = vec![0u8; FLUSH_OUT_LEN];
     let mut gro = GROTable::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let received = {
