@@ -186,7 +186,7 @@ setup_wiremesh() {
     "$bin/wiremesh" pubkey --node "$work/$side.id" >"$work/$side.nodepub" || return 1
   done
   "$bin/wiremesh" keygen --network --out "$work/net.key" >/dev/null || return 1
-  "$bin/wiremesh" pubkey --network "$work/net.key" >"$work/net.pub" || return 1
+  "$bin/wiremesh" pubkey "$work/net.key" | sed 's/^.*= //' >"$work/net.pub" || return 1
   write_wm_config a 1 b 2
   write_wm_config b 2 a 1
   for side in a b; do
