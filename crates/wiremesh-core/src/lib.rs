@@ -7,4 +7,5 @@
 pub mod addresses;
 pub mod config;
 pub mod keys;
+pub mod netmap;
 pub mod plan;
