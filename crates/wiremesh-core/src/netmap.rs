@@ -447,11 +447,11 @@ mod tests {
             wireguard_public_key: WireguardPublicKey::from_bytes(wg),
             node_public_key: NodePublicKey::from_bytes(node),
             addresses: Addresses {
-                ipv4: (i % 2 == 0).then(|| Ipv4Addr::from(0x6460_0000 + i)),
+                ipv4: i.is_multiple_of(2).then(|| Ipv4Addr::from(0x6460_0000 + i)),
                 ipv6: Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)),
             },
             endpoints: vec![format!("198.18.{}.{}:51820", i / 256 % 256, i % 256)],
-            routes: if i % 3 == 0 {
+            routes: if i.is_multiple_of(3) {
                 vec!["100.100.0.0/24".parse().unwrap()]
             } else {
                 vec![]
