@@ -6,6 +6,8 @@
 
 pub mod addresses;
 pub mod config;
+pub mod frame;
 pub mod keys;
+pub mod messages;
 pub mod netmap;
 pub mod plan;
