@@ -85,8 +85,9 @@ impl ResolveError {
     }
 }
 
-/// Something worth telling the user that does not stop resolution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Something worth telling the user that does not stop resolution. Serialises as an object with a
+/// `kind` (`empty-tag`) and the fields, keys sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Warning {
     /// A role lists a tag that no machine carries (Clan warns too).
@@ -95,6 +96,27 @@ pub enum Warning {
         role: String,
         tag: String,
     },
+}
+
+// By hand because serde's internally tagged form writes `kind` first; the CLI's JSON sorts keys.
+impl Serialize for Warning {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match self {
+            Warning::EmptyTag {
+                instance,
+                role,
+                tag,
+            } => {
+                let mut s = serializer.serialize_struct("Warning", 4)?;
+                s.serialize_field("instance", instance)?;
+                s.serialize_field("kind", "empty-tag")?;
+                s.serialize_field("role", role)?;
+                s.serialize_field("tag", tag)?;
+                s.end()
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Warning {

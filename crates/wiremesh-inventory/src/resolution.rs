@@ -44,24 +44,24 @@ pub struct MachineRole {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolution {
     pub instances: BTreeMap<String, ResolvedInstance>,
-    /// Every inventory machine, also those in no instance (`[]`); entries sorted by (instance, role).
-    pub machines: BTreeMap<String, Vec<MachineRole>>,
     /// Each machine's effective tags, sorted: its own, the static `tags.<t>` naming it, `all` and
     /// its class (`nixos` or `darwin`).
     #[serde(rename = "machineTags")]
     pub machine_tags: BTreeMap<String, Vec<String>>,
+    /// Every inventory machine, also those in no instance (`[]`); entries sorted by (instance, role).
+    pub machines: BTreeMap<String, Vec<MachineRole>>,
     pub warnings: Vec<Warning>,
 }
 
 impl Resolution {
     /// The CLI's `--format json` text: every object key sorted, 2-space indentation, no trailing
-    /// newline.
+    /// newline. Struct fields are declared in sorted order and settings objects are built with
+    /// sorted keys, so serde_json's pretty printer writes them sorted whatever its map type.
     pub fn to_json_pretty(&self) -> String {
-        match serde_json::to_value(self) {
-            Ok(value) => crate::canonical::to_pretty(&value),
-            // Every field is a map with string keys or plain data: serialisation cannot fail.
-            Err(e) => format!("{{\"error\": \"cannot serialise resolution: {e}\"}}"),
-        }
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| {
+            // Only string-keyed maps and plain data: serialisation has no way to fail.
+            format!("{{\"error\": \"cannot serialise resolution: {e}\"}}")
+        })
     }
 
     /// The roles `machine` holds, sorted by (instance, role); empty for an unknown machine.
