@@ -1,8 +1,268 @@
+//! `wiremesh netmap build|show|verify`: sign a netmap from the plan with the network key, print
+//! one, and check one against a pinned network key, all offline.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wiremesh_core::keys::{NetworkKey, NetworkPublicKey, permission_warning};
+use wiremesh_core::netmap::{Flags, Member, Netmap, NetmapContent};
+use wiremesh_core::plan::network_key_path;
+
+use crate::plan::{Inputs, compute};
 
 #[derive(clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Sign a netmap of an instance's members (from the inventory and the vars keys).
+    Build(BuildArgs),
+    /// Print a netmap (without checking its signature).
+    Show(ShowArgs),
+    /// Check a netmap's network, signature, epoch and expiry; exit 1 if it is refused.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    /// The network key file (`wiremesh keygen --network`).
+    #[arg(long, value_name = "FILE")]
+    network_key: PathBuf,
+    /// The epoch; must be higher than that of every netmap the agents hold.
+    #[arg(long)]
+    epoch: u64,
+    /// Issue time, Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX")]
+    issued_at: Option<u64>,
+    /// Seconds from issue to expiry.
+    #[arg(long, value_name = "SECONDS", default_value_t = 7 * 24 * 3600)]
+    valid_for: u64,
+    /// Mark this member revoked (repeatable).
+    #[arg(long, value_name = "MACHINE")]
+    revoke: Vec<String>,
+    /// Where to write the netmap.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    file: PathBuf,
+    /// The pinned network public key (base64).
+    #[arg(long, value_name = "BASE64", required_unless_present = "keys")]
+    network_public_key: Option<NetworkPublicKey>,
+    /// Read the pinned key from `<DIR>/vars/shared/wiremesh-network-<instance>/...`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "instance",
+        conflicts_with = "network_public_key"
+    )]
+    keys: Option<PathBuf>,
+    /// The instance, with --keys.
+    #[arg(long)]
+    instance: Option<String>,
+    /// The last epoch accepted; the netmap must be newer.
+    #[arg(long)]
+    last_epoch: Option<u64>,
+    /// The time to check expiry against, Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX")]
+    now: Option<u64>,
+}
 
 pub fn run(cmd: Command) -> ExitCode {
-    match cmd {}
+    let result = match cmd {
+        Command::Build(args) => build(args),
+        Command::Show(args) => show(args),
+        Command::Verify(args) => verify(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(lines) => {
+            for line in lines {
+                eprintln!("wiremesh netmap: {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn build(args: BuildArgs) -> Result<ExitCode, Vec<String>> {
+    let plan = compute(&args.inputs)?;
+    if let Some(warning) = permission_warning(&args.network_key) {
+        eprintln!("{warning}");
+    }
+    let key = NetworkKey::load(&args.network_key).map_err(|e| vec![e.to_string()])?;
+    let Some(first) = plan.configs.values().next() else {
+        return Err(vec!["the instance has no mesh members".into()]);
+    };
+    if first.network_public_key != key.public_key() {
+        return Err(vec![format!(
+            "{} holds network key {}, but {} says {}",
+            args.network_key.display(),
+            key.public_key(),
+            args.inputs
+                .keys
+                .join(network_key_path(&args.inputs.instance))
+                .display(),
+            first.network_public_key
+        )]);
+    }
+    if let Some(unknown) = args.revoke.iter().find(|m| !plan.members.contains_key(*m)) {
+        return Err(vec![format!(
+            "--revoke {unknown}: not a member of the instance"
+        )]);
+    }
+    let members = plan
+        .members
+        .values()
+        .map(|peer| {
+            let mut m = Member::from_peer(peer);
+            if plan.configs[&peer.name]
+                .roles
+                .iter()
+                .any(|r| r == "controller")
+            {
+                m.flags = m.flags.with(Flags::CONTROLLER);
+            }
+            if args.revoke.contains(&peer.name) {
+                m.flags = m.flags.with(Flags::REVOKED);
+            }
+            m
+        })
+        .collect();
+    let issued_at = args.issued_at.unwrap_or_else(now);
+    let content = NetmapContent {
+        network: key.public_key(),
+        instance: args.inputs.instance.clone(),
+        epoch: args.epoch,
+        issued_at,
+        expires_at: issued_at.saturating_add(args.valid_for),
+        members,
+    }
+    .canonicalize()
+    .map_err(|e| vec![e.to_string()])?;
+    let bytes = content.sign(key.secret()).encode();
+    crate::keys::write_atomic(&args.out, &bytes, 0o644)
+        .map_err(|e| vec![format!("cannot write {}: {e}", args.out.display())])?;
+    eprintln!(
+        "wrote {}: epoch {}, {} members, {} bytes",
+        args.out.display(),
+        args.epoch,
+        plan.members.len(),
+        bytes.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(file: &PathBuf) -> Result<Netmap, Vec<String>> {
+    let bytes =
+        std::fs::read(file).map_err(|e| vec![format!("cannot read {}: {e}", file.display())])?;
+    Netmap::decode(&bytes).map_err(|e| vec![format!("{}: not a netmap: {e}", file.display())])
+}
+
+fn show(args: ShowArgs) -> Result<ExitCode, Vec<String>> {
+    let map = load(&args.file)?;
+    let c = map.content();
+    if args.json {
+        let text = serde_json::to_string_pretty(c).map_err(|e| vec![e.to_string()])?;
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("network = {}", c.network);
+    println!("instance = {}", c.instance);
+    println!("epoch = {}", c.epoch);
+    println!("issued-at = {}", c.issued_at);
+    println!("expires-at = {}", c.expires_at);
+    println!("members = {}", c.members.len());
+    println!("signature = not checked (use `wiremesh netmap verify`)");
+    println!("name\tipv6\tipv4\tflags\tendpoints\troutes\twireguard-public-key");
+    for m in &c.members {
+        let routes: Vec<String> = m.routes.iter().map(|r| r.to_string()).collect();
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            m.name,
+            m.addresses.ipv6,
+            m.addresses.ipv4.map_or("-".to_string(), |a| a.to_string()),
+            flag_names(m.flags),
+            dash_if_empty(m.endpoints.join(",")),
+            dash_if_empty(routes.join(",")),
+            m.wireguard_public_key
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dash_if_empty(text: String) -> String {
+    if text.is_empty() { "-".into() } else { text }
+}
+
+fn flag_names(flags: Flags) -> String {
+    let mut names: Vec<String> = [
+        (Flags::REVOKED, "revoked"),
+        (Flags::CONTROLLER, "controller"),
+        (Flags::OUTSIDE_INVENTORY, "outside-inventory"),
+        (Flags::DYNAMIC_IPV4, "dynamic-ipv4"),
+    ]
+    .iter()
+    .filter(|(f, _)| flags.contains(*f))
+    .map(|(_, n)| n.to_string())
+    .collect();
+    let known = 0b1111;
+    if flags.0 & !known != 0 {
+        names.push(format!("0x{:x}", flags.0 & !known));
+    }
+    dash_if_empty(names.join(","))
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode, Vec<String>> {
+    let map = load(&args.file)?;
+    let pinned = match (args.network_public_key, &args.keys, &args.instance) {
+        (Some(key), _, _) => key,
+        (None, Some(dir), Some(instance)) => {
+            let path = dir.join(network_key_path(instance));
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+            text.trim()
+                .parse()
+                .map_err(|e| vec![format!("{}: {e}", path.display())])?
+        }
+        _ => {
+            return Err(vec![
+                "give --network-public-key or --keys with --instance".into(),
+            ]);
+        }
+    };
+    let now = args.now.unwrap_or_else(now);
+    match map.verify(&pinned, args.last_epoch, now) {
+        Ok(c) => {
+            println!(
+                "accepted: {} epoch {}, {} members, expires at {} ({} s from now)",
+                c.instance,
+                c.epoch,
+                c.members.len(),
+                c.expires_at,
+                c.expires_at - now
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(rejection) => {
+            println!("rejected: {rejection}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -12,46 +12,53 @@ use wiremesh_inventory::{Catalog, MAX_INPUT_BYTES, Resolution, ResolveOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The inventory (Clan's inventory.json shape).
-    #[arg(long, value_name = "FILE")]
-    inventory: PathBuf,
-    /// The wiremesh instance to plan.
-    #[arg(long)]
-    instance: String,
-    /// The directory holding `vars/` with the members' public keys (a clan repository).
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    keys: PathBuf,
+    #[command(flatten)]
+    inputs: Inputs,
     /// Write `<DIR>/<machine>.json` for every mesh member.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Print the configurations as one JSON object keyed by machine instead of a summary.
     #[arg(long)]
     json: bool,
-    /// The module.input under which the built-in wiremesh module is found.
-    #[arg(long, value_name = "NAME", default_value = wiremesh_inventory::builtin::DEFAULT_INPUT)]
-    wiremesh_input: String,
 }
 
-pub fn run(args: Args) -> ExitCode {
-    let resolution = match resolve(&args) {
-        Ok(r) => r,
-        Err(message) => return fail(&message),
-    };
+/// Where the plan's inputs come from; shared with `netmap build`.
+#[derive(clap::Args)]
+pub struct Inputs {
+    /// The inventory (Clan's inventory.json shape).
+    #[arg(long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// The wiremesh instance.
+    #[arg(long)]
+    pub instance: String,
+    /// The directory holding `vars/` with the members' public keys (a clan repository).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub keys: PathBuf,
+    /// The module.input under which the built-in wiremesh module is found.
+    #[arg(long, value_name = "NAME", default_value = wiremesh_inventory::builtin::DEFAULT_INPUT)]
+    pub wiremesh_input: String,
+}
+
+/// Resolves the inventory and plans the instance; the errors are printable lines.
+pub fn compute(inputs: &Inputs) -> Result<Plan, Vec<String>> {
+    let resolution = resolve(inputs).map_err(|e| vec![e])?;
     for warning in &resolution.warnings {
         eprintln!("warning: {warning}");
     }
-    let roles = match instance_roles(&resolution, &args.instance) {
-        Ok(roles) => roles,
-        Err(message) => return fail(&message),
-    };
+    let roles = instance_roles(&resolution, &inputs.instance).map_err(|e| vec![e])?;
     let mut read_key = |path: &Path| read_small(path).map_err(|e| e.to_string());
-    let plan = match plan(&args.instance, &roles, &args.keys, &mut read_key) {
+    plan(&inputs.instance, &roles, &inputs.keys, &mut read_key)
+        .map_err(|errors| errors.iter().map(|e| format!("error: {e}")).collect())
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let plan = match compute(&args.inputs) {
         Ok(plan) => plan,
         Err(errors) => {
             for e in &errors {
-                eprintln!("wiremesh plan: error: {e}");
+                eprintln!("wiremesh plan: {e}");
             }
-            eprintln!("wiremesh plan: {} error(s); nothing written", errors.len());
+            eprintln!("wiremesh plan: nothing written");
             return ExitCode::FAILURE;
         }
     };
@@ -92,7 +99,7 @@ fn read_small(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-fn resolve(args: &Args) -> Result<Resolution, String> {
+fn resolve(args: &Inputs) -> Result<Resolution, String> {
     let name = args.inventory.display();
     let text = read_small(&args.inventory).map_err(|e| format!("cannot read {name}: {e}"))?;
     let opts = ResolveOptions {

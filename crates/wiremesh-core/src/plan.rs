@@ -207,6 +207,9 @@ impl fmt::Display for PlanError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub configs: BTreeMap<String, AgentConfig>,
+    /// Every mesh member as the others see it (`persistentKeepalive` is the member's own setting);
+    /// the input of a netmap.
+    pub members: BTreeMap<String, PeerConfig>,
     /// One line per noteworthy fact, e.g. controller-only machines and IPv6-only members.
     pub notes: Vec<String>,
 }
@@ -420,20 +423,30 @@ pub fn plan(
             endpoint: host_port(&c.endpoint, c.control_port),
         })
         .collect();
-    let mut configs = BTreeMap::new();
-    for (machine, s) in &peers {
-        let me = &members[machine];
-        let peer_list = members
-            .iter()
-            .filter(|(other, _)| *other != machine)
-            .map(|(other, m)| PeerConfig {
-                name: other.to_string(),
-                wireguard_public_key: keys[other].0,
-                node_public_key: keys[other].1,
+    let public: BTreeMap<String, PeerConfig> = members
+        .iter()
+        .map(|(name, m)| {
+            let entry = PeerConfig {
+                name: name.to_string(),
+                wireguard_public_key: keys[name].0,
+                node_public_key: keys[name].1,
                 addresses: m.addresses,
                 endpoints: m.endpoints.clone(),
                 routes: m.routes.clone(),
+                persistent_keepalive: peers[name].persistent_keepalive,
+            };
+            (name.to_string(), entry)
+        })
+        .collect();
+    let mut configs = BTreeMap::new();
+    for (machine, s) in &peers {
+        let me = &members[machine];
+        let peer_list = public
+            .values()
+            .filter(|p| p.name != *machine)
+            .map(|p| PeerConfig {
                 persistent_keepalive: s.persistent_keepalive,
+                ..p.clone()
             })
             .collect();
         let machine_roles = &roles[*machine];
@@ -463,7 +476,11 @@ pub fn plan(
             },
         );
     }
-    Ok(Plan { configs, notes })
+    Ok(Plan {
+        configs,
+        members: public,
+        notes,
+    })
 }
 
 struct Member {
