@@ -1,0 +1,409 @@
+//! CLI-level tests of the core verbs: keygen, pubkey, address, plan and netmap build/show/verify.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use wiremesh_tests::{run, wiremesh, workspace_file};
+
+/// A scratch directory removed on drop (also when the test fails).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("wiremesh-core-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn s(&self, name: &str) -> String {
+        self.path(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn wm(args: &[&str]) -> Output {
+    run(&wiremesh(), args, None)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "failed: {}\n{}", o.status, stderr(&o));
+    stdout(&o)
+}
+
+/// The output the Nix vars generators store: byte-for-byte, forever.
+#[test]
+fn address_output_is_golden() {
+    assert_eq!(
+        ok(wm(&[
+            "address",
+            "--instance",
+            "my-vpn",
+            "--machine",
+            "laptop"
+        ])),
+        "ipv6-network = fd8c:65c0:2740::/48\n\
+         ipv6 = fd8c:65c0:2740:8337:bf72:5f02:6fda:9c78\n\
+         ipv4-network = 100.96.0.0/16\n\
+         interface = wm-my-vpn\n"
+    );
+    assert_eq!(
+        ok(wm(&[
+            "address",
+            "--instance",
+            "home-network-for-family",
+            "--machine",
+            "phone",
+            "--json"
+        ])),
+        "{\"interface\":\"wm-home-n-1e945\",\"ipv4Network\":\"100.106.0.0/16\",\
+         \"ipv6\":\"fd1e:945c:d8be:7bf4:72d7:a864:ef47:8145\",\"ipv6Network\":\"fd1e:945c:d8be::/48\"}\n"
+    );
+    assert_eq!(
+        ok(wm(&[
+            "address",
+            "--instance",
+            "my-vpn",
+            "--machine",
+            "laptop",
+            "--network",
+            "fd00:1:2:3::/64",
+            "--network",
+            "100.77.0.0/16",
+            "--field",
+            "ipv6",
+        ])),
+        "fd00:1:2:3:bf72:5f02:6fda:9c78\n"
+    );
+    let bad = wm(&[
+        "address",
+        "--instance",
+        "i",
+        "--machine",
+        "m",
+        "--network",
+        "100.77.0.1/16",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("did you mean 100.77.0.0/16"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_file_and_pubkey_reads_it() {
+    let dir = Scratch::new("keygen");
+    let id = dir.s("id");
+    let printed = ok(wm(&["keygen", "--out", &id]));
+    let mode = std::fs::metadata(&id).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&id).unwrap();
+    assert!(
+        text.starts_with("# wiremesh identity: keep secret\n"),
+        "{text}"
+    );
+    assert_eq!(ok(wm(&["pubkey", &id])), printed);
+    let wg = ok(wm(&["pubkey", "--wireguard", &id]));
+    assert!(
+        printed.contains(&format!("wireguard-public-key = {wg}")),
+        "{printed} vs {wg}"
+    );
+    let again = wm(&["keygen", "--out", &id]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("refusing to replace"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read_to_string(&id).unwrap(), text);
+
+    let net = dir.s("net");
+    let printed = ok(wm(&["keygen", "--network", "--out", &net]));
+    let public = ok(wm(&["pubkey", &net]));
+    assert_eq!(printed, format!("network-public-key = {public}"));
+    assert!(!wm(&["pubkey", "--node", &net]).status.success());
+}
+
+/// `wg genkey | tee priv | wg pubkey` (wireguard-tools v1.0.20210914) gave this pair.
+#[test]
+fn pubkey_matches_wg_pubkey() {
+    let dir = Scratch::new("wgvector");
+    let id = dir.path("id");
+    std::fs::write(
+        &id,
+        "wireguard-private-key = iJ0LzaEth8stwToVq+6cDb07H2zgmV09g+9yOVBnjFc=\n\
+         node-private-key = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = wm(&["pubkey", "--wireguard", id.to_str().unwrap()]);
+    assert_eq!(ok(out), "sOsdVzmEMSWIVOpsVkP90WmKFT3u9XV20Hd8RFvphmM=\n");
+}
+
+#[test]
+fn bad_key_files_are_named_and_explained() {
+    let dir = Scratch::new("badkeys");
+    let good = "wireguard-private-key = iJ0LzaEth8stwToVq+6cDb07H2zgmV09g+9yOVBnjFc=\n\
+                node-private-key = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+    let cases: [(&str, String, &str); 4] = [
+        (
+            "short",
+            good.replace("iJ0LzaEth8stwToVq+6cDb07H2zgmV09g+9yOVBnjFc=", "AAAA"),
+            "line 1: wireguard-private-key: decodes to 3 bytes, expected 32",
+        ),
+        (
+            "notb64",
+            good.replace("AAECAwQF", "!!!!!!!!"),
+            "line 2: node-private-key: not valid standard base64",
+        ),
+        (
+            "truncated",
+            good[..good.len() - 20].to_string(),
+            "line 2: node-private-key: not valid standard base64",
+        ),
+        (
+            "cut",
+            good.lines().next().unwrap().to_string(),
+            "missing \"node-private-key\" (is the file truncated?",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.path(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = wm(&["pubkey", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{name}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("key file {}, {expected}", path.display()))
+                || err.contains(&format!("key file {}: {expected}", path.display())),
+            "{name}: {err}"
+        );
+    }
+    let open = dir.path("open");
+    std::fs::write(&open, good).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = wm(&["pubkey", open.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "warning: key file {} has mode 0644",
+            open.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A clan-like directory with vars for the example inventory's three machines.
+fn example_vars(dir: &Scratch) {
+    for machine in ["server", "laptop", "desktop"] {
+        let id = dir.s(&format!("{machine}.id"));
+        ok(wm(&["keygen", "--out", &id]));
+        for (flag, file) in [
+            ("--wireguard", "wireguard-public-key"),
+            ("--node", "node-public-key"),
+        ] {
+            let value = dir.path(&format!(
+                "vars/per-machine/{machine}/wiremesh-my-vpn/{file}/value"
+            ));
+            std::fs::create_dir_all(value.parent().unwrap()).unwrap();
+            std::fs::write(&value, ok(wm(&["pubkey", flag, &id]))).unwrap();
+        }
+    }
+    ok(wm(&["keygen", "--network", "--out", &dir.s("network.key")]));
+    let value = dir.path("vars/shared/wiremesh-network-my-vpn/network-public-key/value");
+    std::fs::create_dir_all(value.parent().unwrap()).unwrap();
+    std::fs::write(&value, ok(wm(&["pubkey", &dir.s("network.key")]))).unwrap();
+}
+
+#[test]
+fn plan_writes_one_config_per_member() {
+    let dir = Scratch::new("plan");
+    example_vars(&dir);
+    let inventory = workspace_file("examples/inventory.json");
+    let inventory = inventory.to_str().unwrap();
+    let out = wm(&[
+        "plan",
+        "--inventory",
+        inventory,
+        "--instance",
+        "my-vpn",
+        "--keys",
+        &dir.s(""),
+        "--out",
+        &dir.s("out"),
+    ]);
+    let table = ok(out);
+    assert!(table.starts_with("machine\troles\tinterface"), "{table}");
+    for machine in ["server", "laptop", "desktop"] {
+        let text = std::fs::read_to_string(dir.path(&format!("out/{machine}.json"))).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(config["version"], 1);
+        assert_eq!(config["machine"], machine);
+        assert_eq!(config["interface"], "wm-my-vpn");
+        assert_eq!(config["peers"].as_array().unwrap().len(), 2);
+        let wg = std::fs::read_to_string(dir.path(&format!(
+            "vars/per-machine/{machine}/wiremesh-my-vpn/wireguard-public-key/value"
+        )))
+        .unwrap();
+        let other = if machine == "laptop" {
+            "server"
+        } else {
+            "laptop"
+        };
+        let other_config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path(&format!("out/{other}.json"))).unwrap(),
+        )
+        .unwrap();
+        let me = other_config["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == machine)
+            .unwrap();
+        assert_eq!(me["wireguardPublicKey"], wg.trim());
+    }
+    let json = ok(wm(&[
+        "plan",
+        "--inventory",
+        inventory,
+        "--instance",
+        "my-vpn",
+        "--keys",
+        &dir.s(""),
+        "--json",
+    ]));
+    let all: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        all["server"]["controllers"][0]["endpoint"],
+        "vpn.example.org:51821"
+    );
+
+    let missing = dir.path("vars/per-machine/desktop/wiremesh-my-vpn/node-public-key/value");
+    std::fs::remove_file(&missing).unwrap();
+    let out = wm(&[
+        "plan",
+        "--inventory",
+        inventory,
+        "--instance",
+        "my-vpn",
+        "--keys",
+        &dir.s(""),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("expected the file {}", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn netmap_build_show_verify() {
+    let dir = Scratch::new("netmap");
+    example_vars(&dir);
+    let inventory = workspace_file("examples/inventory.json");
+    let map = dir.s("map.bin");
+    ok(wm(&[
+        "netmap",
+        "build",
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "--instance",
+        "my-vpn",
+        "--keys",
+        &dir.s(""),
+        "--network-key",
+        &dir.s("network.key"),
+        "--epoch",
+        "5",
+        "--issued-at",
+        "1000",
+        "--valid-for",
+        "100",
+        "--revoke",
+        "desktop",
+        "--out",
+        &map,
+    ]));
+    let shown = ok(wm(&["netmap", "show", &map]));
+    assert!(shown.contains("epoch = 5\n"), "{shown}");
+    assert!(shown.contains("\nserver\t"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("desktop\t") && l.contains("\trevoked\t")),
+        "{shown}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(wm(&["netmap", "show", "--json", &map]))).unwrap();
+    assert_eq!(json["members"].as_array().unwrap().len(), 3);
+    assert_eq!(json["expiresAt"], 1100);
+
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "netmap",
+            "verify",
+            map.as_str(),
+            "--keys",
+            dir.0.to_str().unwrap(),
+            "--instance",
+            "my-vpn",
+        ];
+        args.extend_from_slice(extra);
+        wm(&args)
+    };
+    assert!(
+        ok(verify(&["--now", "1050", "--last-epoch", "4"]))
+            .starts_with("accepted: my-vpn epoch 5, 3 members")
+    );
+    let stale = verify(&["--now", "1050", "--last-epoch", "5"]);
+    assert!(!stale.status.success());
+    assert_eq!(
+        stdout(&stale),
+        "rejected: epoch 5 is not newer than the last accepted epoch 5\n"
+    );
+    let expired = verify(&["--now", "1100"]);
+    assert_eq!(stdout(&expired), "rejected: expired at 1100 (now 1100)\n");
+
+    let mut bytes = std::fs::read(&map).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&map, &bytes).unwrap();
+    let forged = verify(&["--now", "1050"]);
+    assert!(!forged.status.success());
+    assert!(
+        stdout(&forged).starts_with("rejected: bad signature"),
+        "{}",
+        stdout(&forged)
+    );
+    std::fs::write(&map, &bytes[..10]).unwrap();
+    let truncated = wm(&["netmap", "show", &map]);
+    assert!(!truncated.status.success());
+    assert!(
+        stderr(&truncated).contains("not a netmap"),
+        "{}",
+        stderr(&truncated)
+    );
+    assert!(Path::new(&map).exists());
+}
