@@ -26,9 +26,13 @@ enum Command {
         /// The identity file written by `wiremesh keygen` (private keys).
         #[arg(long)]
         identity: PathBuf,
-        /// Directory for state kept across restarts (the last good config).
+        /// Directory for state kept across restarts (the last good config and netmap).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// A signed netmap (binary, from `wiremesh netmap build`); its members replace the
+        /// config's peer list once it verifies against the config's network key.
+        #[arg(long)]
+        netmap: Option<PathBuf>,
         /// Status socket path [default: /run/wiremesh/<interface>.sock].
         #[arg(long)]
         status_socket: Option<PathBuf>,
@@ -49,11 +53,13 @@ fn main() -> ExitCode {
             config,
             identity,
             state_dir,
+            netmap,
             status_socket,
         } => agent::run(agent::Options {
             config,
             identity,
             state_dir,
+            netmap,
             status_socket,
         }),
     };

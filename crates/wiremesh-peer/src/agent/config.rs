@@ -1,5 +1,6 @@
-//! Reading the agent config and identity, turning a config into a [`MeshSpec`], and keeping the
-//! last good config in the state directory so the agent can start when the file is unreadable.
+//! Reading the agent config and the signed netmap, turning them into a [`MeshSpec`], and keeping
+//! the last good config and netmap in the state directory so the agent can start when a file is
+//! unreadable (or the controller unreachable).
 
 use std::fs;
 use std::io::Write;
@@ -8,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
-use wiremesh_core::config::AgentConfig;
+use wiremesh_core::config::{Addresses, AgentConfig};
+use wiremesh_core::netmap::{Flags, Netmap, NetmapContent, Rejection};
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
 
 /// Smallest MTU the agent accepts (IPv6 needs 1280).
@@ -17,6 +19,7 @@ const MIN_MTU: u32 = 1280;
 const MAX_MTU: u32 = 65_535;
 
 const LAST_GOOD_CONFIG: &str = "last-good-config.json";
+const LAST_GOOD_NETMAP: &str = "last-good-netmap.bin";
 
 /// Parses and checks a config text; `origin` names the file in errors.
 pub fn parse(text: &str, origin: &Path) -> Result<AgentConfig> {
@@ -66,39 +69,48 @@ fn resolve(peer: &str, endpoint: &str, warnings: &mut Vec<String>) -> Option<Soc
     }
 }
 
-/// The mesh a config describes. Returns warnings for endpoints that could not be resolved.
-pub fn spec(config: &AgentConfig) -> (MeshSpec, Vec<String>) {
-    let mut warnings = Vec::new();
-    let mut addresses = Vec::new();
+fn addresses(a: &Addresses) -> Vec<IpAddr> {
+    a.ipv4
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain([IpAddr::V6(a.ipv6)])
+        .collect()
+}
+
+/// The spec's parts that come from this machine's config: addresses, networks, ranges.
+fn base(config: &AgentConfig, own: &Addresses) -> MeshSpec {
     let mut networks = Vec::new();
     if let Some(net) = config.network.ipv4 {
         networks.push(IpNet::V4(net));
     }
     networks.push(IpNet::V6(config.network.ipv6));
-    if let Some(v4) = config.addresses.ipv4 {
+    let mut addresses = Vec::new();
+    if let Some(v4) = own.ipv4 {
         let len = config.network.ipv4.map_or(32, |n| n.prefix_len());
         addresses.extend(IpNet::new(IpAddr::V4(v4), len).ok());
     }
-    addresses.extend(
-        IpNet::new(
-            IpAddr::V6(config.addresses.ipv6),
-            config.network.ipv6.prefix_len(),
-        )
-        .ok(),
-    );
-    let members = config
+    addresses.extend(IpNet::new(IpAddr::V6(own.ipv6), config.network.ipv6.prefix_len()).ok());
+    MeshSpec {
+        addresses,
+        networks,
+        ip_ranges: config.ip_ranges.clone(),
+        members: Vec::new(),
+        source: SpecSource::Config,
+    }
+}
+
+/// The mesh a config describes, with its precomputed peer list. Returns warnings for endpoints
+/// that could not be resolved.
+pub fn spec(config: &AgentConfig) -> (MeshSpec, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut spec = base(config, &config.addresses);
+    spec.members = config
         .peers
         .iter()
         .map(|peer| MemberSpec {
             name: peer.name.clone(),
             public_key: *peer.wireguard_public_key.as_bytes(),
-            addresses: peer
-                .addresses
-                .ipv4
-                .map(IpAddr::V4)
-                .into_iter()
-                .chain([IpAddr::V6(peer.addresses.ipv6)])
-                .collect(),
+            addresses: addresses(&peer.addresses),
             routes: peer.routes.clone(),
             endpoints: peer
                 .endpoints
@@ -108,14 +120,73 @@ pub fn spec(config: &AgentConfig) -> (MeshSpec, Vec<String>) {
             persistent_keepalive: peer.persistent_keepalive.or(config.persistent_keepalive),
         })
         .collect();
-    let spec = MeshSpec {
-        addresses,
-        networks,
-        ip_ranges: config.ip_ranges.clone(),
-        members,
-        source: SpecSource::Config,
+    (spec, warnings)
+}
+
+/// The mesh a netmap describes: its members (revoked ones left out) replace the config's peer
+/// list, and this machine's own entry, when present, gives its addresses (a dynamic IPv4 lease).
+pub fn netmap_spec(
+    config: &AgentConfig,
+    netmap: &NetmapContent,
+    own_key: &[u8; 32],
+) -> (MeshSpec, Vec<String>) {
+    let mut warnings = Vec::new();
+    let own = netmap
+        .members
+        .iter()
+        .find(|m| m.wireguard_public_key.as_bytes() == own_key)
+        .map_or(config.addresses, |m| m.addresses);
+    let mut spec = base(config, &own);
+    spec.members = netmap
+        .members
+        .iter()
+        .filter(|m| {
+            !m.flags.contains(Flags::REVOKED) && m.wireguard_public_key.as_bytes() != own_key
+        })
+        .map(|m| MemberSpec {
+            name: m.name.clone(),
+            public_key: *m.wireguard_public_key.as_bytes(),
+            addresses: addresses(&m.addresses),
+            routes: m.routes.clone(),
+            endpoints: m
+                .endpoints
+                .iter()
+                .filter_map(|e| resolve(&m.name, e, &mut warnings))
+                .collect(),
+            persistent_keepalive: config.persistent_keepalive,
+        })
+        .collect();
+    spec.source = SpecSource::Netmap {
+        epoch: netmap.epoch,
+        expires_unix: netmap.expires_at,
     };
     (spec, warnings)
+}
+
+/// Reads and decodes a netmap file (the signature is checked by [`accept`]).
+pub fn read_netmap(path: &Path) -> Result<Netmap> {
+    let bytes =
+        fs::read(path).with_context(|| format!("{}: cannot read the netmap", path.display()))?;
+    Netmap::decode(&bytes).map_err(|e| anyhow!("{}: not a netmap: {e}", path.display()))
+}
+
+/// Whether `candidate` may replace `current`: `Ok(true)` when it is a new, valid netmap,
+/// `Ok(false)` when it is the very netmap already in use, the rejection otherwise.
+pub fn accept(
+    candidate: &Netmap,
+    config: &AgentConfig,
+    current: Option<&Netmap>,
+    now_unix: u64,
+) -> Result<bool, Rejection> {
+    if current.is_some_and(|c| c == candidate) {
+        return Ok(false);
+    }
+    candidate.verify(
+        &config.network_public_key,
+        current.map(|c| c.content().epoch),
+        now_unix,
+    )?;
+    Ok(true)
 }
 
 /// The agent's directory for state that must survive restarts.
@@ -140,6 +211,37 @@ impl StateDir {
     /// The last good config, if one was stored and still parses.
     pub fn load_config(&self) -> Result<(String, AgentConfig)> {
         read(&self.config_path())
+    }
+
+    fn netmap_path(&self) -> PathBuf {
+        self.0.join(LAST_GOOD_NETMAP)
+    }
+
+    pub fn save_netmap(&self, netmap: &Netmap) -> Result<()> {
+        write_atomically(&self.netmap_path(), &netmap.encode())
+    }
+
+    /// The last accepted netmap, if one was stored and still carries the network's signature.
+    /// Its expiry is not checked: expiry refuses a netmap as new input, and this one was
+    /// accepted before; running from it is what keeps the mesh up while the controller is away.
+    pub fn load_netmap(&self, config: &AgentConfig) -> Option<Netmap> {
+        let path = self.netmap_path();
+        if !path.exists() {
+            return None;
+        }
+        match read_netmap(&path) {
+            Ok(netmap) => match netmap.verify(&config.network_public_key, None, 0) {
+                Ok(_) => Some(netmap),
+                Err(e) => {
+                    tracing::warn!("{}: ignored: {e}", path.display());
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                None
+            }
+        }
     }
 }
 
@@ -166,6 +268,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wiremesh_core::keys::{NetworkKey, NodePublicKey, WireguardPublicKey};
+    use wiremesh_core::netmap::Member;
 
     const CONFIG: &str = r#"{
       "version": 1, "instance": "my-vpn", "machine": "laptop", "roles": ["peer"],
@@ -226,6 +330,103 @@ mod tests {
         assert!(err.contains("\"mtu\" is 100"), "{err}");
         let err = parse("{", Path::new("x.json")).unwrap_err().to_string();
         assert!(err.starts_with("x.json: "), "{err}");
+    }
+
+    fn netmap(config: &AgentConfig, key: &NetworkKey, epoch: u64, expires_at: u64) -> Netmap {
+        let member = |name: &str, wg: u8, v6: &str, flags: Flags| Member {
+            name: name.into(),
+            wireguard_public_key: WireguardPublicKey::from_bytes([wg; 32]),
+            node_public_key: NodePublicKey::from_bytes([wg; 32]),
+            addresses: Addresses {
+                ipv4: Some(format!("100.77.0.{wg}").parse().unwrap()),
+                ipv6: v6.parse().unwrap(),
+            },
+            endpoints: vec!["198.18.0.9:51820".into()],
+            routes: vec![],
+            flags,
+        };
+        NetmapContent {
+            network: config.network_public_key,
+            instance: "my-vpn".into(),
+            epoch,
+            issued_at: 100,
+            expires_at,
+            members: vec![
+                member("laptop", 5, "fd12:3456:789a::55", Flags::default()),
+                member("revoked", 6, "fd12:3456:789a::6", Flags::REVOKED),
+                member("server", 1, "fd12:3456:789a::1", Flags::CONTROLLER),
+            ],
+        }
+        .canonicalize()
+        .unwrap()
+        .sign(key.secret())
+    }
+
+    fn keyed_config() -> (AgentConfig, NetworkKey) {
+        let key = NetworkKey::generate().unwrap();
+        let mut config = parse(CONFIG, Path::new("c.json")).unwrap();
+        config.network_public_key = key.public_key();
+        (config, key)
+    }
+
+    #[test]
+    fn netmap_members_replace_the_peer_list() {
+        let (config, key) = keyed_config();
+        let map = netmap(&config, &key, 7, 1_000);
+        let (spec, _) = netmap_spec(&config, map.content(), &[5; 32]);
+        let names: Vec<&str> = spec.members.iter().map(|m| m.name.as_str()).collect();
+        // Ourselves (key 5) and the revoked member are not peers.
+        assert_eq!(names, ["server"]);
+        assert_eq!(spec.members[0].persistent_keepalive, Some(25));
+        // Our own entry gives our addresses.
+        let own: Vec<String> = spec.addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(own, ["100.77.0.5/16", "fd12:3456:789a::55/48"]);
+        assert_eq!(
+            spec.source,
+            SpecSource::Netmap {
+                epoch: 7,
+                expires_unix: 1_000
+            }
+        );
+    }
+
+    #[test]
+    fn netmaps_are_accepted_only_when_signed_newer_and_unexpired() {
+        let (config, key) = keyed_config();
+        let current = netmap(&config, &key, 7, 1_000);
+        assert_eq!(accept(&current, &config, None, 500), Ok(true));
+        assert_eq!(accept(&current, &config, Some(&current), 500), Ok(false));
+        let newer = netmap(&config, &key, 8, 1_000);
+        assert_eq!(accept(&newer, &config, Some(&current), 500), Ok(true));
+        assert!(matches!(
+            accept(&current, &config, Some(&newer), 500),
+            Err(Rejection::StaleEpoch { .. })
+        ));
+        assert!(matches!(
+            accept(&newer, &config, Some(&current), 1_000),
+            Err(Rejection::Expired { .. })
+        ));
+        let other = NetworkKey::generate().unwrap();
+        let forged = netmap(&config, &other, 9, 1_000);
+        assert!(matches!(
+            accept(&forged, &config, Some(&current), 500),
+            Err(Rejection::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn state_dir_keeps_the_last_good_netmap_even_after_expiry() {
+        let (config, key) = keyed_config();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.load_netmap(&config), None);
+        // Expired long ago (Unix second 200), yet still the last good one.
+        let map = netmap(&config, &key, 3, 200);
+        state.save_netmap(&map).unwrap();
+        assert_eq!(state.load_netmap(&config), Some(map));
+        // A netmap of another network is not used.
+        let (other_config, _) = keyed_config();
+        assert_eq!(state.load_netmap(&other_config), None);
     }
 
     #[test]

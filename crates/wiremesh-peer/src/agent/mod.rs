@@ -19,6 +19,7 @@ use anyhow::{Context, Result, anyhow};
 use ipnet::IpNet;
 use wiremesh_core::config::AgentConfig;
 use wiremesh_core::keys::Identity;
+use wiremesh_core::netmap::Netmap;
 use wiremesh_peer::mesh::{ApplyReport, Mesh, OsIndexSource, WG_MAX_CONTROL};
 use wiremesh_peer::spec::MeshSpec;
 
@@ -33,7 +34,68 @@ pub struct Options {
     pub config: PathBuf,
     pub identity: PathBuf,
     pub state_dir: Option<PathBuf>,
+    pub netmap: Option<PathBuf>,
     pub status_socket: Option<PathBuf>,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The netmap to start from: the `--netmap` file when it is valid and newer than the stored one,
+/// else the last good netmap in the state directory. None without `--netmap`.
+fn initial_netmap(
+    options: &Options,
+    config: &AgentConfig,
+    state: Option<&StateDir>,
+) -> Option<Netmap> {
+    let path = options.netmap.as_ref()?;
+    let stored = state.and_then(|s| s.load_netmap(config));
+    let fallback = |why: String, stored: Option<Netmap>| {
+        match &stored {
+            Some(n) => tracing::warn!(
+                "{why}; running from the last good netmap (epoch {})",
+                n.content().epoch
+            ),
+            None => tracing::warn!("{why}; running from the config's peer list"),
+        }
+        stored
+    };
+    match config::read_netmap(path) {
+        Ok(candidate) => match config::accept(&candidate, config, stored.as_ref(), now_unix()) {
+            Ok(new) => {
+                if new
+                    && let Some(state) = state
+                    && let Err(e) = state.save_netmap(&candidate)
+                {
+                    tracing::warn!("{e:#}");
+                }
+                Some(candidate)
+            }
+            Err(e) => fallback(format!("{}: refused: {e}", path.display()), stored),
+        },
+        Err(e) => fallback(format!("{e:#}"), stored),
+    }
+}
+
+/// The spec from the netmap when there is one, else from the config's peer list.
+fn spec_of(
+    options: &Options,
+    config: &AgentConfig,
+    netmap: Option<&Netmap>,
+    own_key: &[u8; 32],
+) -> MeshSpec {
+    let (spec, warnings) = match netmap {
+        Some(n) => config::netmap_spec(config, n.content(), own_key),
+        None => config::spec(config),
+    };
+    for w in &warnings {
+        tracing::warn!("{}: {w}", options.config.display());
+    }
+    spec
 }
 
 /// Descriptive facts for status output, refreshed on reload.
@@ -207,18 +269,39 @@ fn sync_addresses(tun: &tun_rs::SyncDevice, old: &[IpNet], new: &[IpNet]) {
     }
 }
 
-/// SIGHUP: re-read the config and apply the difference.
+/// SIGHUP: re-read the config (and the netmap file) and apply the difference.
 fn reload(
     options: &Options,
     state: Option<&StateDir>,
     shared: &Shared,
     routes: &mut Routes,
+    netmap: &mut Option<Netmap>,
 ) -> Result<()> {
     let (text, config) = config::read(&options.config)?;
-    let (spec, warnings) = config::spec(&config);
-    for w in &warnings {
-        tracing::warn!("{}: {w}", options.config.display());
+    if let Some(path) = &options.netmap {
+        let candidate = config::read_netmap(path).and_then(|c| {
+            config::accept(&c, &config, netmap.as_ref(), now_unix())
+                .map(|new| (c, new))
+                .map_err(|e| anyhow!("{}: refused: {e}", path.display()))
+        });
+        match candidate {
+            Ok((c, true)) => {
+                tracing::info!(epoch = c.content().epoch, "new netmap");
+                if let Some(state) = state {
+                    state.save_netmap(&c)?;
+                }
+                *netmap = Some(c);
+            }
+            Ok((_, false)) => {}
+            Err(e) => tracing::warn!("{e:#}; keeping the netmap in use"),
+        }
     }
+    let own_key = shared
+        .mesh
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .public_key();
+    let spec = spec_of(options, &config, netmap.as_ref(), &own_key);
     {
         let info = shared.info.lock().unwrap_or_else(|e| e.into_inner());
         if info.interface != config.interface || info.listen_port != config.listen_port {
@@ -261,10 +344,9 @@ pub fn run(options: Options) -> Result<()> {
         .map(StateDir::open)
         .transpose()?;
     let (text, config) = load_config(&options, state.as_ref())?;
-    let (spec, warnings) = config::spec(&config);
-    for w in &warnings {
-        tracing::warn!("{}: {w}", options.config.display());
-    }
+    let mut netmap = initial_netmap(&options, &config, state.as_ref());
+    let own_key = *identity.wireguard_public_key().as_bytes();
+    let spec = spec_of(&options, &config, netmap.as_ref(), &own_key);
 
     let tun = create_tun(&config, &spec)?;
     let mut routes = Routes {
@@ -341,7 +423,8 @@ pub fn run(options: Options) -> Result<()> {
         let wait = TICK.saturating_sub(last_tick.elapsed());
         match wait_signal(&signals, wait) {
             Some(libc::SIGHUP) => {
-                if let Err(e) = reload(&options, state.as_ref(), &shared, &mut routes) {
+                if let Err(e) = reload(&options, state.as_ref(), &shared, &mut routes, &mut netmap)
+                {
                     tracing::error!("reload failed, keeping the running configuration: {e:#}");
                 }
             }
