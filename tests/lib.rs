@@ -63,7 +63,7 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
         .args([
             "build",
             "--quiet",
-            "--message-format=json",
+            "--message-format=json-render-diagnostics",
             "--profile",
             &profile,
         ])
