@@ -101,6 +101,8 @@ pub enum ConfigError {
     UnsupportedVersion { found: serde_json::Value },
     #[error("{0}")]
     Schema(serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl AgentConfig {
@@ -115,7 +117,34 @@ impl AgentConfig {
             }
             Some(_) => {}
         }
-        serde_json::from_value(value).map_err(ConfigError::Schema)
+        let config: AgentConfig = serde_json::from_value(value).map_err(ConfigError::Schema)?;
+        config.check().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// A rule serde cannot express: peers are unique by name and by key and are not this machine.
+    /// (The agent checks the interface name and MTU against what its platform allows.)
+    fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut keys = std::collections::BTreeSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            if peer.name == self.machine {
+                return Err(format!("\"peers\"[{i}] is this machine ({:?})", peer.name));
+            }
+            if !names.insert(&peer.name) {
+                return Err(format!(
+                    "\"peers\"[{i}]: peer {:?} appears twice",
+                    peer.name
+                ));
+            }
+            if !keys.insert(peer.wireguard_public_key) {
+                return Err(format!(
+                    "\"peers\"[{i}] ({:?}): WireGuard public key already used by another peer",
+                    peer.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The JSON text: 2-space indentation, fields in schema order, trailing newline.
@@ -208,6 +237,27 @@ mod tests {
             AgentConfig::from_json(&value.to_string()),
             Err(ConfigError::MissingVersion)
         ));
+    }
+
+    #[test]
+    fn semantic_rules_are_checked() {
+        let mut c = sample();
+        c.peers.push(c.peers[0].clone());
+        let e = AgentConfig::from_json(&c.to_json()).unwrap_err();
+        assert_eq!(e.to_string(), "\"peers\"[1]: peer \"server\" appears twice");
+        let mut c = sample();
+        c.peers[0].name = "laptop".into();
+        assert!(AgentConfig::from_json(&c.to_json()).is_err());
+        let mut c = sample();
+        c.peers.push(PeerConfig {
+            name: "other".into(),
+            ..c.peers[0].clone()
+        });
+        let e = AgentConfig::from_json(&c.to_json()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"peers\"[1] (\"other\"): WireGuard public key already used by another peer"
+        );
     }
 
     #[test]

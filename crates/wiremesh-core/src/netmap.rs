@@ -89,6 +89,19 @@ impl Member {
             flags: Flags::default(),
         }
     }
+
+    /// The member as an agent's peer entry, with the local machine's keepalive setting.
+    pub fn to_peer(&self, persistent_keepalive: Option<u16>) -> PeerConfig {
+        PeerConfig {
+            name: self.name.clone(),
+            wireguard_public_key: self.wireguard_public_key,
+            node_public_key: self.node_public_key,
+            addresses: self.addresses,
+            endpoints: self.endpoints.clone(),
+            routes: self.routes.clone(),
+            persistent_keepalive,
+        }
+    }
 }
 
 /// What a netmap says: the signed content.
@@ -486,6 +499,14 @@ mod tests {
         let c = back.verify(&key().public_key(), Some(6), 1_500).unwrap();
         assert_eq!(c.members[0].name, "m00000");
         assert_eq!(c.member("m00003"), Some(&member(3)));
+        let peer = c.members[1].to_peer(Some(25));
+        assert_eq!(
+            Member::from_peer(&peer),
+            Member {
+                flags: Flags::default(),
+                ..member(1)
+            }
+        );
     }
 
     #[test]
