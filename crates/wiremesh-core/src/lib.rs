@@ -2,7 +2,8 @@
 //! identity files, overlay address derivation, the agent configuration schema, the mesh plan
 //! (resolved inventory + public keys → one agent configuration per machine), the signed network
 //! map, and the control-plane messages with their framing. Everything here is a pure function of
-//! its inputs (time is passed in); the only I/O is the thin `load(path)` helpers for key files.
+//! its inputs (time is passed in); the only I/O is in the thin key-file helpers (`load(path)`,
+//! `permission_warning(path)`).
 
 pub mod addresses;
 pub mod config;
