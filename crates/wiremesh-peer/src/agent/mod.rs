@@ -338,6 +338,9 @@ fn reload(
 pub fn run(options: Options) -> Result<()> {
     let signals = block_signals();
     let identity = Identity::load(&options.identity).map_err(|e| anyhow!("{e}"))?;
+    if let Some(warning) = wiremesh_core::keys::permission_warning(&options.identity) {
+        tracing::warn!("{warning}");
+    }
     let state = options
         .state_dir
         .as_deref()
