@@ -137,7 +137,7 @@ struct Session {
     tunn: Tunn,
     /// Where packets to this member go; learnt from every authenticated datagram (roaming).
     endpoint: Option<SocketAddr>,
-    /// Position in the configured endpoints while no handshake has succeeded yet.
+    /// Position in the configured endpoints while there is no session.
     endpoint_cursor: usize,
     dropped_spoofed: u64,
 }
@@ -497,14 +497,14 @@ impl Mesh {
         }
         for (_, m) in self.members() {
             let mut s = m.lock();
-            let never_connected = s.tunn.time_since_last_handshake().is_none();
+            let no_session = s.tunn.time_since_last_handshake().is_none();
             if let TunnResult::WriteToNetwork(buf) = s.tunn.update_timers(out) {
                 let is_initiation = buf.first() == Some(&1);
                 let len = buf.len();
-                // While no handshake has ever succeeded, each retry tries the next configured
-                // endpoint, so one stale address does not keep a member unreachable.
+                // Without a session, each handshake retry tries the next configured endpoint, so
+                // one stale address does not keep a member unreachable.
                 let configured = &m.spec.endpoints;
-                if is_initiation && never_connected && configured.len() > 1 {
+                if is_initiation && no_session && configured.len() > 1 {
                     s.endpoint_cursor = (s.endpoint_cursor + 1) % configured.len();
                     s.endpoint = Some(configured[s.endpoint_cursor]);
                 }
