@@ -6,6 +6,7 @@
 //! `permission_warning(path)`).
 
 pub mod addresses;
+mod bounded;
 pub mod config;
 pub mod frame;
 pub mod keys;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::Addresses;
 use crate::keys::{NodePublicKey, NodeSecret, Signature, VerifyError, WireguardPublicKey};
-use crate::netmap::MAX_NETMAP_BYTES;
+use crate::netmap::{MAX_ENDPOINTS, MAX_NETMAP_BYTES};
 
 /// The control protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -123,6 +123,7 @@ pub struct NetmapPush {
 /// Endpoints (`host:port`) the agent knows for itself; the controller adds the source it observes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointReport {
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ENDPOINTS>")]
     pub endpoints: Vec<String>,
 }
 

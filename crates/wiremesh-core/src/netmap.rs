@@ -70,8 +70,10 @@ pub struct Member {
     pub node_public_key: NodePublicKey,
     pub addresses: Addresses,
     /// `host:port`, `[v6]:port`: configured endpoints first, then ones the controller observed.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ENDPOINTS>")]
     pub endpoints: Vec<String>,
     /// Prefixes the member advertises.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ROUTES>")]
     pub routes: Vec<IpNet>,
     pub flags: Flags,
 }
@@ -119,6 +121,7 @@ pub struct NetmapContent {
     /// Unix seconds; from this moment on the map is refused as new input.
     pub expires_at: u64,
     /// Sorted by name, names unique.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_MEMBERS>")]
     pub members: Vec<Member>,
 }
 
