@@ -407,3 +407,20 @@ fn netmap_build_show_verify() {
     );
     assert!(Path::new(&map).exists());
 }
+
+/// Endless or huge inputs are refused after a bounded read, not read into memory whole.
+#[test]
+fn endless_files_are_refused() {
+    let shown = wm(&["netmap", "show", "/dev/zero"]);
+    assert!(!shown.status.success());
+    assert_eq!(
+        stderr(&shown),
+        "wiremesh netmap: cannot read /dev/zero: larger than 16777216 bytes\n"
+    );
+    let key = wm(&["pubkey", "/dev/zero"]);
+    assert!(!key.status.success());
+    assert_eq!(
+        stderr(&key),
+        "wiremesh: key file /dev/zero: larger than 65536 bytes, so not a key file\n"
+    );
+}

@@ -1,14 +1,15 @@
 //! `wiremesh netmap build|show|verify`: sign a netmap from the plan with the network key, print
 //! one, and check one against a pinned network key, all offline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wiremesh_core::keys::{NetworkKey, NetworkPublicKey, permission_warning};
-use wiremesh_core::netmap::{Flags, Member, Netmap, NetmapContent};
+use wiremesh_core::keys::{MAX_KEY_FILE_BYTES, NetworkKey, NetworkPublicKey, permission_warning};
+use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Member, Netmap, NetmapContent};
 use wiremesh_core::plan::network_key_path;
 
+use crate::keys::{read_limited, read_text_limited};
 use crate::plan::{Inputs, compute};
 
 #[derive(clap::Subcommand)]
@@ -169,9 +170,9 @@ fn build(args: BuildArgs) -> Result<ExitCode, Vec<String>> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn load(file: &PathBuf) -> Result<Netmap, Vec<String>> {
-    let bytes =
-        std::fs::read(file).map_err(|e| vec![format!("cannot read {}: {e}", file.display())])?;
+fn load(file: &Path) -> Result<Netmap, Vec<String>> {
+    let bytes = read_limited(file, MAX_NETMAP_BYTES)
+        .map_err(|e| vec![format!("cannot read {}: {e}", file.display())])?;
     Netmap::decode(&bytes).map_err(|e| vec![format!("{}: not a netmap: {e}", file.display())])
 }
 
@@ -235,7 +236,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Vec<String>> {
         (Some(key), _, _) => key,
         (None, Some(dir), Some(instance)) => {
             let path = dir.join(network_key_path(instance));
-            let text = std::fs::read_to_string(&path)
+            let text = read_text_limited(&path, MAX_KEY_FILE_BYTES)
                 .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
             text.trim()
                 .parse()

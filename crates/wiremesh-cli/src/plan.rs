@@ -2,13 +2,15 @@
 //! directory and writes one agent configuration per mesh member (`wiremesh_core::plan`).
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use wiremesh_core::config::AgentConfig;
+use wiremesh_core::keys::MAX_KEY_FILE_BYTES;
 use wiremesh_core::plan::{Plan, plan};
 use wiremesh_inventory::{Catalog, MAX_INPUT_BYTES, Resolution, ResolveOptions};
+
+use crate::keys::read_text_limited;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,7 +48,8 @@ pub fn compute(inputs: &Inputs) -> Result<Plan, Vec<String>> {
         eprintln!("warning: {warning}");
     }
     let roles = instance_roles(&resolution, &inputs.instance).map_err(|e| vec![e])?;
-    let mut read_key = |path: &Path| read_small(path).map_err(|e| e.to_string());
+    let mut read_key =
+        |path: &Path| read_text_limited(path, MAX_KEY_FILE_BYTES).map_err(|e| e.to_string());
     plan(&inputs.instance, &roles, &inputs.keys, &mut read_key)
         .map_err(|errors| errors.iter().map(|e| format!("error: {e}")).collect())
 }
@@ -85,35 +88,17 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Reads a file of at most MAX_INPUT_BYTES as UTF-8.
-fn read_small(path: &Path) -> std::io::Result<String> {
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_INPUT_BYTES as u64 + 1)
-        .read_to_string(&mut text)?;
-    if text.len() > MAX_INPUT_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_INPUT_BYTES} bytes"
-        )));
-    }
-    Ok(text)
-}
-
 fn resolve(args: &Inputs) -> Result<Resolution, String> {
     let name = args.inventory.display();
-    let text = read_small(&args.inventory).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let text = read_text_limited(&args.inventory, MAX_INPUT_BYTES)
+        .map_err(|e| format!("cannot read {name}: {e}"))?;
     let opts = ResolveOptions {
         only: vec![wiremesh_inventory::builtin::MODULE_NAME.to_string()],
         wiremesh_input: args.wiremesh_input.clone(),
     };
-    wiremesh_inventory::resolve(&text, &Catalog::new(), &opts).map_err(|e| {
-        let at = if e.path.is_empty() {
-            String::new()
-        } else {
-            format!(" at {}", e.path)
-        };
-        format!("{name}{at}: {}", e.message)
-    })
+    // The message names the JSON path itself.
+    wiremesh_inventory::resolve(&text, &Catalog::new(), &opts)
+        .map_err(|e| format!("{name}: {}", e.message))
 }
 
 type Roles = BTreeMap<String, BTreeMap<String, serde_json::Value>>;

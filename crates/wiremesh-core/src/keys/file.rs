@@ -17,12 +17,16 @@ use super::{
 const WIREGUARD_FIELD: &str = "wireguard-private-key";
 const NODE_FIELD: &str = "node-private-key";
 const NETWORK_FIELD: &str = "network-private-key";
+/// The largest key file read; real ones are about 170 bytes, and the bound keeps `/dev/zero` or a
+/// mistaken path from being read into memory whole.
+pub const MAX_KEY_FILE_BYTES: usize = 64 << 10;
 
 /// What is wrong with a key file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyFileProblem {
     /// The file could not be read (only from the `load` helpers).
     Unreadable(String),
+    TooLarge,
     NotUtf8,
     Empty,
     /// A non-comment line without `=`.
@@ -84,6 +88,10 @@ impl fmt::Display for KeyFileError {
         f.write_str(": ")?;
         match &self.problem {
             KeyFileProblem::Unreadable(e) => write!(f, "cannot read it: {e}"),
+            KeyFileProblem::TooLarge => write!(
+                f,
+                "larger than {MAX_KEY_FILE_BYTES} bytes, so not a key file"
+            ),
             KeyFileProblem::NotUtf8 => f.write_str("not UTF-8 text"),
             KeyFileProblem::Empty => {
                 f.write_str("the file is empty (expected `name = base64` lines)")
@@ -173,11 +181,20 @@ fn field(
 }
 
 fn read_text(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-        KeyFileError::whole(KeyFileProblem::Unreadable(e.to_string())).in_file(path)
-    })?);
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| KeyFileError::whole(KeyFileProblem::NotUtf8).in_file(path))?;
+    use std::io::Read as _;
+    let fail = |problem| KeyFileError::whole(problem).in_file(path);
+    // Full capacity up front: a growing Vec would leave copies of the secret in freed memory.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES + 1));
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_KEY_FILE_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| fail(KeyFileProblem::Unreadable(e.to_string())))?;
+    if bytes.len() > MAX_KEY_FILE_BYTES {
+        return Err(fail(KeyFileProblem::TooLarge));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| fail(KeyFileProblem::NotUtf8))?;
     Ok(Zeroizing::new(text.to_string()))
 }
 
@@ -193,11 +210,12 @@ pub fn mode_warning(path: &Path, mode: u32) -> Option<String> {
     })
 }
 
-/// [`mode_warning`] for the file at `path`; `None` when it is private or cannot be inspected.
+/// [`mode_warning`] for the regular file at `path`; `None` when it is private, not a regular file
+/// (a device or directory is refused as a key file anyway) or cannot be inspected.
 pub fn permission_warning(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    mode_warning(path, mode)
+    let metadata = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+    mode_warning(path, metadata.permissions().mode())
 }
 
 /// A machine's identity: its WireGuard key and its ed25519 node key.
@@ -442,5 +460,16 @@ mod tests {
         assert_eq!(mode_warning(Path::new("k"), 0o400), None);
         let w = mode_warning(Path::new("k"), 0o100644).unwrap();
         assert!(w.contains("k has mode 0644"), "{w}");
+    }
+
+    #[test]
+    fn endless_and_special_files_are_refused_without_reading_them_whole() {
+        let e = KeyFile::load(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(e.problem, KeyFileProblem::TooLarge);
+        assert_eq!(
+            e.to_string(),
+            "key file /dev/zero: larger than 65536 bytes, so not a key file"
+        );
+        assert_eq!(permission_warning(Path::new("/dev/zero")), None);
     }
 }

@@ -8,7 +8,8 @@
 mod file;
 
 pub use file::{
-    Identity, KeyFile, KeyFileError, KeyFileProblem, NetworkKey, mode_warning, permission_warning,
+    Identity, KeyFile, KeyFileError, KeyFileProblem, MAX_KEY_FILE_BYTES, NetworkKey, mode_warning,
+    permission_warning,
 };
 use std::fmt;
 use std::str::FromStr;
