@@ -51,6 +51,11 @@ pub fn network_key_path(instance: &str) -> PathBuf {
         .join("network-public-key/value")
 }
 
+/// Whether `name` is exactly one normal path component, so joining it cannot leave the directory.
+fn is_path_component(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains(['/', '\0'])
+}
+
 fn per_machine(instance: &str, machine: &str, file: &str) -> PathBuf {
     Path::new("vars/per-machine")
         .join(machine)
@@ -93,6 +98,12 @@ struct DynamicIp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanError {
     NoPeers,
+    /// An instance or machine name that cannot be one directory name in the vars layout (nor the
+    /// file name `wiremesh plan --out` writes).
+    BadName {
+        what: &'static str,
+        name: String,
+    },
     BadSettings {
         machine: String,
         role: String,
@@ -137,6 +148,10 @@ impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoPeers => f.write_str("the instance has no machine with the peer role"),
+            Self::BadName { what, name } => write!(
+                f,
+                "{what} name {name:?} cannot name a directory: it must be non-empty, not `.` or `..`, and hold no `/` or NUL"
+            ),
             Self::BadSettings {
                 machine,
                 role,
@@ -225,7 +240,14 @@ pub fn plan(
     keys_dir: &Path,
     read_key: &mut ReadKey<'_>,
 ) -> Result<Plan, Vec<PlanError>> {
-    let mut errors = Vec::new();
+    let mut errors: Vec<PlanError> = std::iter::once(("instance", instance))
+        .chain(roles.keys().map(|m| ("machine", m.as_str())))
+        .filter(|(_, name)| !is_path_component(name))
+        .map(|(what, name)| PlanError::BadName {
+            what,
+            name: name.to_string(),
+        })
+        .collect();
     let mut peers: BTreeMap<&str, PeerSettings> = BTreeMap::new();
     let mut controllers: BTreeMap<&str, ControllerSettings> = BTreeMap::new();
     for (machine, machine_roles) in roles {
@@ -936,6 +958,46 @@ mod tests {
         assert_eq!(
             run(&Roles::new(), &BTreeMap::new()).unwrap_err(),
             [PlanError::NoPeers]
+        );
+    }
+
+    /// Names become directory names under the keys directory and file names under `--out`.
+    #[test]
+    fn names_that_would_leave_the_directory_are_refused() {
+        for bad in ["../evil", "a/b", ".", "..", "", "nul\0"] {
+            let mut roles = example();
+            roles.insert(
+                bad.into(),
+                BTreeMap::from([("peer".into(), peer(json!({})))]),
+            );
+            let errors =
+                run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap_err();
+            assert!(
+                errors.contains(&PlanError::BadName {
+                    what: "machine",
+                    name: bad.into()
+                }),
+                "{bad:?}: {errors:?}"
+            );
+        }
+        let errors = plan("../x", &example(), Path::new("/clan"), &mut |_: &Path| {
+            Err("unread".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "instance name \"../x\" cannot name a directory: it must be non-empty, not `.` or `..`, and hold no `/` or NUL"
+        );
+        assert!(
+            plan(
+                "ümlaut vpn",
+                &example(),
+                Path::new("/clan"),
+                &mut |_: &Path| { Err("unread".to_string()) }
+            )
+            .unwrap_err()
+            .iter()
+            .all(|e| !matches!(e, PlanError::BadName { .. }))
         );
     }
 }
