@@ -135,12 +135,23 @@ fn keygen_writes_a_private_file_and_pubkey_reads_it() {
         stderr(&again)
     );
     assert_eq!(std::fs::read_to_string(&id).unwrap(), text);
+    let replaced = ok(wm(&["keygen", "--force", "--out", &id]));
+    assert_ne!(replaced, printed);
+    assert_eq!(ok(wm(&["pubkey", &id])), replaced);
+    let mode = std::fs::metadata(&id).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 
     let net = dir.s("net");
     let printed = ok(wm(&["keygen", "--network", "--out", &net]));
     let public = ok(wm(&["pubkey", &net]));
     assert_eq!(printed, format!("network-public-key = {public}"));
     assert!(!wm(&["pubkey", "--node", &net]).status.success());
+    let mut files: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["id", "net"], "temporary files left behind");
 }
 
 /// `wg genkey | tee priv | wg pubkey` (wireguard-tools v1.0.20210914) gave this pair.

@@ -54,7 +54,7 @@ pub fn keygen(args: KeygenArgs) -> ExitCode {
             Err(e) => return fail(&format!("no randomness from the OS: {e}")),
         }
     };
-    if let Err(e) = write_atomic(&args.out, text.as_bytes(), 0o600) {
+    if let Err(e) = write_atomic(&args.out, text.as_bytes(), 0o600, args.force) {
         return fail(&format!("cannot write {}: {e}", args.out.display()));
     }
     print!("{public}");
@@ -117,9 +117,10 @@ pub fn read_text_limited(path: &Path, limit: usize) -> std::io::Result<String> {
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the whole new one: a temporary
-/// file in the same directory, created with `mode`, fsynced, renamed over `path`, then the
-/// directory fsynced.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// file in the same directory, created with `mode`, fsynced, moved to `path`, then the directory
+/// fsynced. Without `replace` the move is a hard link, which fails if `path` exists, so a file
+/// that appeared since any earlier check is still never overwritten.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -143,7 +144,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
             .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        if replace {
+            std::fs::rename(&tmp, path)?;
+        } else {
+            std::fs::hard_link(&tmp, path)?;
+            std::fs::remove_file(&tmp)?;
+        }
         std::fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {

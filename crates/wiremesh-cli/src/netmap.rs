@@ -158,7 +158,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, Vec<String>> {
     .canonicalize()
     .map_err(|e| vec![e.to_string()])?;
     let bytes = content.sign(key.secret()).encode();
-    crate::keys::write_atomic(&args.out, &bytes, 0o644)
+    crate::keys::write_atomic(&args.out, &bytes, 0o644, true)
         .map_err(|e| vec![format!("cannot write {}: {e}", args.out.display())])?;
     eprintln!(
         "wrote {}: epoch {}, {} members, {} bytes",

@@ -132,7 +132,7 @@ fn write_configs(dir: &Path, plan: &Plan) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     for (machine, config) in &plan.configs {
         let path = dir.join(format!("{machine}.json"));
-        crate::keys::write_atomic(&path, config.to_json().as_bytes(), 0o644)
+        crate::keys::write_atomic(&path, config.to_json().as_bytes(), 0o644, true)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
