@@ -323,6 +323,30 @@ mod tests {
         }
     }
 
+    /// The dalek secret types wipe their memory on drop only with their `zeroize` features; this
+    /// stops compiling if a dependency change turns them off.
+    #[test]
+    fn secrets_zeroize_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<x25519_dalek::StaticSecret>();
+        wiped_on_drop::<SigningKey>();
+    }
+
+    #[test]
+    fn key_files_debug_without_secrets() {
+        let id = Identity::generate().unwrap();
+        let net = NetworkKey::generate().unwrap();
+        let dbg = format!("{id:?} {net:?}");
+        for secret in [
+            id.wireguard_secret().to_base64(),
+            id.node_secret().to_base64(),
+            net.secret().to_base64(),
+        ] {
+            assert!(!dbg.contains(secret.as_str()), "{dbg}");
+        }
+        assert_eq!(dbg.matches("<redacted>").count(), 3, "{dbg}");
+    }
+
     #[test]
     fn signatures_verify_and_reject_other_messages() {
         let key = NetworkSecret::generate().unwrap();
