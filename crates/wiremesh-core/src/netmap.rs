@@ -9,8 +9,9 @@
 //! ```
 //!
 //! The body is the canonical encoding: postcard is deterministic and members are sorted by name
-//! with no duplicates, which decoding enforces. The signature covers the body bytes exactly as
-//! received, so verification never depends on re-encoding. Decoding rejects unknown versions,
+//! with no duplicates. Decoding enforces both and refuses a body that is not exactly the encoding
+//! of its content (postcard alone would accept, say, an overlong varint), so a netmap has one
+//! byte form. The signature covers the body bytes as received. Decoding rejects unknown versions,
 //! trailing bytes, lengths beyond the input and inputs over [`MAX_NETMAP_BYTES`], and never
 //! allocates more than a small multiple of the input size.
 
@@ -275,6 +276,8 @@ pub enum DecodeError {
     Body(String),
     #[error("{0} bytes after the body's content")]
     TrailingBodyBytes(usize),
+    #[error("the body is not the canonical encoding of its content")]
+    NotCanonical,
     #[error("{0}")]
     Content(#[from] ContentError),
 }
@@ -322,8 +325,9 @@ impl Netmap {
         if bytes.len() > MAX_NETMAP_BYTES {
             return Err(DecodeError::TooLarge(bytes.len()));
         }
-        let (version, rest) = postcard::take_from_bytes::<u32>(bytes)
-            .map_err(|_| DecodeError::Truncated("no format version"))?;
+        let (version, rest) = postcard::take_from_bytes::<u32>(bytes).map_err(|_| {
+            DecodeError::Truncated("no format version (a varint of at most 5 bytes)")
+        })?;
         if version != NETMAP_VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
@@ -342,6 +346,9 @@ impl Netmap {
             return Err(DecodeError::TrailingBodyBytes(left.len()));
         }
         content.check()?;
+        if content.canonical_bytes() != body {
+            return Err(DecodeError::NotCanonical);
+        }
         Ok(Self {
             content,
             body: body.to_vec(),
@@ -570,6 +577,18 @@ mod tests {
             Netmap::decode(&[]),
             Err(DecodeError::Truncated(_))
         ));
+        // The epoch 1 of a valid body written as the overlong varint 0x81 0x00.
+        let body = content(vec![member(1)], 1).canonical_bytes();
+        let epoch_at = 32 + 1 + "my-vpn".len();
+        assert_eq!(body[epoch_at], 1);
+        let mut overlong = body[..epoch_at].to_vec();
+        overlong.extend([0x81, 0x00]);
+        overlong.extend(&body[epoch_at + 1..]);
+        let mut wire = vec![1u8];
+        wire.extend(postcard::to_stdvec(&overlong.len()).unwrap());
+        wire.extend(&overlong);
+        wire.extend(key().sign(&signed_message(&overlong)).to_bytes());
+        assert_eq!(Netmap::decode(&wire), Err(DecodeError::NotCanonical));
         assert_eq!(
             Netmap::decode(&vec![0; MAX_NETMAP_BYTES + 1]),
             Err(DecodeError::TooLarge(MAX_NETMAP_BYTES + 1))
