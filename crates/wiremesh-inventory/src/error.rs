@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorKind {
     /// The inventory text is not JSON (syntax, or nested deeper than the parser allows).
     InvalidJson,
-    /// The inventory text is larger than [`crate::MAX_INPUT_BYTES`].
+    /// The inventory text is larger than [`crate::MAX_INPUT_BYTES`], or it resolves to more than
+    /// [`crate::MAX_RESULTS`] (instance, role, machine) results.
     InputTooLarge,
     /// A file could not be read or is not UTF-8 (reported by callers that read files, like the CLI).
     UnreadableInput,

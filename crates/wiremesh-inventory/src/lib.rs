@@ -37,6 +37,11 @@ pub use canonical::{to_compact as json_compact, to_pretty as json_pretty};
 /// The largest inventory text [`resolve`] accepts (64 MiB); a 10,000-machine inventory is a few MB.
 pub const MAX_INPUT_BYTES: usize = 64 << 20;
 
+/// The most (instance, role, machine) results [`resolve`] produces. A few kilobytes of instances
+/// tagging `all` multiply with the machines; this bounds the memory a small input can claim (each
+/// result holds its merged settings). The benchmark inventory (10,000 machines) has 95,000.
+pub const MAX_RESULTS: usize = 1_000_000;
+
 /// How to resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolveOptions {

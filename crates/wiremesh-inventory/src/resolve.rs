@@ -62,22 +62,45 @@ pub fn resolve_value(
             .collect(),
         warnings: Vec::new(),
     };
+    // Members of every instance first: their number is the work of merging settings, which is
+    // refused before it starts when it would exceed MAX_RESULTS. Other errors still come in
+    // instance order: a membership error waits until the instances before it are settled.
+    let mut planned = Vec::with_capacity(selected.len());
+    let mut pending = Ok(());
+    let mut results = 0;
     for (name, spec, module_spec, module) in selected {
-        let module_ref = ModuleRef {
-            input: module_spec.input.map(str::to_string),
-            name: module_spec.name.to_string(),
-        };
         let instance = Instance {
             name,
             module,
-            module_ref: &module_ref,
+            module_ref: ModuleRef {
+                input: module_spec.input.map(str::to_string),
+                name: module_spec.name.to_string(),
+            },
             inv: &inv,
             tags: &tags,
         };
-        let resolved = instance.resolve(spec, &mut resolution)?;
-        resolution.instances.insert(name.to_string(), resolved);
+        let membership = match instance.membership(spec, &mut resolution.warnings) {
+            Ok(membership) => membership,
+            Err(e) => {
+                pending = Err(e);
+                break;
+            }
+        };
+        for (role, members) in &membership.members_of {
+            results += members.len();
+            if results > crate::MAX_RESULTS {
+                return Err(instance.too_many_results(role, results));
+            }
+        }
+        planned.push((instance, membership));
     }
-    Ok(resolution)
+    for (instance, membership) in planned {
+        let resolved = instance.resolve(&membership, &mut resolution)?;
+        resolution
+            .instances
+            .insert(instance.name.to_string(), resolved);
+    }
+    pending.map(|()| resolution)
 }
 
 /// Effective tags: each machine's sorted tags, and each tag's sorted carriers.
@@ -231,34 +254,50 @@ fn check_max_instances(
 struct Instance<'a, 'v> {
     name: &'v str,
     module: &'a Module,
-    module_ref: &'a ModuleRef,
+    module_ref: ModuleRef,
     inv: &'a Inventory<'v>,
     tags: &'a Tags<'v>,
 }
 
+/// An instance's roles and their members, before any settings are merged.
+struct Membership<'v> {
+    roles: BTreeMap<&'v str, RoleSpec<'v>>,
+    members_of: BTreeMap<&'v str, Vec<&'v str>>,
+}
+
 impl<'v> Instance<'_, 'v> {
-    fn resolve(
+    /// Parses the roles, checks them against the module, finds their members (warning about
+    /// tags nobody carries) and checks the role constraints.
+    fn membership(
         &self,
         spec: &'v Value,
-        out: &mut Resolution,
-    ) -> Result<ResolvedInstance, ResolveError> {
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Membership<'v>, ResolveError> {
         let at_instance = Path::ROOT.key("instances");
         let at = at_instance.key(self.name);
         let roles = inventory::parse_roles(spec, &at)?;
         self.check_roles_known(&roles)?;
 
-        let mut members_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut members_of = BTreeMap::new();
         for (&role, role_spec) in &roles {
-            members_of.insert(role, self.members(role, role_spec, &mut out.warnings)?);
+            members_of.insert(role, self.members(role, role_spec, warnings)?);
         }
         self.check_role_constraints(&members_of)?;
+        Ok(Membership { roles, members_of })
+    }
 
+    /// Checks every settings layer and merges every member's settings into `out.machines`.
+    fn resolve(
+        &self,
+        membership: &Membership<'v>,
+        out: &mut Resolution,
+    ) -> Result<ResolvedInstance, ResolveError> {
         let mut resolved = ResolvedInstance {
             module: self.module_ref.clone(),
             roles: BTreeMap::new(),
         };
-        for (&role, role_spec) in &roles {
-            let members = &members_of[role];
+        for (&role, role_spec) in &membership.roles {
+            let members = &membership.members_of[role];
             self.validate_layers(role, role_spec)?;
             self.settle(role, role_spec, members, out)?;
             resolved.roles.insert(
@@ -269,6 +308,18 @@ impl<'v> Instance<'_, 'v> {
             );
         }
         Ok(resolved)
+    }
+
+    fn too_many_results(&self, role: &str, results: usize) -> ResolveError {
+        ResolveError::new(
+            ErrorKind::InputTooLarge,
+            attr_path(&["instances", self.name, "roles", role]),
+            format!(
+                "Instance '{}', role '{role}' brings the number of (instance, role, machine) results to {results}; at most {} are resolved.",
+                self.name,
+                crate::MAX_RESULTS
+            ),
+        )
     }
 
     fn check_roles_known(&self, roles: &BTreeMap<&str, RoleSpec>) -> Result<(), ResolveError> {
@@ -433,12 +484,21 @@ impl<'v> Instance<'_, 'v> {
         let mut defs: Vec<Def> = Vec::with_capacity(tag_layers.len() + 2);
         for &machine in members {
             let carried = &self.tags.of_machine[machine];
-            let tag_indices: Vec<usize> = tag_layers
-                .iter()
-                .enumerate()
-                .filter(|(_, (t, _))| carried.contains(t))
-                .map(|(i, _)| i)
-                .collect();
+            // Walk the smaller of the two sorted sets, so that thousands of tags on a role or on
+            // a machine cost what writing them cost, not their product over every member.
+            let tag_indices: Vec<usize> = if carried.len() < tag_layers.len() {
+                carried
+                    .iter()
+                    .filter_map(|t| tag_layers.binary_search_by(|(l, _)| l.cmp(t)).ok())
+                    .collect()
+            } else {
+                tag_layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (t, _))| carried.contains(t))
+                    .map(|(i, _)| i)
+                    .collect()
+            };
             let own = spec.machines.get(machine).copied().flatten();
             let cached = if own.is_none() {
                 shared.get(&tag_indices)

@@ -2,7 +2,7 @@
 //! way Nix's module system does (objects merge, lists concatenate most specific layer first,
 //! scalars must agree, override priorities decide, defaults fill only what nobody defined).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
@@ -356,27 +356,39 @@ fn merge_options(
     path: &Path,
     member: &Member,
 ) -> Result<Map<String, Value>, ResolveError> {
+    let mut given = by_attribute(defs);
     let mut out = Map::new();
-    let mut sub: Vec<Def> = Vec::with_capacity(defs.len() + 1);
     for (name, decl) in options {
-        sub.clear();
-        if let Some(default) = &decl.default {
-            sub.push(Def {
-                value: default,
-                origin: Origin::Default,
-            });
-        }
-        sub.extend(defs.iter().filter_map(|d| {
-            d.value.get(name).map(|value| Def {
+        let mut sub: Vec<Def> = decl
+            .default
+            .iter()
+            .map(|value| Def {
                 value,
-                origin: d.origin,
+                origin: Origin::Default,
             })
-        }));
+            .collect();
+        sub.extend(given.remove(name.as_str()).unwrap_or_default());
         if let Some(value) = merge_option(&decl.ty, &sub, &path.key(name), member)? {
             out.insert(name.clone(), value);
         }
     }
     Ok(out)
+}
+
+/// The definitions of each attribute found in definitions of an attribute set, in layer order.
+/// One pass over every definition's keys: the cost is the size of the layers, not the number of
+/// attributes times the number of layers.
+fn by_attribute<'v>(defs: &[Def<'v>]) -> BTreeMap<&'v str, Vec<Def<'v>>> {
+    let mut out: BTreeMap<&str, Vec<Def>> = BTreeMap::new();
+    for def in defs {
+        for (key, value) in def.value.as_object().into_iter().flatten() {
+            out.entry(key.as_str()).or_default().push(Def {
+                value,
+                origin: def.origin,
+            });
+        }
+    }
+    out
 }
 
 /// Keeps the definitions with the best (lowest) priority and merges them; `None` if there are none.
@@ -439,24 +451,10 @@ fn merge_type(
             Ok(Value::Array(out))
         }
         Type::AttrsOf(of) => {
-            let keys: BTreeSet<&String> = defs
-                .iter()
-                .filter_map(|d| d.value.as_object())
-                .flat_map(|m| m.keys())
-                .collect();
             let mut out = Map::new();
-            for key in keys {
-                let sub: Vec<Def> = defs
-                    .iter()
-                    .filter_map(|d| {
-                        d.value.get(key).map(|value| Def {
-                            value,
-                            origin: d.origin,
-                        })
-                    })
-                    .collect();
+            for (key, sub) in by_attribute(defs) {
                 if let Some(value) = merge_option(of, &sub, &path.key(key), member)? {
-                    out.insert(key.clone(), value);
+                    out.insert(key.to_string(), value);
                 }
             }
             Ok(Value::Object(out))

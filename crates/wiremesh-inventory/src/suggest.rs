@@ -1,5 +1,9 @@
 //! "Did you mean" hints for misspelt names, by edit distance.
 
+/// Names longer than this get no suggestion: edit distance costs the product of both lengths, and
+/// a typo hint for a name of hundreds of characters helps nobody.
+const MAX_NAME_CHARS: usize = 64;
+
 /// The candidate closest to `word`, if it is close enough to be a plausible typo: at most 2 edits,
 /// or a third of the word's length for long names, or one is a prefix of the other (`string` and
 /// `str`). Ties go to the bytewise smallest candidate.
@@ -7,9 +11,14 @@ pub(crate) fn closest<'c, I>(word: &str, candidates: I) -> Option<&'c str>
 where
     I: IntoIterator<Item = &'c str>,
 {
-    let limit = (word.chars().count() / 3).max(2);
+    let length = word.chars().count();
+    if length > MAX_NAME_CHARS {
+        return None;
+    }
+    let limit = (length / 3).max(2);
     candidates
         .into_iter()
+        .filter(|c| c.chars().count() <= MAX_NAME_CHARS)
         .map(|c| {
             let lower = (word.to_ascii_lowercase(), c.to_ascii_lowercase());
             let prefix = lower.0.len().min(lower.1.len()) >= 3
@@ -66,5 +75,19 @@ mod tests {
         assert_eq!(hint("zzz", options), "");
         assert_eq!(hint("endpont", options), " Did you mean `endpoint`?");
         assert_eq!(list(["a", "b"]), r#"["a","b"]"#);
+    }
+
+    #[test]
+    fn long_names_get_no_suggestion_instead_of_a_quadratic_search() {
+        let long = "a".repeat(200_000);
+        let near = format!("b{}", &long[1..]);
+        assert_eq!(closest(&near, [long.as_str()]), None);
+        assert_eq!(
+            closest("endpont", [long.as_str(), "endpoint"]),
+            Some("endpoint")
+        );
+        let name = "x".repeat(MAX_NAME_CHARS);
+        let typo = format!("{}y", &name[1..]);
+        assert_eq!(closest(&typo, [name.as_str()]), Some(name.as_str()));
     }
 }

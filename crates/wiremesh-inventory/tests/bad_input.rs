@@ -369,3 +369,91 @@ fn values_built_in_code_deeper_than_any_parser_allows_are_errors_too() {
     assert_eq!(e.kind, ErrorKind::InvalidCatalog);
     assert!(e.message.contains("nested deeper than 32"), "{}", e.message);
 }
+
+// Inputs whose cost could grow with the product of two of their sizes: each must cost about
+// what writing it cost. (Completion is the check; the speed is in the criterion benchmark.)
+
+#[test]
+fn a_long_unknown_machine_name_gets_no_quadratic_suggestion_search() {
+    let known = "a".repeat(200_000);
+    let typo = format!("b{}", &known[1..]);
+    let e = err(json!({
+        "machines": { known: {} },
+        "instances": { "vpn": { "module": { "name": "wiremesh", "input": "wiremesh" }, "roles": {
+            "peer": { "machines": { typo.clone(): {} } }
+        } } }
+    }));
+    assert_eq!(e.kind, ErrorKind::UnknownMachine);
+    assert!(
+        !e.message.contains("Did you mean"),
+        "no hint for a name this long"
+    );
+    assert!(e.path.ends_with(&typo));
+}
+
+#[test]
+fn many_role_tags_and_many_members_do_not_multiply() {
+    let machines: serde_json::Map<String, Value> =
+        (0..2000).map(|i| (format!("m{i}"), json!({}))).collect();
+    let mut tags: serde_json::Map<String, Value> = (0..100_000)
+        .map(|i| (format!("t{i}"), json!({ "settings": {} })))
+        .collect();
+    tags.insert("all".into(), json!({ "settings": { "mtu": 1400 } }));
+    let r = ok(json!({
+        "machines": machines,
+        "instances": { "vpn": { "module": { "name": "wiremesh", "input": "wiremesh" }, "roles": {
+            "peer": { "tags": tags }
+        } } }
+    }));
+    assert_eq!(members(&r, "vpn", "peer").len(), 2000);
+    assert_eq!(settings(&r, "m1999", "vpn", "peer")["mtu"], 1400);
+    assert_eq!(r.warnings.len(), 100_000);
+}
+
+#[test]
+fn many_attribute_keys_across_many_layers_do_not_multiply() {
+    let own: Vec<String> = (0..20_000).map(|i| format!("t{i}")).collect();
+    let tags: serde_json::Map<String, Value> = own
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                json!({ "settings": { "networks": { t.clone(): { "ssid": t } } } }),
+            )
+        })
+        .collect();
+    let r = ok(json!({
+        "machines": { "a": { "tags": own } },
+        "instances": { "w": { "module": { "name": "wifi", "input": "self" }, "roles": {
+            "default": { "tags": tags }
+        } } }
+    }));
+    let networks = &settings(&r, "a", "w", "default")["networks"];
+    assert_eq!(networks.as_object().map(|n| n.len()), Some(20_000));
+    assert_eq!(networks["t7"], json!({ "autoConnect": true, "ssid": "t7" }));
+}
+
+#[test]
+fn results_beyond_the_limit_are_refused_with_the_role_that_crossed_it() {
+    // 1,000 instances tagging `all` of 1,001 machines: a few kB of instances asking for a million
+    // merged settings.
+    let machines: serde_json::Map<String, Value> =
+        (0..1001).map(|i| (format!("m{i:04}"), json!({}))).collect();
+    let instances: serde_json::Map<String, Value> = (0..1000)
+        .map(|k| {
+            (
+                format!("i{k:04}"),
+                json!({ "module": { "name": "wiremesh", "input": "wiremesh" }, "roles": { "peer": { "tags": ["all"] } } }),
+            )
+        })
+        .collect();
+    let e = err(json!({ "machines": machines, "instances": instances }));
+    assert_eq!(e.kind, ErrorKind::InputTooLarge);
+    assert_eq!(e.path, "instances.i0999.roles.peer");
+    assert!(
+        e.message
+            .contains(&format!("at most {}", wiremesh_inventory::MAX_RESULTS)),
+        "{}",
+        e.message
+    );
+}
