@@ -161,17 +161,14 @@ fn find_module<'c>(
     } else {
         requested
     };
-    if spec.input.is_some() && !catalog.has_input(input) {
+    // The built-in module's input provides it even when the catalog does not list that input.
+    let builtin_input = input == opts.wiremesh_input;
+    if spec.input.is_some() && !catalog.has_input(input) && !builtin_input {
         return Err(ResolveError::new(
             ErrorKind::UnknownModule,
             at_module.key("input").render(),
             format!(
-                "Flake doesn't provide input with name '{requested}'\n\nChoose one of the following inputs (from the module catalog{}):\n- {}\n\nTo import any official module from '<clan-core>' remove the 'input' attribute from the module definition.{}",
-                if input == opts.wiremesh_input {
-                    ""
-                } else {
-                    " and the built-in wiremesh module"
-                },
+                "Flake doesn't provide input with name '{requested}'\n\nChoose one of the following inputs (from the module catalog and the built-in wiremesh module):\n- {}\n\nTo import any official module from '<clan-core>' remove the 'input' attribute from the module definition.{}",
                 known_inputs(catalog, opts).join("\n- "),
                 wiremesh_hint(spec, opts)
             ),
@@ -182,7 +179,12 @@ fn find_module<'c>(
             None => "clan-core".to_string(),
             Some(i) => format!("flake input '{i}'"),
         };
-        let names = catalog.module_names(input);
+        let mut names = catalog.module_names(input);
+        if builtin_input {
+            names.push(builtin::MODULE_NAME);
+            names.sort_unstable();
+            names.dedup();
+        }
         ResolveError::new(
             ErrorKind::UnknownModule,
             at_module.key("name").render(),
@@ -194,7 +196,7 @@ fn find_module<'c>(
                 if names.is_empty() {
                     format!("The module catalog has no modules for '{input}': give its interface with --modules FILE, or resolve only some modules with --only NAME...")
                 } else {
-                    format!("Modules of '{input}' in the module catalog: {}", suggest::list(names.iter().copied()))
+                    format!("Modules of '{input}': {}", suggest::list(names.iter().copied()))
                 }
             ),
         )

@@ -203,6 +203,27 @@ fn wiremesh_is_built_in_under_its_input_only() {
     assert_eq!(settings(&r, "a", "vpn", "peer")["port"], 51820);
 }
 
+#[test]
+fn the_wiremesh_input_exists_even_without_a_catalog_entry() {
+    let e = err(
+        json!({ "instances": { "x": { "module": { "name": "wiremsh", "input": "wiremesh" } } } }),
+    );
+    assert_eq!(e.kind, ErrorKind::UnknownModule);
+    assert_eq!(e.path, "instances.x.module.name");
+    assert!(
+        e.message.starts_with(
+            "flake input 'wiremesh' doesn't provide clan-module with name 'wiremsh'. Did you mean `wiremesh`?"
+        ),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("Modules of 'wiremesh': [\"wiremesh\"]"),
+        "{}",
+        e.message
+    );
+}
+
 // ---- roles and members ----------------------------------------------------------------------
 
 #[test]
