@@ -16,14 +16,16 @@ pub enum FrameError {
 
 /// `payload` with its length prefix.
 pub fn encode_frame(payload: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
-    if payload.len() > max || u32::try_from(payload.len()).is_err() {
-        return Err(FrameError::TooLarge {
-            len: payload.len(),
-            max,
-        });
+    let too_large = FrameError::TooLarge {
+        len: payload.len(),
+        max,
+    };
+    let len = u32::try_from(payload.len()).map_err(|_| too_large)?;
+    if payload.len() > max {
+        return Err(too_large);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(payload);
     Ok(out)
 }
@@ -32,6 +34,10 @@ pub fn encode_frame(payload: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the unread bytes of `buf` begin. Frames are consumed by moving this and the buffer is
+    /// compacted once per batch, when no whole frame is left: removing each frame from the front
+    /// would move the rest of the buffer every time, quadratic in the frames of one read.
+    start: usize,
     max: usize,
 }
 
@@ -39,6 +45,7 @@ impl FrameDecoder {
     pub fn new(max: usize) -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
             max,
         }
     }
@@ -50,24 +57,32 @@ impl FrameDecoder {
 
     /// The next whole frame's payload, `None` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(header) = self.buf.first_chunk::<HEADER_LEN>() else {
+        let pending = &self.buf[self.start..];
+        let Some(header) = pending.first_chunk::<HEADER_LEN>() else {
+            self.compact();
             return Ok(None);
         };
         let len = u32::from_be_bytes(*header) as usize;
         if len > self.max {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
-        if self.buf.len() < HEADER_LEN + len {
+        let Some(payload) = pending.get(HEADER_LEN..HEADER_LEN + len) else {
+            self.compact();
             return Ok(None);
-        }
-        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-        self.buf.drain(..HEADER_LEN + len);
+        };
+        let payload = payload.to_vec();
+        self.start += HEADER_LEN + len;
         Ok(Some(payload))
+    }
+
+    fn compact(&mut self) {
+        self.buf.drain(..self.start);
+        self.start = 0;
     }
 
     /// Bytes held that do not yet form a whole frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 

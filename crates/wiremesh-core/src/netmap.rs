@@ -306,16 +306,11 @@ impl Netmap {
         &self.signature
     }
 
-    /// The wire bytes.
+    /// The wire bytes: postcard of (version, body) is the varint version, then the body with its
+    /// varint length; the signature follows.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 80);
-        let mut varint = [0u8; 10];
-        for n in [NETMAP_VERSION as usize, self.body.len()] {
-            let written = postcard::to_slice(&(n as u64), &mut varint)
-                .unwrap_or_else(|e| unreachable!("a u64 varint fits in 10 bytes: {e}"));
-            out.extend_from_slice(written);
-        }
-        out.extend_from_slice(&self.body);
+        let mut out = postcard::to_stdvec(&(NETMAP_VERSION, self.body.as_slice()))
+            .unwrap_or_else(|e| unreachable!("a version and a byte string always serialise: {e}"));
         out.extend_from_slice(&self.signature.to_bytes());
         out
     }
