@@ -117,7 +117,8 @@ impl AgentConfig {
             }
             Some(_) => {}
         }
-        let config: AgentConfig = serde_json::from_value(value).map_err(ConfigError::Schema)?;
+        // Parsed again from the text, not from `value`, so that errors carry a line and column.
+        let config: AgentConfig = serde_json::from_str(text).map_err(ConfigError::Schema)?;
         config.check().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
@@ -257,6 +258,18 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "\"peers\"[1] (\"other\"): WireGuard public key already used by another peer"
+        );
+    }
+
+    #[test]
+    fn schema_errors_say_where() {
+        let text = sample()
+            .to_json()
+            .replace("\"fd12:3456:789a::/48\"", "\"nope\"");
+        let e = AgentConfig::from_json(&text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid IP address syntax at line 19 column 18"
         );
     }
 
