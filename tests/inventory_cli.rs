@@ -317,3 +317,57 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("yaml"), "{}", stderr(&out));
 }
+
+#[test]
+fn text_output_escapes_control_characters_from_the_input() {
+    let inventory = r#"{
+        "machines": { "evil\u001b[2J": {}, "plain": {} },
+        "instances": { "vpn\u0007": { "module": { "name": "wiremesh", "input": "wiremesh" },
+            "roles": { "peer": { "tags": ["all", "\u001b]0;title\u0007"] } } } }
+    }"#;
+    let out = run(
+        &wiremesh(),
+        &[
+            "inventory",
+            "resolve",
+            "--inventory",
+            "-",
+            "--format",
+            "text",
+        ],
+        Some(inventory.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("evil\\u{1b}[2J  vpn\\u{7}"), "{text}");
+    assert!(
+        text.contains("tag '\\u{1b}]0;title\\u{7}' found."),
+        "{text}"
+    );
+
+    let broken = r#"{ "instances": { "vpn": { "module": { "name": "wiremesh", "input": "wiremesh" },
+        "roles": { "peer": { "machines": { "x\u001b[2J": {} } } } } } }"#;
+    let out = run(
+        &wiremesh(),
+        &[
+            "inventory",
+            "resolve",
+            "--inventory",
+            "-",
+            "--format",
+            "text",
+        ],
+        Some(broken.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stderr(&out).contains('\u{1b}'), "{:?}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown machine reference 'x\\u{1b}[2J'"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -53,7 +53,7 @@ fn resolve(args: ResolveArgs) -> ExitCode {
             match args.format {
                 Format::Json => {
                     for warning in &resolution.warnings {
-                        eprintln!("warning: {warning}");
+                        eprintln!("warning: {}", printable(&warning.to_string()));
                     }
                     println!("{}", resolution.to_json_pretty())
                 }
@@ -63,7 +63,7 @@ fn resolve(args: ResolveArgs) -> ExitCode {
         }
         Err(err) => {
             match args.format {
-                Format::Json => println!("{}", error_json(&err)),
+                Format::Json => println!("{}", err.to_json_pretty()),
                 Format::Text => eprintln!("{}", error_text(&err)),
             }
             ExitCode::FAILURE
@@ -141,20 +141,27 @@ fn read_input(path: &std::path::Path, flag: &str) -> Result<String, ResolveError
     })
 }
 
-fn error_json(err: &ResolveError) -> String {
-    let value = serde_json::json!({
-        "error": { "kind": err.kind, "message": err.message, "path": err.path }
-    });
-    wiremesh_inventory::json_pretty(&value)
-}
-
 fn error_text(err: &ResolveError) -> String {
     let at = if err.path.is_empty() {
         String::new()
     } else {
         format!(" at `{}`", err.path)
     };
-    format!("error [{}]{at}: {}", err.kind, err.message)
+    printable(&format!("error [{}]{at}: {}", err.kind, err.message))
+}
+
+/// Text for a terminal: control characters from the input (escape sequences, NUL, ...) are
+/// written escaped (`\u{1b}`), line breaks of multi-line messages are kept.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A table per machine and role with compact settings, then the machines in no instance, then
@@ -170,7 +177,7 @@ fn table(resolution: &Resolution) -> String {
     let mut idle = Vec::new();
     for (machine, roles) in &resolution.machines {
         if roles.is_empty() {
-            idle.push(machine.as_str());
+            idle.push(printable(machine));
         }
         for entry in roles {
             let module = match &entry.module.input {
@@ -178,10 +185,10 @@ fn table(resolution: &Resolution) -> String {
                 None => entry.module.name.clone(),
             };
             rows.push([
-                machine.clone(),
-                entry.instance.clone(),
-                module,
-                entry.role.clone(),
+                printable(machine),
+                printable(&entry.instance),
+                printable(&module),
+                printable(&entry.role),
                 json_compact(&entry.settings),
             ]);
         }
@@ -205,10 +212,13 @@ fn table(resolution: &Resolution) -> String {
         out.push_str(&format!("\nin no instance: {}\n", idle.join(", ")));
     }
     for (machine, tags) in &resolution.machine_tags {
-        out.push_str(&format!("tags of {machine}: {}\n", tags.join(", ")));
+        let line = format!("tags of {machine}: {}", tags.join(", "));
+        out.push_str(&printable(&line));
+        out.push('\n');
     }
     for warning in &resolution.warnings {
-        out.push_str(&format!("warning: {warning}\n"));
+        out.push_str(&printable(&format!("warning: {warning}")));
+        out.push('\n');
     }
     out
 }

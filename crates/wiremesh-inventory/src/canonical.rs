@@ -1,14 +1,8 @@
-//! Canonical JSON text: object keys sorted bytewise, 2-space indentation. It does not rely on
-//! serde_json's map order, which a `preserve_order` feature anywhere in the build would change.
+//! JSON values on one line with object keys sorted bytewise, for messages and tables. It does not
+//! rely on serde_json's map order, which a `preserve_order` feature anywhere in the build would
+//! change.
 
 use serde_json::Value;
-
-/// `value` as pretty JSON with sorted keys, the layout of `serde_json::to_string_pretty`.
-pub fn to_pretty(value: &Value) -> String {
-    let mut out = String::new();
-    write_value(&mut out, value, 0);
-    out
-}
 
 /// Nesting below which [`to_compact`] writes `...`: it prints values from user input in messages,
 /// and a caller may build a `Value` deeper than any parser allows.
@@ -37,46 +31,6 @@ fn sorted(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
     let mut entries: Vec<_> = map.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries
-}
-
-fn indent(out: &mut String, depth: usize) {
-    for _ in 0..depth {
-        out.push_str("  ");
-    }
-}
-
-// Recursion depth equals the value's nesting, which serde_json's parser caps at 128 for parsed
-// input; values built by this crate are shallower than the catalog types that shape them.
-fn write_value(out: &mut String, value: &Value, depth: usize) {
-    match value {
-        Value::Array(items) if !items.is_empty() => {
-            out.push_str("[\n");
-            for (i, item) in items.iter().enumerate() {
-                indent(out, depth + 1);
-                write_value(out, item, depth + 1);
-                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
-            }
-            indent(out, depth);
-            out.push(']');
-        }
-        Value::Object(map) if !map.is_empty() => {
-            out.push_str("{\n");
-            let entries = sorted(map);
-            let last = entries.len() - 1;
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                indent(out, depth + 1);
-                out.push_str(&quote(key));
-                out.push_str(": ");
-                write_value(out, item, depth + 1);
-                out.push_str(if i < last { ",\n" } else { "\n" });
-            }
-            indent(out, depth);
-            out.push('}');
-        }
-        Value::Array(_) => out.push_str("[]"),
-        Value::Object(_) => out.push_str("{}"),
-        scalar => write_scalar(out, scalar),
-    }
 }
 
 fn write_compact(out: &mut String, value: &Value, depth: usize) {
@@ -114,10 +68,8 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn matches_serde_json_pretty_layout() {
+    fn sorts_keys_and_escapes_strings() {
         let v = json!({"b": [1, {"y": null, "x": "s\"q"}], "a": {}, "c": [], "d": {"k": true}});
-        let expected = "{\n  \"a\": {},\n  \"b\": [\n    1,\n    {\n      \"x\": \"s\\\"q\",\n      \"y\": null\n    }\n  ],\n  \"c\": [],\n  \"d\": {\n    \"k\": true\n  }\n}";
-        assert_eq!(to_pretty(&v), expected);
         assert_eq!(
             to_compact(&v),
             r#"{"a":{},"b":[1,{"x":"s\"q","y":null}],"c":[],"d":{"k":true}}"#

@@ -73,6 +73,15 @@ pub struct ResolveError {
 }
 
 impl ResolveError {
+    /// The CLI's error output, `{"error": {"kind", "message", "path"}}` with 2-space indentation;
+    /// the fields are declared in sorted order.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(&serde_json::json!({ "error": self })).unwrap_or_else(|e| {
+            // A struct of strings: serialisation has no way to fail.
+            format!("{{\"error\": \"cannot serialise error: {e}\"}}")
+        })
+    }
+
     pub(crate) fn new(
         kind: ErrorKind,
         path: impl Into<String>,
@@ -138,6 +147,15 @@ impl std::fmt::Display for Warning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_json_is_the_cli_contract() {
+        let err = ResolveError::new(ErrorKind::UnknownRole, "instances.a.roles.b", "m\n\"x\"");
+        assert_eq!(
+            err.to_json_pretty(),
+            "{\n  \"error\": {\n    \"kind\": \"unknown-role\",\n    \"message\": \"m\\n\\\"x\\\"\",\n    \"path\": \"instances.a.roles.b\"\n  }\n}"
+        );
+    }
 
     #[test]
     fn kinds_serialise_as_their_names() {

@@ -32,7 +32,7 @@ pub use module::{Constraints, Manifest, Module, OptionDecl, RoleConstraints, Rol
 pub use resolution::{MachineRole, ModuleRef, Resolution, ResolvedInstance, ResolvedRole};
 pub use resolve::{resolve, resolve_value};
 
-pub use canonical::{to_compact as json_compact, to_pretty as json_pretty};
+pub use canonical::to_compact as json_compact;
 
 /// The largest inventory text [`resolve`] accepts (64 MiB); a 10,000-machine inventory is a few MB.
 pub const MAX_INPUT_BYTES: usize = 64 << 20;
