@@ -1,6 +1,7 @@
 //! wiremesh's own clan service interface, built in. It is data in the catalog format
-//! (`wiremesh-module.json`, embedded here), so there is exactly one definition of the roles,
-//! options, defaults and formats; other crates read defaults through [`wiremesh_module`].
+//! (`wiremesh-module.json`, embedded here as [`WIREMESH_MODULE_JSON`]), so there is exactly one
+//! definition of the roles, options, defaults and formats, which the Nix module can be checked
+//! against.
 
 use std::sync::OnceLock;
 
