@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use crate::error::{ErrorKind, ResolveError};
 use crate::format::StrFormat;
 use crate::module::{
-    Constraints, Manifest, Module, OptionDecl, RoleConstraints, RoleInterface, Type,
+    Constraints, EnumValues, Manifest, Module, OptionDecl, RoleConstraints, RoleInterface, Type,
 };
 use crate::path::Path;
 use crate::settings::{self, Site};
@@ -465,7 +465,7 @@ fn parse_type(
                     v,
                 ));
             }
-            Type::Enum(values.clone())
+            Type::Enum(EnumValues::new(values.clone()))
         }
         "nullOr" => Type::NullOr(element(name)?),
         "listOf" => Type::ListOf(element(name)?),

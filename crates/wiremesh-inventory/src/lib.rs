@@ -28,7 +28,9 @@ mod suggest;
 
 pub use catalog::Catalog;
 pub use error::{ErrorKind, ResolveError, Warning};
-pub use module::{Constraints, Manifest, Module, OptionDecl, RoleConstraints, RoleInterface, Type};
+pub use module::{
+    Constraints, EnumValues, Manifest, Module, OptionDecl, RoleConstraints, RoleInterface, Type,
+};
 pub use resolution::{MachineRole, ModuleRef, Resolution, ResolvedInstance, ResolvedRole};
 pub use resolve::{resolve, resolve_value};
 

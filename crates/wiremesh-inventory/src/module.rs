@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::canonical::to_compact;
 use crate::format::StrFormat;
 
 /// One clan service (`_class = "clan.service"`) as far as resolution is concerned.
@@ -62,7 +63,7 @@ pub enum Type {
     /// `types.port`: 0..=65535.
     Port,
     /// `types.enum`: one of these JSON scalars.
-    Enum(Vec<Value>),
+    Enum(EnumValues),
     NullOr(Box<Type>),
     ListOf(Box<Type>),
     AttrsOf(Box<Type>),
@@ -87,14 +88,49 @@ impl Type {
             Type::Bool => "boolean".into(),
             Type::Port => "16 bit unsigned integer; between 0 and 65535 (both inclusive)".into(),
             Type::Enum(values) => {
-                let values: Vec<String> = values.iter().map(Value::to_string).collect();
-                format!("one of {}", values.join(", "))
+                const SHOWN: usize = 20;
+                let shown: Vec<String> =
+                    values.declared.iter().take(SHOWN).map(to_compact).collect();
+                let more = values.declared.len().saturating_sub(SHOWN);
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                format!("one of {}{more}", shown.join(", "))
             }
             Type::NullOr(of) => format!("null or {}", of.describe()),
             Type::ListOf(of) => format!("list of {}", of.describe()),
             Type::AttrsOf(of) => format!("attribute set of {}", of.describe()),
             Type::Submodule(_) => "submodule".into(),
         }
+    }
+}
+
+/// The values of an enum type: as declared, for messages, and as sorted JSON text, so that
+/// checking a value costs a binary search however long the list is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnumValues {
+    declared: Vec<Value>,
+    sorted: Vec<String>,
+}
+
+impl EnumValues {
+    /// `values` must be JSON scalars (the catalog parser checks).
+    pub fn new(values: Vec<Value>) -> EnumValues {
+        let mut sorted: Vec<String> = values.iter().map(to_compact).collect();
+        sorted.sort_unstable();
+        EnumValues {
+            declared: values,
+            sorted,
+        }
+    }
+
+    /// Whether `value` is one of the values (JSON equality: `1` is not `1.0`).
+    pub fn contains(&self, value: &Value) -> bool {
+        !value.is_array()
+            && !value.is_object()
+            && self.sorted.binary_search(&to_compact(value)).is_ok()
     }
 }
 

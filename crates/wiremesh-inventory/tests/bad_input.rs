@@ -457,3 +457,36 @@ fn results_beyond_the_limit_are_refused_with_the_role_that_crossed_it() {
         e.message
     );
 }
+
+#[test]
+fn long_enums_and_long_lists_of_them_do_not_multiply() {
+    let values: Vec<Value> = (0..100_000).map(|i| json!(format!("v{i}"))).collect();
+    let catalog = Catalog::from_value(&json!({ "self": { "m": {
+        "manifest": { "name": "self/m" },
+        "roles": { "r": { "interface": { "picks": {
+            "type": { "type": "listOf", "of": { "type": "enum", "values": values } }, "default": []
+        } } } }
+    } } }))
+    .unwrap();
+    let picks: Vec<Value> = (0..100_000)
+        .map(|i| json!(format!("v{}", 99_999 - i)))
+        .collect();
+    let mut inv = json!({
+        "machines": { "a": {} },
+        "instances": { "x": { "module": { "name": "m", "input": "self" }, "roles": { "r": {
+            "machines": { "a": { "settings": { "picks": picks } } }
+        } } } }
+    });
+    let r = resolve(&inv.to_string(), &catalog, &ResolveOptions::default()).unwrap();
+    assert_eq!(settings(&r, "a", "x", "r")["picks"][0], "v99999");
+
+    inv["instances"]["x"]["roles"]["r"]["machines"]["a"]["settings"]["picks"][7] = json!(1);
+    let e = resolve(&inv.to_string(), &catalog, &ResolveOptions::default()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidSettingType);
+    assert_eq!(e.path, "instances.x.roles.r.machines.a.settings.picks[7]");
+    assert!(
+        e.message.contains(r#""v19" and 99980 more`"#),
+        "{}",
+        &e.message[..300]
+    );
+}
