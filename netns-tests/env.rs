@@ -1,6 +1,14 @@
-//! Preconditions: root, the external tools, and the project's binaries built next to the test.
+//! Preconditions: root, the external tools, and the project's binaries, built for the test run.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::command::run_bounded;
+
+/// A cold release build of the agent takes minutes on two cores; nothing takes longer.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1200);
 
 /// Panics unless the process runs as root: the tests create namespaces and TUN devices.
 pub fn require_root() {
@@ -49,29 +57,63 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The path of one of the workspace's binaries (`wiremesh`, `wiremesh-peer`) in the same target
-/// profile directory as this test executable (`target/<profile>/deps/<test>` →
-/// `target/<profile>/<name>`). `cargo test --workspace` builds them before running any test; with
-/// `-p wiremesh-netns-tests` alone they must be built first, which the panic message says.
+/// The path of a workspace binary (`wiremesh`, `wiremesh-peer`), built for this test run: `cargo
+/// test` does not build other packages' binaries for this package's tests, so this runs `cargo
+/// build -p <package> --bin <name>` once per binary and test process, with the cargo, profile and
+/// target directory of the running test (`target/<profile>/deps/<test>`). A binary that cannot be
+/// built fails the test with cargo's output.
 pub fn project_binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, path)) = built.iter().find(|(bin, _)| bin == name) {
+        return path.clone();
+    }
+    let package = match name {
+        "wiremesh" => "wiremesh-cli",
+        "wiremesh-peer" => "wiremesh-peer",
+        other => panic!("no workspace binary named {other}"),
+    };
     let exe = std::env::current_exe().expect("the test knows its own executable path");
     let profile_dir = exe
         .parent()
-        .and_then(|deps| {
-            if deps.ends_with("deps") {
-                deps.parent()
-            } else {
-                Some(deps)
-            }
-        })
-        .expect("the test executable lives in a directory");
+        .and_then(Path::parent)
+        .expect("the test executable lives in <target>/<profile>/deps");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!(
+            "cannot tell the cargo profile from {}",
+            profile_dir.display()
+        ),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = run_bounded(
+        Command::new(&cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                profile,
+                "-p",
+                package,
+                "--bin",
+                name,
+            ])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")),
+        BUILD_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("building {name}: {e}"));
     let path = profile_dir.join(name);
     assert!(
-        is_executable(&path),
-        "{} is not built. Build the binaries first, in the same profile as the tests: \
-         `cargo build -p wiremesh-cli -p wiremesh-peer` (or run `cargo test --workspace`, which \
-         builds them).",
-        path.display()
+        out.success() && is_executable(&path),
+        "could not build {} (cargo build --profile {profile} -p {package} --bin {name}: {}): {}",
+        path.display(),
+        out.status,
+        out.stderr
     );
+    built.push((name.to_owned(), path.clone()));
     path
 }

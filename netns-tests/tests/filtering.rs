@@ -4,12 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use wiremesh_netns_tests::{Capture, Lab, serial};
+use wiremesh_netns_tests::{Capture, Lab, TUN_NAME, serial};
 
 #[test]
 fn a_handshake_from_an_unknown_key_gets_no_response() {
     let _one_at_a_time = serial();
-    let mut lab = Lab::direct(&["alpha", "beta"]);
+    let mut lab = Lab::planned(&["alpha", "beta"]);
     let intruder = lab.wireguard_go("intruder", 50, false);
     lab.start_all();
     let alpha4 = IpAddr::V4(lab.members[0].overlay4());
@@ -83,7 +83,7 @@ fn a_handshake_from_an_unknown_key_gets_no_response() {
 #[test]
 fn packets_whose_inner_source_is_not_the_senders_are_dropped_and_counted() {
     let _one_at_a_time = serial();
-    let mut lab = Lab::direct(&["alpha", "beta"]);
+    let mut lab = Lab::planned(&["alpha", "beta"]);
     let go = lab.wireguard_go("gopher", 60, true);
     lab.start_all();
     let alpha = &lab.members[0];
@@ -104,7 +104,7 @@ fn packets_whose_inner_source_is_not_the_senders_are_dropped_and_counted() {
     let tx_before: u64 = go.peer_dump(&alpha_key)[6].parse().expect("a byte count");
     let dropped_before = alpha.peer_status("gopher").dropped_spoofed;
 
-    let cap = Capture::start(&alpha.ns, "wm0", "icmp or icmp6", lab.dir(), "spoof");
+    let cap = Capture::start(&alpha.ns, TUN_NAME, "icmp or icmp6", lab.dir(), "spoof");
     for (src, dst) in [
         (IpAddr::V4(unused4), IpAddr::V4(alpha4)),
         (IpAddr::V4(beta4), IpAddr::V4(alpha4)),

@@ -1,18 +1,18 @@
-//! A mesh of wiremesh agents in namespaces: every pair talks over IPv4 and IPv6, bulk TCP arrives
+//! A mesh of wiremesh agents in namespaces, configured by `wiremesh keygen` and `wiremesh plan`: every pair talks over IPv4 and IPv6, bulk TCP arrives
 //! intact, a restarted agent is reconnected by the others, a member that changes its underlay
 //! address is followed, and TCP survives a lossy underlay.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use wiremesh_netns_tests::{Lab, serial, tcp_transfer};
+use wiremesh_netns_tests::{Lab, TUN_NAME, serial, tcp_transfer};
 
 const MIB: u64 = 1 << 20;
 
 #[test]
 fn three_members_ping_every_pair_over_ipv4_and_ipv6_and_move_50_mb_intact() {
     let _one_at_a_time = serial();
-    let mut lab = Lab::direct(&["alpha", "beta", "gamma"]);
+    let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
     lab.start_all();
     let failures = lab.ping_all_pairs(Duration::from_secs(10));
     assert!(
@@ -75,7 +75,7 @@ fn three_members_ping_every_pair_over_ipv4_and_ipv6_and_move_50_mb_intact() {
 #[test]
 fn a_restarted_agent_is_reconnected_by_the_others_without_action() {
     let _one_at_a_time = serial();
-    let mut lab = Lab::direct(&["alpha", "beta", "gamma"]);
+    let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
     lab.start_all();
     let failures = lab.ping_all_pairs(Duration::from_secs(10));
     assert!(
@@ -91,7 +91,7 @@ fn a_restarted_agent_is_reconnected_by_the_others_without_action() {
         "beta's agent did not exit cleanly on SIGTERM: {status}"
     );
     assert!(
-        !lab.members[1].ns.run(&["ip", "link"]).contains("wm0"),
+        !lab.members[1].ns.run(&["ip", "link"]).contains(TUN_NAME),
         "beta's agent left its TUN device behind"
     );
     assert!(
@@ -120,7 +120,7 @@ fn a_restarted_agent_is_reconnected_by_the_others_without_action() {
 #[test]
 fn a_member_that_moves_to_another_underlay_address_is_reachable_again_within_5_s() {
     let _one_at_a_time = serial();
-    let mut lab = Lab::direct(&["alpha", "beta", "gamma"]);
+    let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
     lab.start_all();
     let failures = lab.ping_all_pairs(Duration::from_secs(10));
     assert!(
@@ -163,7 +163,7 @@ fn a_member_that_moves_to_another_underlay_address_is_reachable_again_within_5_s
 #[test]
 fn tcp_completes_over_an_underlay_that_loses_5_percent_of_packets() {
     let _one_at_a_time = serial();
-    let mut lab = Lab::direct(&["alpha", "beta"]);
+    let mut lab = Lab::planned(&["alpha", "beta"]);
     // Both directions of alpha's underlay link lose 5 %, from before the first handshake on.
     lab.members[0].ns.random_loss("eth0", 5);
     lab.start_all();
