@@ -108,10 +108,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, Vec<String>> {
         eprintln!("{warning}");
     }
     let key = NetworkKey::load(&args.network_key).map_err(|e| vec![e.to_string()])?;
-    let Some(first) = plan.configs.values().next() else {
-        return Err(vec!["the instance has no mesh members".into()]);
-    };
-    if first.network_public_key != key.public_key() {
+    if plan.network_public_key != key.public_key() {
         return Err(vec![format!(
             "{} holds network key {}, but {} says {}",
             args.network_key.display(),
@@ -120,7 +117,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, Vec<String>> {
                 .keys
                 .join(network_key_path(&args.inputs.instance))
                 .display(),
-            first.network_public_key
+            plan.network_public_key
         )]);
     }
     if let Some(unknown) = args.revoke.iter().find(|m| !plan.members.contains_key(*m)) {
@@ -133,7 +130,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, Vec<String>> {
         .values()
         .map(|peer| {
             let mut m = Member::from_peer(peer);
-            if plan.configs[&peer.name]
+            if plan.machines[&peer.name]
                 .roles
                 .iter()
                 .any(|r| r == "controller")

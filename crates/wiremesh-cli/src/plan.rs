@@ -2,10 +2,10 @@
 //! directory and writes one agent configuration per mesh member (`wiremesh_core::plan`).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use wiremesh_core::config::AgentConfig;
 use wiremesh_core::keys::MAX_KEY_FILE_BYTES;
 use wiremesh_core::plan::{Plan, plan};
 use wiremesh_inventory::{Catalog, MAX_INPUT_BYTES, Resolution, ResolveOptions};
@@ -72,10 +72,8 @@ pub fn run(args: Args) -> ExitCode {
         return fail(&e);
     }
     if args.json {
-        let all: BTreeMap<&String, &AgentConfig> = plan.configs.iter().collect();
-        match serde_json::to_string_pretty(&all) {
-            Ok(text) => println!("{text}"),
-            Err(e) => return fail(&e.to_string()),
+        if let Err(e) = print_all(&plan) {
+            return fail(&e.to_string());
         }
     } else {
         print!("{}", summary(&plan));
@@ -128,9 +126,25 @@ fn instance_roles(resolution: &Resolution, instance: &str) -> Result<Roles, Stri
     Ok(roles)
 }
 
+/// One JSON object keyed by machine, each configuration built, written and dropped in turn so
+/// that memory stays linear in the mesh size.
+fn print_all(plan: &Plan) -> std::io::Result<()> {
+    struct All<'p>(&'p Plan);
+    impl serde::Serialize for All<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.configs().map(|c| (c.machine.clone(), c)))
+        }
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, &All(plan))?;
+    writeln!(out)?;
+    out.flush()
+}
+
 fn write_configs(dir: &Path, plan: &Plan) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    for (machine, config) in &plan.configs {
+    for config in plan.configs() {
+        let machine = &config.machine;
         let path = dir.join(format!("{machine}.json"));
         crate::keys::write_atomic(&path, config.to_json().as_bytes(), 0o644, true)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -141,15 +155,15 @@ fn write_configs(dir: &Path, plan: &Plan) -> Result<(), String> {
 
 fn summary(plan: &Plan) -> String {
     let mut out = String::from("machine\troles\tinterface\tport\tipv6\tipv4\tpeers\n");
-    for (machine, c) in &plan.configs {
+    let peers = plan.members.len().saturating_sub(1);
+    for (machine, c) in &plan.machines {
         let ipv4 = c.addresses.ipv4.map_or("-".to_string(), |a| a.to_string());
         out.push_str(&format!(
-            "{machine}\t{}\t{}\t{}\t{}\t{ipv4}\t{}\n",
+            "{machine}\t{}\t{}\t{}\t{}\t{ipv4}\t{peers}\n",
             c.roles.join(","),
             c.interface,
             c.listen_port,
             c.addresses.ipv6,
-            c.peers.len()
         ));
     }
     out

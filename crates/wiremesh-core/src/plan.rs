@@ -218,15 +218,47 @@ impl fmt::Display for PlanError {
     }
 }
 
-/// The result: one configuration per mesh member and notes for the operator.
+/// The result: every mesh member's configuration and notes for the operator.
+///
+/// The full configurations hold every other member each, quadratic in the mesh size (2,000
+/// members would take gigabytes), so the plan keeps each member's own part and one list of all
+/// members, and [`Plan::config`] assembles a configuration when it is asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    pub configs: BTreeMap<String, AgentConfig>,
+    /// Each mesh member's configuration with `peers` left empty.
+    pub machines: BTreeMap<String, AgentConfig>,
     /// Every mesh member as the others see it (`persistentKeepalive` is the member's own setting);
     /// the input of a netmap.
     pub members: BTreeMap<String, PeerConfig>,
+    pub network_public_key: NetworkPublicKey,
     /// One line per noteworthy fact, e.g. controller-only machines and IPv6-only members.
     pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// The agent configuration of mesh member `machine`: its own part plus every other member,
+    /// with this machine's keepalive setting (keepalives hold the local side's NAT mapping open).
+    pub fn config(&self, machine: &str) -> Option<AgentConfig> {
+        let own = self.machines.get(machine)?;
+        let peers = self
+            .members
+            .values()
+            .filter(|p| p.name != machine)
+            .map(|p| PeerConfig {
+                persistent_keepalive: own.persistent_keepalive,
+                ..p.clone()
+            })
+            .collect();
+        Some(AgentConfig {
+            peers,
+            ..own.clone()
+        })
+    }
+
+    /// Every member's configuration in name order, each built when the iterator reaches it.
+    pub fn configs(&self) -> impl Iterator<Item = AgentConfig> + '_ {
+        self.machines.keys().filter_map(|m| self.config(m))
+    }
 }
 
 /// Reads a key file: `Ok(text)` or `Err(reason)` such as "No such file or directory".
@@ -460,19 +492,11 @@ pub fn plan(
             (name.to_string(), entry)
         })
         .collect();
-    let mut configs = BTreeMap::new();
+    let mut machines = BTreeMap::new();
     for (machine, s) in &peers {
         let me = &members[machine];
-        let peer_list = public
-            .values()
-            .filter(|p| p.name != *machine)
-            .map(|p| PeerConfig {
-                persistent_keepalive: s.persistent_keepalive,
-                ..p.clone()
-            })
-            .collect();
         let machine_roles = &roles[*machine];
-        configs.insert(
+        machines.insert(
             machine.to_string(),
             AgentConfig {
                 version: CONFIG_VERSION,
@@ -492,15 +516,16 @@ pub fn plan(
                 addresses: me.addresses,
                 ip_ranges: me.ip_ranges.clone(),
                 routes: me.routes.clone(),
-                peers: peer_list,
+                peers: Vec::new(),
                 controllers: controller_list.clone(),
                 network_public_key,
             },
         );
     }
     Ok(Plan {
-        configs,
+        machines,
         members: public,
+        network_public_key,
         notes,
     })
 }
@@ -735,10 +760,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            plan.configs.keys().collect::<Vec<_>>(),
+            plan.machines.keys().collect::<Vec<_>>(),
             ["desktop", "laptop", "server"]
         );
-        let server = &plan.configs["server"];
+        let server = &plan.config("server").unwrap();
         assert_eq!(server.roles, ["controller", "peer"]);
         assert_eq!(server.interface, "wm-my-vpn");
         assert_eq!(server.network.ipv6.to_string(), "fd8c:65c0:2740::/48");
@@ -782,7 +807,7 @@ mod tests {
             laptop_in_server.node_public_key,
             NodePublicKey::from_bytes([101; 32])
         );
-        let laptop = &plan.configs["laptop"];
+        let laptop = &plan.config("laptop").unwrap();
         let server_in_laptop = laptop.peers.iter().find(|p| p.name == "server").unwrap();
         assert_eq!(server_in_laptop.endpoints, ["vpn.example.org:51820"]);
         let desktop_in_laptop = laptop.peers.iter().find(|p| p.name == "desktop").unwrap();
@@ -798,6 +823,27 @@ mod tests {
         );
     }
 
+    /// Keepalives hold the local NAT mapping open, so every peer entry carries the local setting.
+    #[test]
+    fn peer_entries_carry_the_local_keepalive() {
+        let mut roles = example();
+        roles.get_mut("laptop").unwrap().insert(
+            "peer".into(),
+            peer(json!({"ipv4": "100.96.0.5", "persistentKeepalive": null})),
+        );
+        let plan = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap();
+        let configs: Vec<AgentConfig> = plan.configs().collect();
+        assert_eq!(configs.len(), 3);
+        for config in &configs {
+            assert_eq!(config.peers.len(), 2, "{}", config.machine);
+            for p in &config.peers {
+                assert_eq!(p.persistent_keepalive, config.persistent_keepalive);
+            }
+        }
+        assert_eq!(plan.members["laptop"].persistent_keepalive, None);
+        assert_eq!(plan.members["server"].persistent_keepalive, Some(25));
+    }
+
     #[test]
     fn ipv6_only_without_static_or_dynamic_ipv4() {
         let mut roles = example();
@@ -810,8 +856,8 @@ mod tests {
             .unwrap()
             .insert("peer".into(), peer(json!({})));
         let plan = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap();
-        assert_eq!(plan.configs["laptop"].network.ipv4, None);
-        assert_eq!(plan.configs["laptop"].ip_ranges.len(), 1);
+        assert_eq!(plan.machines["laptop"].network.ipv4, None);
+        assert_eq!(plan.machines["laptop"].ip_ranges.len(), 1);
         assert!(
             plan.notes
                 .contains(&"laptop: IPv6 only (no static ipv4 and no dynamic leases)".to_string())
@@ -914,12 +960,13 @@ mod tests {
             )]),
         );
         let plan = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap();
-        assert!(!plan.configs.contains_key("backup"));
+        assert!(!plan.machines.contains_key("backup"));
+        assert_eq!(plan.config("backup"), None);
         assert!(plan.notes.contains(
             &"backup: controller only, not a mesh member (no agent configuration)".to_string()
         ));
         assert_eq!(
-            plan.configs["laptop"].controllers[0].endpoint,
+            plan.machines["laptop"].controllers[0].endpoint,
             "[fd00::5]:51821"
         );
     }
