@@ -18,6 +18,7 @@ pub mod catalog;
 mod error;
 pub mod format;
 mod inventory;
+mod lookup;
 mod module;
 mod path;
 mod resolution;
@@ -25,6 +26,7 @@ mod resolve;
 mod settings;
 mod shape;
 mod suggest;
+mod tags;
 
 pub use catalog::Catalog;
 pub use error::{ErrorKind, ResolveError, Warning};

@@ -1,19 +1,20 @@
-//! The resolution itself: tags, modules, role members, constraints, then every member's settings.
+//! The resolution itself: modules, role members, constraints, then every member's settings.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
 use crate::ResolveOptions;
-use crate::builtin;
-use crate::catalog::{CLAN_CORE_INPUT, Catalog};
+use crate::catalog::Catalog;
 use crate::error::{ErrorKind, ResolveError, Warning};
 use crate::inventory::{self, Inventory, ModuleSpec, RoleSpec};
+use crate::lookup::find_module;
 use crate::module::Module;
 use crate::path::{Path, attr_path};
 use crate::resolution::{MachineRole, ModuleRef, Resolution, ResolvedInstance, ResolvedRole};
 use crate::settings::{self, Def, Member, Origin, Site};
 use crate::suggest;
+use crate::tags::Tags;
 
 /// Resolves an inventory (JSON text) against the built-in wiremesh module and `catalog`.
 pub fn resolve(
@@ -101,123 +102,6 @@ pub fn resolve_value(
             .insert(instance.name.to_string(), resolved);
     }
     pending.map(|()| resolution)
-}
-
-/// Effective tags: each machine's sorted tags, and each tag's sorted carriers.
-struct Tags<'v> {
-    of_machine: BTreeMap<&'v str, BTreeSet<&'v str>>,
-    carriers: BTreeMap<&'v str, Vec<&'v str>>,
-}
-
-impl<'v> Tags<'v> {
-    fn compute(inv: &Inventory<'v>) -> Tags<'v> {
-        let mut of_machine: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for (&name, machine) in &inv.machines {
-            let mut tags: BTreeSet<&str> = machine.tags.iter().copied().collect();
-            // `all`, `nixos` and `darwin` are Clan's mkDefault tags: a static `tags.<t>` replaces them.
-            if !inv.tags.contains_key("all") {
-                tags.insert("all");
-            }
-            if !inv.tags.contains_key(machine.class) {
-                tags.insert(machine.class);
-            }
-            of_machine.insert(name, tags);
-        }
-        for (&tag, members) in &inv.tags {
-            for member in members {
-                // A static tag naming a machine that does not exist tags nothing, as in Clan.
-                if let Some(tags) = of_machine.get_mut(member) {
-                    tags.insert(tag);
-                }
-            }
-        }
-        let mut carriers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (&machine, tags) in &of_machine {
-            for &tag in tags {
-                carriers.entry(tag).or_default().push(machine);
-            }
-        }
-        Tags {
-            of_machine,
-            carriers,
-        }
-    }
-}
-
-fn find_module<'c>(
-    spec: &ModuleSpec,
-    catalog: &'c Catalog,
-    opts: &ResolveOptions,
-    at: &Path,
-) -> Result<&'c Module, ResolveError> {
-    if spec.input == Some(opts.wiremesh_input.as_str()) && spec.name == builtin::MODULE_NAME {
-        return Ok(builtin::wiremesh_module());
-    }
-    let at_module = at.key("module");
-    let requested = spec.input.unwrap_or(CLAN_CORE_INPUT);
-    // `input = "clan-core"` reaches the same modules as null unless the catalog lists it apart.
-    let input = if !catalog.has_input(requested) && requested == "clan-core" {
-        CLAN_CORE_INPUT
-    } else {
-        requested
-    };
-    // The built-in module's input provides it even when the catalog does not list that input.
-    let builtin_input = input == opts.wiremesh_input;
-    if spec.input.is_some() && !catalog.has_input(input) && !builtin_input {
-        return Err(ResolveError::new(
-            ErrorKind::UnknownModule,
-            at_module.key("input").render(),
-            format!(
-                "Flake doesn't provide input with name '{requested}'\n\nChoose one of the following inputs (from the module catalog and the built-in wiremesh module):\n- {}\n\nTo import any official module from '<clan-core>' remove the 'input' attribute from the module definition.{}",
-                known_inputs(catalog, opts).join("\n- "),
-                wiremesh_hint(spec, opts)
-            ),
-        ));
-    }
-    catalog.module(input, spec.name).ok_or_else(|| {
-        let provider = match spec.input {
-            None => "clan-core".to_string(),
-            Some(i) => format!("flake input '{i}'"),
-        };
-        let mut names = catalog.module_names(input);
-        if builtin_input {
-            names.push(builtin::MODULE_NAME);
-            names.sort_unstable();
-            names.dedup();
-        }
-        ResolveError::new(
-            ErrorKind::UnknownModule,
-            at_module.key("name").render(),
-            format!(
-                "{provider} doesn't provide clan-module with name '{}'.{}\n\nRemove `module.input` (or set module.input = null) - to use a <clan-core> module.\nSet `module.input = \"self\"` if the module is defined in your own flake.\nSet `module.input = \"<flake-input>\"` if the module is defined by a flake input called `<flake-input>`.{}\n{}",
-                spec.name,
-                suggest::hint(spec.name, names.iter().copied()),
-                wiremesh_hint(spec, opts),
-                if names.is_empty() {
-                    format!("The module catalog has no modules for '{input}': give its interface with --modules FILE, or resolve only some modules with --only NAME...")
-                } else {
-                    format!("Modules of '{input}': {}", suggest::list(names.iter().copied()))
-                }
-            ),
-        )
-    })
-}
-
-fn known_inputs(catalog: &Catalog, opts: &ResolveOptions) -> Vec<String> {
-    let mut inputs: BTreeSet<String> = catalog.inputs().into_iter().map(str::to_string).collect();
-    inputs.insert(opts.wiremesh_input.clone());
-    inputs.into_iter().collect()
-}
-
-fn wiremesh_hint(spec: &ModuleSpec, opts: &ResolveOptions) -> String {
-    if spec.name == builtin::MODULE_NAME {
-        format!(
-            "\nThe built-in wiremesh module is used with module.input = \"{}\" (see --wiremesh-input).",
-            opts.wiremesh_input
-        )
-    } else {
-        String::new()
-    }
 }
 
 /// `manifest.constraints.maxInstances`, counted per Clan service group (input, name): the same
