@@ -251,20 +251,14 @@ fn example_vars(dir: &Scratch) {
 fn plan_writes_one_config_per_member() {
     let dir = Scratch::new("plan");
     example_vars(&dir);
-    let inventory = workspace_file("examples/inventory.json");
-    let inventory = inventory.to_str().unwrap();
-    let out = wm(&[
-        "plan",
-        "--inventory",
-        inventory,
-        "--instance",
-        "my-vpn",
-        "--keys",
-        &dir.s(""),
-        "--out",
-        &dir.s("out"),
-    ]);
-    let table = ok(out);
+    let plan = |extra: &[&str]| {
+        let inventory = workspace_file("examples/inventory.json");
+        let mut args = vec!["plan", "--inventory", inventory.to_str().unwrap()];
+        args.extend(["--instance", "my-vpn", "--keys", dir.0.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        wm(&args)
+    };
+    let table = ok(plan(&["--out", &dir.s("out")]));
     assert!(table.starts_with("machine\troles\tinterface"), "{table}");
     for machine in ["server", "laptop", "desktop"] {
         let text = std::fs::read_to_string(dir.path(&format!("out/{machine}.json"))).unwrap();
@@ -294,17 +288,13 @@ fn plan_writes_one_config_per_member() {
             .unwrap();
         assert_eq!(me["wireguardPublicKey"], wg.trim());
     }
-    let json = ok(wm(&[
-        "plan",
-        "--inventory",
-        inventory,
-        "--instance",
-        "my-vpn",
-        "--keys",
-        &dir.s(""),
-        "--json",
-    ]));
+    let json = ok(plan(&["--json"]));
     let all: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for machine in ["server", "laptop", "desktop"] {
+        let text = std::fs::read_to_string(dir.path(&format!("out/{machine}.json"))).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(all[machine], file, "--json and --out disagree on {machine}");
+    }
     assert_eq!(
         all["server"]["controllers"][0]["endpoint"],
         "vpn.example.org:51821"
@@ -312,15 +302,7 @@ fn plan_writes_one_config_per_member() {
 
     let missing = dir.path("vars/per-machine/desktop/wiremesh-my-vpn/node-public-key/value");
     std::fs::remove_file(&missing).unwrap();
-    let out = wm(&[
-        "plan",
-        "--inventory",
-        inventory,
-        "--instance",
-        "my-vpn",
-        "--keys",
-        &dir.s(""),
-    ]);
+    let out = plan(&[]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains(&format!("expected the file {}", missing.display())),
