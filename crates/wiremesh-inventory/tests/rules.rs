@@ -873,6 +873,35 @@ fn max_instances_counts_per_input_and_name() {
         e.message,
         "Service 'self/single' allows at most 1 instance(s) but 2 are defined: [\"one\",\"two\"]."
     );
+
+    // The same module through other inputs is another Clan service group, counted apart: null
+    // and "clan-core" too, although "clan-core" aliases the null input's modules.
+    let single = json!({ "manifest": { "name": "single", "constraints": { "maxInstances": 1 } }, "roles": { "default": {} } });
+    let catalog = wiremesh_inventory::Catalog::from_value(&json!({
+        "<clan-core>": { "single": single },
+        "clan-core": { "single": "=<clan-core>/single" },
+        "mirror": { "single": "=<clan-core>/single" }
+    }))
+    .unwrap();
+    let grouped = |inputs: &[serde_json::Value]| {
+        let instances: serde_json::Map<String, serde_json::Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| {
+                (
+                    format!("i{i}"),
+                    json!({ "module": { "name": "single", "input": input } }),
+                )
+            })
+            .collect();
+        let inv = json!({ "instances": instances }).to_string();
+        wiremesh_inventory::resolve(&inv, &catalog, &ResolveOptions::default())
+    };
+    let r = grouped(&[json!(null), json!("clan-core"), json!("mirror")]).unwrap();
+    assert_eq!(r.instances.len(), 3);
+    let e = grouped(&[json!("mirror"), json!(null), json!("mirror")]).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ConstraintViolation);
+    assert_eq!(e.path, "instances.i2");
 }
 
 #[test]
