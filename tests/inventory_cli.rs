@@ -61,30 +61,55 @@ fn example_output_has_the_issue_shape() {
         serde_json::json!(["all"])
     );
     // Every object key sorted, 2-space indentation.
-    assert_keys_sorted(&value, "");
-    for line in stdout(&out).lines() {
-        let indent = line.len() - line.trim_start().len();
-        assert_eq!(indent % 2, 0, "{line:?}");
-        assert!(!line.starts_with('\t'), "{line:?}");
-    }
+    assert_keys_sorted(&stdout(&out));
     assert!(stdout(&out).contains("\n  \"instances\": {\n    \"my-vpn\": {\n      \"module\": {"));
 }
 
-fn assert_keys_sorted(value: &serde_json::Value, at: &str) {
-    match value {
-        serde_json::Value::Object(map) => {
-            let keys: Vec<&String> = map.keys().collect();
-            let mut sorted = keys.clone();
-            sorted.sort();
-            assert_eq!(keys, sorted, "keys at {at:?} are not sorted");
-            for (key, item) in map {
-                assert_keys_sorted(item, &format!("{at}.{key}"));
+/// Checks on the text that every object's keys are sorted and indented by 2 spaces per level
+/// (a parsed `Value` may sort its keys itself). Pretty JSON has one key per line; the keys of one
+/// object share its nesting level, which the `{`/`[` line ends and `}`/`]` line starts track.
+fn assert_keys_sorted(text: &str) {
+    let mut last_key: Vec<Option<String>> = vec![None];
+    for line in text.lines() {
+        let body = line.trim_start();
+        if body.starts_with('}') || body.starts_with(']') {
+            last_key.pop();
+        }
+        let depth = last_key.len() - 1;
+        assert_eq!(
+            line.len() - body.len(),
+            2 * depth,
+            "indentation of {line:?}"
+        );
+        let mut strings = serde_json::Deserializer::from_str(body).into_iter::<String>();
+        if let Some(Ok(key)) = strings.next()
+            && body[strings.byte_offset()..].starts_with(": ")
+        {
+            let previous = last_key.last_mut().expect("inside an object");
+            if let Some(previous) = previous {
+                assert!(*previous < key, "{key:?} follows {previous:?}");
             }
+            *previous = Some(key);
         }
-        serde_json::Value::Array(items) => {
-            items.iter().for_each(|item| assert_keys_sorted(item, at))
+        if body.ends_with('{') || body.ends_with('[') {
+            last_key.push(None);
         }
-        _ => {}
+    }
+    assert_eq!(last_key.len(), 1, "unbalanced output");
+}
+
+#[test]
+fn the_key_order_check_sees_text_order() {
+    assert_keys_sorted(
+        "{\n  \"a\": [\n    \"z\",\n    \"b\"\n  ],\n  \"b\": {\n    \"y\": 1,\n    \"z\": {}\n  }\n}",
+    );
+    for bad in [
+        "{\n  \"b\": 1,\n  \"a\": 2\n}",
+        "{\n  \"a\": {\n    \"y\": 1,\n    \"x\": 2\n  }\n}",
+        "{\n    \"a\": 1\n}",
+    ] {
+        let result = std::panic::catch_unwind(|| assert_keys_sorted(bad));
+        assert!(result.is_err(), "{bad} passed");
     }
 }
 
@@ -128,6 +153,7 @@ fn resolves_a_clan_inventory_with_a_module_catalog_and_only() {
         stdout(&out),
         expected(&format!("{FIXTURES}/clan.expected.json"))
     );
+    assert_keys_sorted(&stdout(&out));
 }
 
 #[test]
@@ -193,6 +219,7 @@ fn every_error_fixture_gives_its_error_json_and_exit_1() {
             expected(&format!("{FIXTURES}/errors/{stem}.expected.json")),
             "{relative}"
         );
+        assert_keys_sorted(&stdout(&out));
         let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
             value["error"]["kind"],
