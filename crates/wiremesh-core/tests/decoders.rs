@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use wiremesh_core::config::{Addresses, AgentConfig};
 use wiremesh_core::frame::{FrameDecoder, encode_frame};
 use wiremesh_core::keys::{
-    Identity, KeyFile, NetworkSecret, NodePublicKey, NodeSecret, WireguardPublicKey,
+    Identity, KeyFile, NetworkKey, NetworkSecret, NodePublicKey, NodeSecret, WireguardPublicKey,
 };
 use wiremesh_core::messages::{EndpointReport, EnrollRequest, Hello, Message, NetmapPush};
 use wiremesh_core::netmap::{Flags, Member, Netmap, NetmapContent};
@@ -173,14 +173,21 @@ fn text_decoders_never_panic() {
         .to_file_text()
         .as_bytes()
         .to_vec();
+    let network = NetworkKey::generate()
+        .unwrap()
+        .to_file_text()
+        .as_bytes()
+        .to_vec();
     let config = include_str!("agent-config.json").as_bytes().to_vec();
     assert!(AgentConfig::from_json(include_str!("agent-config.json")).is_ok());
-    let seeds = vec![identity, config];
+    let seeds = vec![identity, network, config];
     let mut rng = Rng(0x5eed_0004);
     for _ in 0..ROUNDS {
         let bytes = input(&mut rng, &seeds);
         let text = String::from_utf8_lossy(&bytes);
         let _ = KeyFile::from_file_text(&text);
+        let _ = Identity::from_file_text(&text);
+        let _ = NetworkKey::from_file_text(&text);
         let _ = AgentConfig::from_json(&text);
         let _ = wiremesh_core::addresses::parse_ipv6_network(&text);
         let _ = wiremesh_core::addresses::parse_ipv4_network(&text);
