@@ -5,9 +5,11 @@
 //! asked for with the same cargo, profile and target directory as the running test, then returns
 //! its path. A binary that cannot be built is a test failure with cargo's output, never a skip.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The workspace root (the directory holding the root Cargo.toml).
 pub fn workspace_root() -> &'static Path {
@@ -97,10 +99,14 @@ pub fn wiremesh() -> PathBuf {
     binary("wiremesh-cli", "wiremesh")
 }
 
+/// How long [`run`] waits for a program before killing it and failing the test.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Runs `program` with `args` in the workspace root, feeding `stdin`, and returns its output.
-/// Panics if it cannot be started; every run is bounded by the program finishing.
+/// Panics if it cannot be started or does not finish within [`RUN_TIMEOUT`] (it is killed then).
+/// Standard input is written and the outputs are read on their own threads, so that a program
+/// writing before it has read all its input cannot deadlock with the test.
 pub fn run(program: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    use std::io::Write;
     let mut child = Command::new(program)
         .args(args)
         .current_dir(workspace_root())
@@ -113,12 +119,45 @@ pub fn run(program: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin was piped");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let input = input.to_vec();
         // A program that exits early closes the pipe; its exit status tells the test why.
-        let _ = pipe.write_all(input);
+        std::thread::spawn(move || pipe.write_all(&input));
     }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", program.display()))
+    let stdout = child.stdout.take().map(read_all);
+    let stderr = child.stderr.take().map(read_all);
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} {args:?} did not finish within {RUN_TIMEOUT:?}",
+                    program.display()
+                );
+            }
+            Err(e) => panic!("cannot wait for {}: {e}", program.display()),
+        }
+    };
+    let collect = |reader: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        reader
+            .map(|r| r.join().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
 }
