@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -29,40 +29,16 @@ use crate::addresses::{self, AddressProblem, DynamicRange};
 use crate::config::{
     Addresses, AgentConfig, CONFIG_VERSION, ControllerConfig, Networks, PeerConfig,
 };
-use crate::keys::{KeyParseError, NetworkPublicKey, NodePublicKey, WireguardPublicKey};
+use crate::keys::NetworkPublicKey;
+
+mod error;
+mod vars;
+
+pub use error::PlanError;
+pub use vars::{ReadKey, network_key_path, node_key_path, wireguard_key_path};
 
 pub const PEER_ROLE: &str = "peer";
 pub const CONTROLLER_ROLE: &str = "controller";
-
-/// `vars/per-machine/<m>/wiremesh-<i>/wireguard-public-key/value`, relative to the keys directory.
-pub fn wireguard_key_path(instance: &str, machine: &str) -> PathBuf {
-    per_machine(instance, machine, "wireguard-public-key")
-}
-
-/// `vars/per-machine/<m>/wiremesh-<i>/node-public-key/value`.
-pub fn node_key_path(instance: &str, machine: &str) -> PathBuf {
-    per_machine(instance, machine, "node-public-key")
-}
-
-/// `vars/shared/wiremesh-network-<i>/network-public-key/value`.
-pub fn network_key_path(instance: &str) -> PathBuf {
-    Path::new("vars/shared")
-        .join(format!("wiremesh-network-{instance}"))
-        .join("network-public-key/value")
-}
-
-/// Whether `name` is exactly one normal path component, so joining it cannot leave the directory.
-fn is_path_component(name: &str) -> bool {
-    !matches!(name, "" | "." | "..") && !name.contains(['/', '\0'])
-}
-
-fn per_machine(instance: &str, machine: &str, file: &str) -> PathBuf {
-    Path::new("vars/per-machine")
-        .join(machine)
-        .join(format!("wiremesh-{instance}"))
-        .join(file)
-        .join("value")
-}
 
 /// The `peer` role settings the plan reads (defaults are applied by the resolver).
 #[derive(Debug, Clone, Deserialize)]
@@ -92,130 +68,6 @@ struct ControllerSettings {
 struct DynamicIp {
     enable: bool,
     range: Option<String>,
-}
-
-/// Something that stops the plan. Every variant names the machine(s) and, for keys, the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlanError {
-    NoPeers,
-    /// An instance or machine name that cannot be one directory name in the vars layout (nor the
-    /// file name `wiremesh plan --out` writes).
-    BadName {
-        what: &'static str,
-        name: String,
-    },
-    BadSettings {
-        machine: String,
-        role: String,
-        message: String,
-    },
-    ConflictingNetworks {
-        setting: &'static str,
-        first: (String, String),
-        second: (String, String),
-    },
-    BadNetwork {
-        machine: String,
-        setting: &'static str,
-        message: String,
-    },
-    BadSetting {
-        machine: String,
-        setting: String,
-        value: String,
-        expected: &'static str,
-    },
-    BadInterface {
-        machine: String,
-        message: String,
-    },
-    Address(String),
-    MissingKey {
-        machine: Option<String>,
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
-    BadKey {
-        machine: Option<String>,
-        what: &'static str,
-        path: PathBuf,
-        problem: KeyParseError,
-    },
-}
-
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoPeers => f.write_str("the instance has no machine with the peer role"),
-            Self::BadName { what, name } => write!(
-                f,
-                "{what} name {name:?} cannot name a directory: it must be non-empty, not `.` or `..`, and hold no `/` or NUL"
-            ),
-            Self::BadSettings {
-                machine,
-                role,
-                message,
-            } => {
-                write!(f, "machine {machine:?}, role {role:?}: settings: {message}")
-            }
-            Self::ConflictingNetworks {
-                setting,
-                first,
-                second,
-            } => write!(
-                f,
-                "controllers {:?} and {:?} set different {setting}: {} and {}",
-                first.0, second.0, first.1, second.1
-            ),
-            Self::BadNetwork {
-                machine,
-                setting,
-                message,
-            } => {
-                write!(f, "controller {machine:?}: {setting}: {message}")
-            }
-            Self::BadSetting {
-                machine,
-                setting,
-                value,
-                expected,
-            } => {
-                write!(
-                    f,
-                    "machine {machine:?}: {setting}: {value:?} is not {expected}"
-                )
-            }
-            Self::BadInterface { machine, message } => write!(f, "machine {machine:?}: {message}"),
-            Self::Address(problem) => f.write_str(problem),
-            Self::MissingKey {
-                machine,
-                what,
-                path,
-                reason,
-            } => {
-                if let Some(m) = machine {
-                    write!(f, "machine {m:?}: ")?;
-                }
-                write!(
-                    f,
-                    "{what} missing: expected the file {} ({reason})",
-                    path.display()
-                )
-            }
-            Self::BadKey {
-                machine,
-                what,
-                path,
-                problem,
-            } => {
-                if let Some(m) = machine {
-                    write!(f, "machine {m:?}: ")?;
-                }
-                write!(f, "{what} in {}: {problem}", path.display())
-            }
-        }
-    }
 }
 
 /// The result: every mesh member's configuration and notes for the operator.
@@ -261,9 +113,6 @@ impl Plan {
     }
 }
 
-/// Reads a key file: `Ok(text)` or `Err(reason)` such as "No such file or directory".
-pub type ReadKey<'a> = dyn FnMut(&Path) -> Result<String, String> + 'a;
-
 /// Plans instance `instance` whose members hold `roles` (machine → role → final settings, as the
 /// resolver gives them). `keys_dir` is joined to the vars paths and handed to `read_key`.
 pub fn plan(
@@ -274,7 +123,7 @@ pub fn plan(
 ) -> Result<Plan, Vec<PlanError>> {
     let mut errors: Vec<PlanError> = std::iter::once(("instance", instance))
         .chain(roles.keys().map(|m| ("machine", m.as_str())))
-        .filter(|(_, name)| !is_path_component(name))
+        .filter(|(_, name)| !vars::is_path_component(name))
         .map(|(what, name)| PlanError::BadName {
             what,
             name: name.to_string(),
@@ -398,33 +247,10 @@ pub fn plan(
         }
     }
 
-    let mut keys: BTreeMap<&str, (WireguardPublicKey, NodePublicKey)> = BTreeMap::new();
-    for machine in peers.keys() {
-        let wg = read_public::<WireguardPublicKey>(
-            keys_dir,
-            &wireguard_key_path(instance, machine),
-            Some(machine),
-            "WireGuard public key",
-            read_key,
-            &mut errors,
-        );
-        let node = read_public::<NodePublicKey>(
-            keys_dir,
-            &node_key_path(instance, machine),
-            Some(machine),
-            "node public key",
-            read_key,
-            &mut errors,
-        );
-        if let (Some(wg), Some(node)) = (wg, node) {
-            keys.insert(machine, (wg, node));
-        }
-    }
-    let network_key = read_public::<NetworkPublicKey>(
+    let (keys, network_key) = vars::read_keys(
+        instance,
+        peers.keys().copied(),
         keys_dir,
-        &network_key_path(instance),
-        None,
-        "network public key",
         read_key,
         &mut errors,
     );
@@ -629,45 +455,12 @@ fn expand_ip_ranges(
     out
 }
 
-fn read_public<K: std::str::FromStr<Err = KeyParseError>>(
-    keys_dir: &Path,
-    relative: &Path,
-    machine: Option<&str>,
-    what: &'static str,
-    read_key: &mut ReadKey<'_>,
-    errors: &mut Vec<PlanError>,
-) -> Option<K> {
-    let path = keys_dir.join(relative);
-    let machine = machine.map(str::to_string);
-    match read_key(&path) {
-        Err(reason) => {
-            errors.push(PlanError::MissingKey {
-                machine,
-                what,
-                path,
-                reason,
-            });
-            None
-        }
-        Ok(text) => match text.trim().parse::<K>() {
-            Ok(key) => Some(key),
-            Err(problem) => {
-                errors.push(PlanError::BadKey {
-                    machine,
-                    what,
-                    path,
-                    problem,
-                });
-                None
-            }
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{NodePublicKey, WireguardPublicKey};
     use serde_json::json;
+    use std::path::PathBuf;
 
     fn peer(overrides: serde_json::Value) -> serde_json::Value {
         let mut s = json!({

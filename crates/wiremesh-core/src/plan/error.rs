@@ -1,0 +1,130 @@
+//! Why a plan fails: every error names the machine(s) and, for keys, the file.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::keys::KeyParseError;
+
+/// Something that stops the plan. Every variant names the machine(s) and, for keys, the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    NoPeers,
+    /// An instance or machine name that cannot be one directory name in the vars layout (nor the
+    /// file name `wiremesh plan --out` writes).
+    BadName {
+        what: &'static str,
+        name: String,
+    },
+    BadSettings {
+        machine: String,
+        role: String,
+        message: String,
+    },
+    ConflictingNetworks {
+        setting: &'static str,
+        first: (String, String),
+        second: (String, String),
+    },
+    BadNetwork {
+        machine: String,
+        setting: &'static str,
+        message: String,
+    },
+    BadSetting {
+        machine: String,
+        setting: String,
+        value: String,
+        expected: &'static str,
+    },
+    BadInterface {
+        machine: String,
+        message: String,
+    },
+    Address(String),
+    MissingKey {
+        machine: Option<String>,
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    BadKey {
+        machine: Option<String>,
+        what: &'static str,
+        path: PathBuf,
+        problem: KeyParseError,
+    },
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoPeers => f.write_str("the instance has no machine with the peer role"),
+            Self::BadName { what, name } => write!(
+                f,
+                "{what} name {name:?} cannot name a directory: it must be non-empty, not `.` or `..`, and hold no `/` or NUL"
+            ),
+            Self::BadSettings {
+                machine,
+                role,
+                message,
+            } => {
+                write!(f, "machine {machine:?}, role {role:?}: settings: {message}")
+            }
+            Self::ConflictingNetworks {
+                setting,
+                first,
+                second,
+            } => write!(
+                f,
+                "controllers {:?} and {:?} set different {setting}: {} and {}",
+                first.0, second.0, first.1, second.1
+            ),
+            Self::BadNetwork {
+                machine,
+                setting,
+                message,
+            } => {
+                write!(f, "controller {machine:?}: {setting}: {message}")
+            }
+            Self::BadSetting {
+                machine,
+                setting,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "machine {machine:?}: {setting}: {value:?} is not {expected}"
+                )
+            }
+            Self::BadInterface { machine, message } => write!(f, "machine {machine:?}: {message}"),
+            Self::Address(problem) => f.write_str(problem),
+            Self::MissingKey {
+                machine,
+                what,
+                path,
+                reason,
+            } => {
+                if let Some(m) = machine {
+                    write!(f, "machine {m:?}: ")?;
+                }
+                write!(
+                    f,
+                    "{what} missing: expected the file {} ({reason})",
+                    path.display()
+                )
+            }
+            Self::BadKey {
+                machine,
+                what,
+                path,
+                problem,
+            } => {
+                if let Some(m) = machine {
+                    write!(f, "machine {m:?}: ")?;
+                }
+                write!(f, "{what} in {}: {problem}", path.display())
+            }
+        }
+    }
+}
