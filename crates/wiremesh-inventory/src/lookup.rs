@@ -32,8 +32,10 @@ pub(crate) fn find_module<'c>(
         requested
     };
     // The built-in module's input provides it even when the catalog does not list that input.
+    // "<clan-core>" is the catalog's name for the null input, not a flake input one can name.
     let builtin_input = input == opts.wiremesh_input;
-    if spec.input.is_some() && !catalog.has_input(input) && !builtin_input {
+    let provided = (catalog.has_input(input) && requested != CLAN_CORE_INPUT) || builtin_input;
+    if spec.input.is_some() && !provided {
         return Err(ResolveError::new(
             ErrorKind::UnknownModule,
             at_module.key("input").render(),
@@ -75,6 +77,7 @@ pub(crate) fn find_module<'c>(
 
 fn known_inputs(catalog: &Catalog, opts: &ResolveOptions) -> Vec<String> {
     let mut inputs: BTreeSet<String> = catalog.inputs().into_iter().map(str::to_string).collect();
+    inputs.remove(CLAN_CORE_INPUT);
     inputs.insert(opts.wiremesh_input.clone());
     inputs.into_iter().collect()
 }

@@ -156,6 +156,14 @@ fn unknown_input_is_unknown_module() {
         e.message
     );
     assert!(e.message.contains("- self"), "{}", e.message);
+    assert!(!e.message.contains("- <clan-core>"), "{}", e.message);
+
+    // The catalog's name for the null input is not a flake input.
+    let e = err(
+        json!({ "instances": { "x": { "module": { "name": "zerotier", "input": "<clan-core>" } } } }),
+    );
+    assert_eq!(e.kind, ErrorKind::UnknownModule);
+    assert_eq!(e.path, "instances.x.module.input");
 }
 
 #[test]
