@@ -139,8 +139,8 @@ pub enum ContentError {
     TooManyMembers(usize),
     #[error("member {0:?}: {1}")]
     BadMember(String, String),
-    #[error("instance name is longer than {MAX_NAME_LEN} bytes")]
-    InstanceTooLong,
+    #[error("the instance name must be at most {MAX_NAME_LEN} bytes with no control characters")]
+    BadInstanceName,
     #[error("expires_at {expires_at} is not after issued_at {issued_at}")]
     BadValidity { issued_at: u64, expires_at: u64 },
 }
@@ -157,8 +157,10 @@ impl NetmapContent {
         if self.members.len() > MAX_MEMBERS {
             return Err(ContentError::TooManyMembers(self.members.len()));
         }
-        if self.instance.len() > MAX_NAME_LEN {
-            return Err(ContentError::InstanceTooLong);
+        // Names and endpoints end up on terminals (`netmap show`) and in logs: no control
+        // characters, which could rewrite what the reader sees.
+        if self.instance.len() > MAX_NAME_LEN || self.instance.contains(char::is_control) {
+            return Err(ContentError::BadInstanceName);
         }
         if self.expires_at <= self.issued_at {
             return Err(ContentError::BadValidity {
@@ -186,15 +188,21 @@ impl NetmapContent {
         let mut ipv4: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
         for m in &self.members {
             let bad = |what: String| ContentError::BadMember(m.name.clone(), what);
-            if m.name.is_empty() || m.name.len() > MAX_NAME_LEN {
-                return Err(bad(format!("name must be 1 to {MAX_NAME_LEN} bytes")));
+            if m.name.is_empty() || m.name.len() > MAX_NAME_LEN || m.name.contains(char::is_control)
+            {
+                return Err(bad(format!(
+                    "name must be 1 to {MAX_NAME_LEN} bytes with no control characters"
+                )));
             }
             if m.endpoints.len() > MAX_ENDPOINTS {
                 return Err(bad(format!("more than {MAX_ENDPOINTS} endpoints")));
             }
-            if m.endpoints.iter().any(|e| e.len() > MAX_ENDPOINT_LEN) {
+            if m.endpoints
+                .iter()
+                .any(|e| e.len() > MAX_ENDPOINT_LEN || e.contains(char::is_control))
+            {
                 return Err(bad(format!(
-                    "an endpoint is longer than {MAX_ENDPOINT_LEN} bytes"
+                    "an endpoint is longer than {MAX_ENDPOINT_LEN} bytes or holds control characters"
                 )));
             }
             if m.routes.len() > MAX_ROUTES {
@@ -647,6 +655,18 @@ mod tests {
             bad.canonicalize(),
             Err(ContentError::BadValidity { .. })
         ));
+        let mut bad = c.clone();
+        bad.members[0].name = "m\u{1b}[2J".into();
+        assert_eq!(
+            bad.canonicalize().unwrap_err().to_string(),
+            "member \"m\\u{1b}[2J\": name must be 1 to 253 bytes with no control characters"
+        );
+        let mut bad = c.clone();
+        bad.members[1].endpoints = vec!["198.18.0.1:1\n".into()];
+        assert!(bad.canonicalize().is_err());
+        let mut bad = c;
+        bad.instance = "a\rb".into();
+        assert_eq!(bad.canonicalize(), Err(ContentError::BadInstanceName));
     }
 
     #[test]
