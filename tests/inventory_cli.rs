@@ -13,6 +13,12 @@ fn expected(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// Asserts a successful run whose standard output is the fixture `name` in tests/fixtures/inventory.
+fn assert_prints(output: &std::process::Output, name: &str) {
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(output));
+    assert_eq!(stdout(output), expected(&format!("{FIXTURES}/{name}")));
+}
+
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
 }
@@ -30,11 +36,7 @@ fn resolve(args: &[&str]) -> std::process::Output {
 #[test]
 fn resolves_the_readme_example() {
     let out = resolve(&["--inventory", "examples/inventory.json"]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        expected(&format!("{FIXTURES}/example.expected.json"))
-    );
+    assert_prints(&out, "example.expected.json");
     assert_eq!(stderr(&out), "");
 }
 
@@ -121,11 +123,7 @@ fn reads_standard_input() {
         &["inventory", "resolve", "--inventory", "-"],
         Some(&text),
     );
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        expected(&format!("{FIXTURES}/example.expected.json"))
-    );
+    assert_prints(&out, "example.expected.json");
 }
 
 #[test]
@@ -142,17 +140,7 @@ fn resolves_a_clan_inventory_with_a_module_catalog_and_only() {
         "wireguard",
         "wiremesh",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert_eq!(
-        stdout(&out),
-        expected(&format!("{FIXTURES}/clan.expected.json"))
-    );
+    assert_prints(&out, "clan.expected.json");
     assert_keys_sorted(&stdout(&out));
 }
 
@@ -185,11 +173,7 @@ fn text_format_prints_a_table() {
         "--format",
         "text",
     ]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        expected(&format!("{FIXTURES}/clan-only-wiremesh.expected.txt"))
-    );
+    assert_prints(&out, "clan-only-wiremesh.expected.txt");
 }
 
 #[test]
@@ -331,11 +315,7 @@ fn the_default_inventory_is_inventory_json_in_the_working_directory() {
         .current_dir(Path::new(&dir))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        expected(&format!("{FIXTURES}/example.expected.json"))
-    );
+    assert_prints(&out, "example.expected.json");
 }
 
 #[test]
