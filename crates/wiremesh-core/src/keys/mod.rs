@@ -26,6 +26,8 @@ pub const KEY_LEN: usize = 32;
 /// Why a base64 key text is not a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyParseError {
+    #[error("empty (expected 44 characters of standard base64)")]
+    Empty,
     #[error("not valid standard base64 (expected 44 characters of A-Z a-z 0-9 + / ending in '=')")]
     BadBase64,
     #[error("decodes to {0} bytes, expected {KEY_LEN}")]
@@ -35,11 +37,11 @@ pub enum KeyParseError {
 /// Decodes standard base64 into exactly 32 bytes; the buffer is zeroised when dropped because the
 /// same path decodes secrets.
 pub fn decode_key_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyParseError> {
-    let bytes = Zeroizing::new(
-        BASE64
-            .decode(text.trim())
-            .map_err(|_| KeyParseError::BadBase64)?,
-    );
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(KeyParseError::Empty);
+    }
+    let bytes = Zeroizing::new(BASE64.decode(text).map_err(|_| KeyParseError::BadBase64)?);
     let array: [u8; KEY_LEN] = bytes
         .as_slice()
         .try_into()
@@ -370,5 +372,6 @@ mod tests {
             "AAAA".parse::<NodePublicKey>(),
             Err(KeyParseError::WrongLength(3))
         );
+        assert_eq!(" \n".parse::<NodePublicKey>(), Err(KeyParseError::Empty));
     }
 }
