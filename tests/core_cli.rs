@@ -417,3 +417,58 @@ fn endless_files_are_refused() {
         "wiremesh: key file /dev/zero: larger than 65536 bytes, so not a key file\n"
     );
 }
+
+/// The agent configuration the example inventory gives the laptop, byte for byte: the agents, the
+/// Nix module and the documented schema all read this file.
+#[test]
+fn plan_output_is_golden() {
+    let golden = std::fs::read_to_string(workspace_file(
+        "crates/wiremesh-core/tests/agent-config.json",
+    ))
+    .unwrap();
+    let config: serde_json::Value = serde_json::from_str(&golden).unwrap();
+    let dir = Scratch::new("golden");
+    let write = |relative: String, value: &str| {
+        let path = dir.path(&relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("{value}\n")).unwrap();
+    };
+    let own = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    for machine in ["laptop", "desktop", "server"] {
+        let peer = config["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == machine);
+        for (file, key) in [
+            ("wireguard-public-key", "wireguardPublicKey"),
+            ("node-public-key", "nodePublicKey"),
+        ] {
+            let value = peer.map_or(own, |p| p[key].as_str().unwrap());
+            write(
+                format!("vars/per-machine/{machine}/wiremesh-my-vpn/{file}/value"),
+                value,
+            );
+        }
+    }
+    write(
+        "vars/shared/wiremesh-network-my-vpn/network-public-key/value".into(),
+        config["networkPublicKey"].as_str().unwrap(),
+    );
+    let inventory = workspace_file("examples/inventory.json");
+    ok(wm(&[
+        "plan",
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "--instance",
+        "my-vpn",
+        "--keys",
+        dir.0.to_str().unwrap(),
+        "--out",
+        &dir.s("out"),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(dir.path("out/laptop.json")).unwrap(),
+        golden
+    );
+}
