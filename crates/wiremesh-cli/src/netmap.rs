@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use wiremesh_core::keys::{MAX_KEY_FILE_BYTES, NetworkKey, NetworkPublicKey, permission_warning};
 use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Member, Netmap, NetmapContent};
-use wiremesh_core::plan::network_key_path;
+use wiremesh_core::plan::{CONTROLLER_ROLE, network_key_path};
 
 use crate::keys::{read_limited, read_text_limited};
 use crate::plan::{Inputs, compute};
@@ -133,7 +133,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, Vec<String>> {
             if plan.machines[&peer.name]
                 .roles
                 .iter()
-                .any(|r| r == "controller")
+                .any(|r| r == CONTROLLER_ROLE)
             {
                 m.flags = m.flags.with(Flags::CONTROLLER);
             }
