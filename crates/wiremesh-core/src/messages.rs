@@ -2,8 +2,9 @@
 //!
 //! Evolution rules: the [`Hello`] carries [`PROTOCOL_VERSION`]; enum variants are append-only
 //! (postcard encodes the variant index) and a variant's payload never changes: a new shape is a new
-//! variant (`FooV2`). Decoding is strict: unknown variants, trailing bytes and inputs over
-//! [`MAX_MESSAGE_LEN`] are errors. Messages travel in frames (see [`crate::frame`]).
+//! variant (`FooV2`). Decoding is strict: unknown variants, trailing bytes, inputs over
+//! [`MAX_MESSAGE_LEN`] and lists over their limits are errors. Messages travel in frames (see
+//! [`crate::frame`]).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

@@ -12,8 +12,9 @@
 //! with no duplicates. Decoding enforces both and refuses a body that is not exactly the encoding
 //! of its content (postcard alone would accept, say, an overlong varint), so a netmap has one
 //! byte form. The signature covers the body bytes as received. Decoding rejects unknown versions,
-//! trailing bytes, lengths beyond the input and inputs over [`MAX_NETMAP_BYTES`], and never
-//! allocates more than a small multiple of the input size.
+//! trailing bytes, lengths beyond the input or their limit ([`MAX_MEMBERS`], [`MAX_ENDPOINTS`],
+//! [`MAX_ROUTES`]) and inputs over [`MAX_NETMAP_BYTES`], and allocates less than twice the input
+//! size (`tests/allocation.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt;
