@@ -9,16 +9,16 @@
 //! |---|---|---|
 //! | `version` | int | always 1 for this schema |
 //! | `instance`, `machine` | string | the Clan instance and this machine's name |
-//! | `roles` | [string] | this machine's roles in the instance, sorted |
+//! | `roles` | `[string]` | this machine's roles in the instance, sorted |
 //! | `settings` | {role: object} | the final (merged) settings per role |
 //! | `interface` | string | interface name, at most 15 bytes |
 //! | `listenPort`, `mtu` | int | UDP port and tunnel MTU |
 //! | `persistentKeepalive` | int or null | seconds; this machine's own setting |
 //! | `network` | {ipv4: CIDR or null, ipv6: CIDR} | the overlay networks |
 //! | `addresses` | {ipv4: addr or null, ipv6: addr} | this machine's overlay addresses |
-//! | `ipRanges` | [CIDR] | what this machine routes into the mesh ("all" expanded) |
-//! | `routes` | [CIDR] | prefixes this machine advertises to the others |
-//! | `peers` | [peer] | every other member: name, wireguardPublicKey, nodePublicKey, addresses, endpoints (`host:port`, `[v6]:port`), routes, persistentKeepalive |
+//! | `ipRanges` | `[CIDR]` | what this machine routes into the mesh ("all" expanded) |
+//! | `routes` | `[CIDR]` | prefixes this machine advertises to the others |
+//! | `peers` | `[peer]` | every other member: name, wireguardPublicKey, nodePublicKey, addresses, endpoints (`host:port`, `[v6]:port`), routes, persistentKeepalive |
 //! | `controllers` | [{name, endpoint}] | control endpoints (`host:port`) |
 //! | `networkPublicKey` | base64 | the pinned network key that signs netmaps |
 
