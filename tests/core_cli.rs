@@ -472,3 +472,37 @@ fn plan_output_is_golden() {
         golden
     );
 }
+
+/// A machine name that is not one directory name is refused before any key is read or any file
+/// written: `--out` would otherwise write `<out>/../evil.json`.
+#[test]
+fn plan_refuses_names_that_leave_the_directory() {
+    let dir = Scratch::new("evil");
+    let inventory = dir.path("inventory.json");
+    std::fs::write(
+        &inventory,
+        r#"{"machines": {"server": {}, "../evil": {}},
+            "instances": {"my-vpn": {"module": {"name": "wiremesh", "input": "wiremesh"},
+              "roles": {"controller": {"machines": {"server": {"settings": {"endpoint": "vpn.example.org"}}}},
+                        "peer": {"tags": ["all"]}}}}}"#,
+    )
+    .unwrap();
+    let out = wm(&[
+        "plan",
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "--instance",
+        "my-vpn",
+        "--keys",
+        dir.0.to_str().unwrap(),
+        "--out",
+        &dir.s("out/sub"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("machine name \"../evil\" cannot name a directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path("out").exists());
+}
