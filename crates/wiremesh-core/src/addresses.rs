@@ -66,7 +66,8 @@ pub fn member_ipv6(network: Ipv6Net, machine: &str) -> Ipv6Addr {
     let mask = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
     let mut host = u128::from_be_bytes(first) & mask;
     if host == 0 {
-        host = 1;
+        // `& mask` keeps the address inside even a /128, which has no host bits to set.
+        host = 1 & mask;
     }
     Ipv6Addr::from(u128::from(network.network()) | host)
 }
@@ -448,6 +449,16 @@ mod tests {
             member_ipv6(net, "laptop").to_string(),
             "fd00:1:2:3::6fda:9c78"
         );
+    }
+
+    #[test]
+    fn member_addresses_stay_inside_any_prefix_length() {
+        for len in 0..=128 {
+            let net = Ipv6Net::new_assert("fd00::".parse().unwrap(), len);
+            for machine in ["laptop", "server", "x"] {
+                assert!(net.contains(&member_ipv6(net, machine)), "/{len} {machine}");
+            }
+        }
     }
 
     #[test]
