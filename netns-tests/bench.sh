@@ -4,9 +4,11 @@
 # (underlay 198.18.0.0/24) and runs one tunnel implementation at a time between them (overlay
 # 100.64.0.0/24), measuring iperf3 TCP with 1 and 4 streams and the ping round-trip time.
 #
-# usage: sudo netns-tests/bench.sh [--time SECONDS] [--only NAME[,NAME...]] [--no-build]
+# usage: sudo netns-tests/bench.sh [--time SECONDS] [--rounds N] [--only NAME[,NAME...]] [--no-build]
 #   NAME is one of: wiremesh, boringtun-4, boringtun-1, wireguard-go (default: all four).
 #   boringtun-4 is boringtun-cli with its default thread count (4), boringtun-1 with --threads 1.
+#   Each round runs every implementation once, in turn, so that drifting load on a shared machine
+#   hits all of them alike; the table shows the median (and range) over the rounds (default 3).
 # needs: iproute2, iputils-ping, iperf3, wireguard-tools (wg), wireguard-go (Debian packages),
 #        boringtun-cli 0.7.1 (`cargo install boringtun-cli --version 0.7.1 --locked`), and for
 #        wiremesh a release build (`cargo build --release -p wiremesh-cli -p wiremesh-peer`, which
@@ -14,14 +16,16 @@
 set -euo pipefail
 
 secs=10
+rounds=3
 only="wiremesh,boringtun-4,boringtun-1,wireguard-go"
 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --time) secs="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +36,8 @@ log() { echo "bench.sh: $*" >&2; }
 [ "$(id -u)" = 0 ] || die "must run as root (it creates network namespaces)"
 case "$secs" in ''|*[!0-9]*) die "--time wants whole seconds, got '$secs'" ;; esac
 [ "$secs" -ge 1 ] && [ "$secs" -le 120 ] || die "--time must be 1..120 seconds"
+case "$rounds" in ''|*[!0-9]*) die "--rounds wants a whole number, got '$rounds'" ;; esac
+[ "$rounds" -ge 1 ] && [ "$rounds" -le 20 ] || die "--rounds must be 1..20"
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 need() { command -v "$1" >/dev/null || die "'$1' not found: $2"; }
@@ -180,6 +186,7 @@ setup_wiremesh() {
   [ -x "$bin/wiremesh-peer" ] && [ -x "$bin/wiremesh" ] \
     || { log "no release build in $bin (run: cargo build --release -p wiremesh-cli -p wiremesh-peer)"; return 1; }
   local side
+  rm -f "$work"/a.id "$work"/b.id "$work"/net.key
   for side in a b; do
     "$bin/wiremesh" keygen --out "$work/$side.id" >/dev/null || return 1
     "$bin/wiremesh" pubkey --wireguard "$work/$side.id" >"$work/$side.wgpub" || return 1
@@ -245,10 +252,11 @@ rtt() {
     | awk -F'/' '/^rtt|^round-trip/ { print $5 }'
 }
 
+# Per implementation: the space-separated results of every round, and ok/failed.
 declare -A r1 r4 rt status
 run_impl() {
-  local impl="$1" ok=1
-  log "== $impl"
+  local impl="$1" round="$2" ok=1 one="" four="" ms=""
+  log "== round $round/$rounds: $impl"
   case "$impl" in
     wiremesh) setup_wiremesh || ok=0 ;;
     boringtun-4) setup_wg_userspace boringtun || ok=0 ;;
@@ -262,11 +270,15 @@ run_impl() {
     spawn "$nsb" "$work/iperf3-server.log" iperf3 -s
     local i
     for i in $(seq 50); do in_b ss -ltn 2>/dev/null | grep -q ':5201 ' && break; sleep 0.1; done
-    r1[$impl]="$(iperf 1)" || ok=0
-    if [ "$ok" = 1 ]; then r4[$impl]="$(iperf 4)" || ok=0; fi
-    if [ "$ok" = 1 ]; then rt[$impl]="$(rtt)" || ok=0; fi
+    one="$(iperf 1)" || ok=0
+    if [ "$ok" = 1 ]; then four="$(iperf 4)" || ok=0; fi
+    if [ "$ok" = 1 ]; then ms="$(rtt)" || ok=0; fi
   fi
-  if [ "$ok" = 1 ]; then status[$impl]=ok; else
+  if [ "$ok" = 1 ]; then
+    log "$impl: $one Gbit/s (1 stream), $four Gbit/s (4 streams), ping $ms ms"
+    r1[$impl]="${r1[$impl]:-} $one"; r4[$impl]="${r4[$impl]:-} $four"; rt[$impl]="${rt[$impl]:-} $ms"
+    [ "${status[$impl]:-}" = failed ] || status[$impl]=ok
+  else
     status[$impl]=failed
     for f in "$work"/*.log; do [ -s "$f" ] && { log "--- $f"; tail -n 20 "$f" >&2; }; done
   fi
@@ -275,15 +287,20 @@ run_impl() {
   sleep 0.5
 }
 
-for impl in ${only//,/ }; do run_impl "$impl"; done
+for round in $(seq "$rounds"); do
+  for impl in ${only//,/ }; do run_impl "$impl" "$round"; done
+done
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+range() { tr ' ' '\n' | grep . | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (lo != hi) printf " (%s-%s)", lo, hi }'; }
 
 # --- table ---------------------------------------------------------------------------------------
 
 best1=""; best4=""
 for impl in boringtun-4 boringtun-1; do
   if [ "${status[$impl]:-}" = ok ]; then
-    best1="$(awk -v a="${best1:-0}" -v b="${r1[$impl]}" 'BEGIN { print (b > a ? b : a) }')"
-    best4="$(awk -v a="${best4:-0}" -v b="${r4[$impl]}" 'BEGIN { print (b > a ? b : a) }')"
+    best1="$(awk -v a="${best1:-0}" -v b="$(median <<<"${r1[$impl]}")" 'BEGIN { print (b > a ? b : a) }')"
+    best4="$(awk -v a="${best4:-0}" -v b="$(median <<<"${r4[$impl]}")" 'BEGIN { print (b > a ? b : a) }')"
   fi
 done
 
@@ -298,21 +315,23 @@ label() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
 
 echo
-echo "kernel $(uname -r), $(nproc) cores, iperf3 -t $secs, MTU 1420, $(date -u +%Y-%m-%dT%H:%MZ)"
-row() { printf '| %-34s | %15s | %16s | %11s | %17s |\n' "$@"; }
+echo "kernel $(uname -r), $(nproc) cores, iperf3 -t $secs, MTU 1420, median (range) of $rounds round(s), $(date -u +%Y-%m-%dT%H:%MZ)"
+row() { printf '| %-34s | %-20s | %-20s | %-11s | %-17s |\n' "$@"; }
 row implementation "1 stream Gbit/s" "4 streams Gbit/s" "ping RTT ms" "vs best boringtun"
-row "$(printf -- '-%.0s' $(seq 34))" "$(printf -- '-%.0s' $(seq 15))" "$(printf -- '-%.0s' $(seq 16))" \
+row "$(printf -- '-%.0s' $(seq 34))" "$(printf -- '-%.0s' $(seq 20))" "$(printf -- '-%.0s' $(seq 20))" \
   "$(printf -- '-%.0s' $(seq 11))" "$(printf -- '-%.0s' $(seq 17))"
 failed=0
 for impl in ${only//,/ }; do
   if [ "${status[$impl]}" = ok ]; then
+    m1="$(median <<<"${r1[$impl]}")"; m4="$(median <<<"${r4[$impl]}")"
     rel="-"
-    if [ -n "$best1" ]; then rel="$(ratio "${r1[$impl]}" "$best1") / $(ratio "${r4[$impl]}" "$best4")"; fi
-    row "$(label "$impl")" "${r1[$impl]}" "${r4[$impl]}" "${rt[$impl]}" "$rel"
+    if [ -n "$best1" ]; then rel="$(ratio "$m1" "$best1") / $(ratio "$m4" "$best4")"; fi
+    row "$(label "$impl")" "$m1$(range <<<"${r1[$impl]}")" "$m4$(range <<<"${r4[$impl]}")" \
+      "$(median <<<"${rt[$impl]}")" "$rel"
   else
     row "$(label "$impl")" failed failed - -
     failed=1
   fi
 done
-echo "(ratios: 1 stream / 4 streams, against the better boringtun-cli run of each column)"
+echo "(ratios of the medians: 1 stream / 4 streams, against the better boringtun-cli of each column)"
 exit "$failed"
