@@ -47,6 +47,12 @@ pub enum PlanError {
         path: PathBuf,
         reason: String,
     },
+    /// Two members have the same public key (a copied vars file): agents refuse such a peer list.
+    SharedKey {
+        what: &'static str,
+        first: String,
+        second: String,
+    },
     BadKey {
         machine: Option<String>,
         what: &'static str,
@@ -114,6 +120,14 @@ impl fmt::Display for PlanError {
                     path.display()
                 )
             }
+            Self::SharedKey {
+                what,
+                first,
+                second,
+            } => write!(
+                f,
+                "machines {first:?} and {second:?} have the same {what}; each machine needs its own (regenerate the vars of one)"
+            ),
             Self::BadKey {
                 machine,
                 what,

@@ -700,6 +700,24 @@ mod tests {
     }
 
     #[test]
+    fn shared_keys_name_both_machines() {
+        let mut files = keys_for(&["desktop", "laptop", "server"], None);
+        let laptop =
+            files[&Path::new("/clan").join(wireguard_key_path("my-vpn", "laptop"))].clone();
+        files.insert(
+            Path::new("/clan").join(wireguard_key_path("my-vpn", "server")),
+            laptop,
+        );
+        let errors = run(&example(), &files).unwrap_err();
+        assert_eq!(
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            [
+                "machines \"laptop\" and \"server\" have the same WireGuard public key; each machine needs its own (regenerate the vars of one)"
+            ]
+        );
+    }
+
+    #[test]
     fn address_problems_name_both_machines() {
         let mut roles = example();
         roles

@@ -40,8 +40,9 @@ fn per_machine(instance: &str, machine: &str, file: &str) -> PathBuf {
 /// Reads a key file: `Ok(text)` or `Err(reason)` such as "No such file or directory".
 pub type ReadKey<'a> = dyn FnMut(&Path) -> Result<String, String> + 'a;
 
-/// Reads every member's two public keys and the network public key. A missing or bad file is an
-/// error in `errors`; the maps hold only the members whose keys both read.
+/// Reads every member's two public keys and the network public key. A missing or bad file, or a
+/// key two members share, is an error in `errors`; the map holds only the members whose keys both
+/// read.
 pub(super) fn read_keys<'m>(
     instance: &str,
     machines: impl Iterator<Item = &'m str>,
@@ -72,6 +73,22 @@ pub(super) fn read_keys<'m>(
         );
         if let (Some(wg), Some(node)) = (wg, node) {
             keys.insert(machine, (wg, node));
+        }
+    }
+    let mut wireguard_owner = BTreeMap::new();
+    let mut node_owner = BTreeMap::new();
+    for (machine, (wg, node)) in &keys {
+        for (what, first) in [
+            ("WireGuard public key", wireguard_owner.insert(wg, *machine)),
+            ("node public key", node_owner.insert(node, *machine)),
+        ] {
+            if let Some(first) = first {
+                errors.push(PlanError::SharedKey {
+                    what,
+                    first: first.to_string(),
+                    second: machine.to_string(),
+                });
+            }
         }
     }
     let network_key = read_public::<NetworkPublicKey>(
