@@ -45,10 +45,6 @@ impl Daemon {
         i32::try_from(self.child.id()).expect("pids fit in i32")
     }
 
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read(&self.log)

@@ -166,13 +166,6 @@ impl Member {
         agent.stop()
     }
 
-    /// The running agent, for signals and logs.
-    pub fn agent(&mut self) -> &mut Daemon {
-        self.agent
-            .as_mut()
-            .unwrap_or_else(|| panic!("agent {} is not running", self.name))
-    }
-
     /// The agent's status, read from its status socket with the typed client that
     /// `wiremesh status` uses.
     pub fn status(&self) -> Status {
@@ -341,7 +334,7 @@ impl Lab {
     }
 
     /// An agent configuration for `machine` in the lab's overlay networks.
-    pub fn config_for(
+    fn config_for(
         &self,
         machine: &str,
         addresses: Addresses,
@@ -376,10 +369,6 @@ impl Lab {
     /// A scratch directory removed with the lab.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    pub fn switch(&self) -> &Netns {
-        &self.switch
     }
 
     /// Plugs `ns` into the switch: a veth `eth0` in `ns` with the two addresses (/24 and /64).

@@ -11,7 +11,7 @@ use wiremesh_core::keys::Identity;
 
 use crate::command::run_bounded;
 use crate::env::project_binary;
-use crate::lab::{AGENT_PORT, Lab, TUN_NAME};
+use crate::lab::{AGENT_PORT, Lab, Member, TUN_NAME};
 
 /// The instance name of planned labs.
 const INSTANCE: &str = "lab";
@@ -20,8 +20,17 @@ impl Lab {
     /// [`Lab::underlay`] plus configurations from `wiremesh plan`: an inventory where the first
     /// member is also the controller, every member is a peer (tag `all`) with static IPv4
     /// 100.77.0.(1+i) in 100.77.0.0/16, IPv6 in fd77:77::/48 derived from its name, and its underlay
-    /// address as endpoint; keys from `wiremesh keygen`.
+    /// IPv4 address as endpoint; keys from `wiremesh keygen`.
     pub fn planned(names: &[&str]) -> Self {
+        Self::planned_with(names, |m| format!("{}:{AGENT_PORT}", m.underlay4))
+    }
+
+    /// [`Lab::planned`] with every member's endpoint on the IPv6 underlay (`[fd00:18::…]:port`).
+    pub fn planned_over_ipv6(names: &[&str]) -> Self {
+        Self::planned_with(names, |m| format!("[{}]:{AGENT_PORT}", m.underlay6))
+    }
+
+    fn planned_with(names: &[&str], endpoint: impl Fn(&Member) -> String) -> Self {
         let mut lab = Self::underlay(names);
         let dir = lab.dir().to_owned();
         let cli = project_binary("wiremesh");
@@ -33,7 +42,7 @@ impl Lab {
                 m.name.clone(),
                 json!({ "settings": {
                     "ipv4": format!("100.77.0.{}", i + 1),
-                    "endpoints": [format!("{}:{AGENT_PORT}", m.underlay4)],
+                    "endpoints": [endpoint(m)],
                     "interface": TUN_NAME,
                 }}),
             );

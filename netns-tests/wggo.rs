@@ -66,10 +66,6 @@ impl WgGo {
         this
     }
 
-    pub fn dev(&self) -> &str {
-        &self.dev
-    }
-
     /// The base64 public key, as `wg pubkey` prints it.
     pub fn public_key(&self) -> &str {
         &self.public_key

@@ -73,6 +73,36 @@ fn three_members_ping_every_pair_over_ipv4_and_ipv6_and_move_50_mb_intact() {
 }
 
 #[test]
+fn members_whose_endpoints_are_on_the_ipv6_underlay_pass_ipv4_and_ipv6_traffic() {
+    let _one_at_a_time = serial();
+    let mut lab = Lab::planned_over_ipv6(&["alpha", "beta"]);
+    lab.start_all();
+    let failures = lab.ping_all_pairs(Duration::from_secs(10));
+    assert!(
+        failures.is_empty(),
+        "pings failed:\n{}",
+        failures.join("\n")
+    );
+    let beta = &lab.members[1];
+    let t = tcp_transfer(
+        &lab.members[0].ns,
+        &beta.ns,
+        IpAddr::V4(beta.overlay4()),
+        5201,
+        10 * MIB,
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("10 MiB alpha → beta over the IPv6 underlay: {e}"));
+    assert_eq!(t.sent_sha256, t.received_sha256, "the data arrived altered");
+    let entry = lab.members[0].peer_status("beta");
+    assert_eq!(
+        entry.endpoint.as_deref(),
+        Some(format!("[{}]:51820", beta.underlay6).as_str()),
+        "alpha's status: {entry:?}"
+    );
+}
+
+#[test]
 fn a_restarted_agent_is_reconnected_by_the_others_without_action() {
     let _one_at_a_time = serial();
     let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
