@@ -225,6 +225,14 @@ fn bad_key_files_are_named_and_explained() {
     );
 }
 
+/// `wiremesh plan` of instance my-vpn in `inventory` with the vars below `keys`, then `extra`.
+fn plan(inventory: &Path, keys: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["plan", "--inventory", inventory.to_str().unwrap()];
+    args.extend(["--instance", "my-vpn", "--keys", keys.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    wm(&args)
+}
+
 /// A clan-like directory with vars for the example inventory's three machines.
 fn example_vars(dir: &Scratch) {
     for machine in ["server", "laptop", "desktop"] {
@@ -251,13 +259,8 @@ fn example_vars(dir: &Scratch) {
 fn plan_writes_one_config_per_member() {
     let dir = Scratch::new("plan");
     example_vars(&dir);
-    let plan = |extra: &[&str]| {
-        let inventory = workspace_file("examples/inventory.json");
-        let mut args = vec!["plan", "--inventory", inventory.to_str().unwrap()];
-        args.extend(["--instance", "my-vpn", "--keys", dir.0.to_str().unwrap()]);
-        args.extend_from_slice(extra);
-        wm(&args)
-    };
+    let example = workspace_file("examples/inventory.json");
+    let plan = |extra: &[&str]| plan(&example, &dir.0, extra);
     let table = ok(plan(&["--out", &dir.s("out")]));
     assert!(table.starts_with("machine\troles\tinterface"), "{table}");
     for machine in ["server", "laptop", "desktop"] {
@@ -455,18 +458,8 @@ fn plan_output_is_golden() {
         "vars/shared/wiremesh-network-my-vpn/network-public-key/value".into(),
         config["networkPublicKey"].as_str().unwrap(),
     );
-    let inventory = workspace_file("examples/inventory.json");
-    ok(wm(&[
-        "plan",
-        "--inventory",
-        inventory.to_str().unwrap(),
-        "--instance",
-        "my-vpn",
-        "--keys",
-        dir.0.to_str().unwrap(),
-        "--out",
-        &dir.s("out"),
-    ]));
+    let example = workspace_file("examples/inventory.json");
+    ok(plan(&example, &dir.0, &["--out", &dir.s("out")]));
     assert_eq!(
         std::fs::read_to_string(dir.path("out/laptop.json")).unwrap(),
         golden
@@ -487,17 +480,7 @@ fn plan_refuses_names_that_leave_the_directory() {
                         "peer": {"tags": ["all"]}}}}}"#,
     )
     .unwrap();
-    let out = wm(&[
-        "plan",
-        "--inventory",
-        inventory.to_str().unwrap(),
-        "--instance",
-        "my-vpn",
-        "--keys",
-        dir.0.to_str().unwrap(),
-        "--out",
-        &dir.s("out/sub"),
-    ]);
+    let out = plan(&inventory, &dir.0, &["--out", &dir.s("out/sub")]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("machine name \"../evil\" cannot name a directory"),
