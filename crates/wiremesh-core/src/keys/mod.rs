@@ -36,7 +36,7 @@ pub enum KeyParseError {
 
 /// Decodes standard base64 into exactly 32 bytes; the buffer is zeroised when dropped because the
 /// same path decodes secrets.
-pub fn decode_key_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyParseError> {
+pub(crate) fn decode_key_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyParseError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(KeyParseError::Empty);
@@ -50,7 +50,7 @@ pub fn decode_key_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyPars
 }
 
 /// Random bytes from the operating system.
-pub fn random_bytes() -> Result<Zeroizing<[u8; KEY_LEN]>, getrandom::Error> {
+fn random_bytes() -> Result<Zeroizing<[u8; KEY_LEN]>, getrandom::Error> {
     let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
     getrandom::fill(bytes.as_mut())?;
     Ok(bytes)
