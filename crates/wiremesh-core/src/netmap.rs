@@ -335,8 +335,9 @@ impl Netmap {
         if version != NETMAP_VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
-        let (body, rest) = postcard::take_from_bytes::<&[u8]>(rest)
-            .map_err(|_| DecodeError::Truncated("body length missing, malformed or beyond the input"))?;
+        let (body, rest) = postcard::take_from_bytes::<&[u8]>(rest).map_err(|_| {
+            DecodeError::Truncated("body length missing, malformed or beyond the input")
+        })?;
         let signature: [u8; 64] = match rest.len() {
             64 => rest
                 .try_into()
