@@ -134,9 +134,19 @@ fn demo(args: &Args) -> Result<bool, String> {
             status_text(&dir.path().join(machine).join("status.sock"))?
         );
     }
-    println!("== pings (first reply, including the handshake)");
+    let ok = report(&results, &mut lab, machines.len());
+    if ok && args.keep {
+        keep_until_ctrl_c(&mut lab, &configs, &machines, dir.path())?;
+    }
+    drop(lab);
+    Ok(ok)
+}
+
+/// Prints the ping results and the agents that died; true when everything passed.
+fn report(results: &[PingResult], lab: &mut Lab, agents: usize) -> bool {
+    println!("== pings over the mesh (the first one of each pair includes the handshake)");
     let mut failed = 0;
-    for r in &results {
+    for r in results {
         match &r.outcome {
             Ok(rtt) => println!("  {:>10} → {:<10} {:<40} ok  {rtt}", r.from, r.to, r.addr),
             Err(e) => {
@@ -151,41 +161,48 @@ fn demo(args: &Args) -> Result<bool, String> {
     }
     let ok = failed == 0 && dead.is_empty();
     println!(
-        "== {}: {} agents, {}/{} pings answered over IPv4 and IPv6",
+        "== {}: {agents} agents, {}/{} pings answered over IPv4 and IPv6",
         if ok { "demo OK" } else { "demo FAILED" },
-        machines.len(),
         results.len() - failed,
         results.len()
     );
-    if ok && args.keep {
-        println!("The mesh stays up. Try, in another shell:");
-        if let (Some(a), Some(b)) = (
-            lab.nodes.first(),
-            configs.get(&machines[machines.len() - 1]),
-        ) {
-            let target = b
-                .addresses
-                .ipv4
-                .map_or_else(|| b.addresses.ipv6.to_string(), |v4| v4.to_string());
-            println!("  sudo ip netns exec {} ping {target}", a.netns);
-        }
-        println!(
-            "  sudo {} status --socket {}",
-            std::env::current_exe().map_or_else(|_| "wiremesh".into(), |p| p.display().to_string()),
-            dir.path().join(&machines[0]).join("status.sock").display()
-        );
-        println!("Press Ctrl-C to tear it down.");
-        while !signal::requested() {
-            if let Some((machine, status, log)) = lab.dead_agents().into_iter().next() {
-                return Err(format!(
-                    "the agent of {machine} exited ({status}); its log:\n{log}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    ok
+}
+
+/// `--keep`: says how to look around, then waits for Ctrl-C (or an agent dying).
+fn keep_until_ctrl_c(
+    lab: &mut Lab,
+    configs: &BTreeMap<String, AgentConfig>,
+    machines: &[String],
+    dir: &Path,
+) -> Result<(), String> {
+    println!("The mesh stays up. Try, in another shell:");
+    if let (Some(first), Some(last)) = (
+        lab.nodes.first(),
+        machines.last().and_then(|m| configs.get(m)),
+    ) {
+        let target = last
+            .addresses
+            .ipv4
+            .map_or_else(|| last.addresses.ipv6.to_string(), |v4| v4.to_string());
+        println!("  sudo ip netns exec {} ping {target}", first.netns);
     }
-    drop(lab);
-    Ok(ok)
+    println!(
+        "  sudo {} status --socket {}",
+        std::env::current_exe().map_or_else(|_| "wiremesh".into(), |p| p.display().to_string()),
+        dir.join(&machines[0]).join("status.sock").display()
+    );
+    println!("Press Ctrl-C to tear it down.");
+    // Ctrl-C is the normal end here: the exit status stays that of the checks.
+    while !signal::requested() {
+        if let Some((machine, status, log)) = lab.dead_agents().into_iter().next() {
+            return Err(format!(
+                "the agent of {machine} exited ({status}); its log:\n{log}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 fn preflight() -> Result<(), String> {
@@ -386,29 +403,28 @@ fn with_static_ipv4(
     Ok(Some(out))
 }
 
-/// `roles.<role>.machines.<machine>.settings` as a mutable object, created where missing.
+/// `roles.<role>.machines.<machine>.settings` as a mutable object, created where missing. The
+/// inventory already resolved, so every level that exists is an object.
 fn machine_settings<'a>(
     roles: &'a mut serde_json::Map<String, Value>,
     role: &str,
     machine: &str,
 ) -> &'a mut serde_json::Map<String, Value> {
-    let slot = roles
-        .entry(role)
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .map(|r| r.entry("machines").or_insert_with(|| json!({})))
-        .and_then(Value::as_object_mut)
-        .map(|ms| ms.entry(machine).or_insert_with(|| json!({})))
-        .and_then(Value::as_object_mut)
-        .map(|m| m.entry("settings").or_insert_with(|| json!({})));
-    match slot {
-        Some(Value::Object(settings)) => settings,
-        Some(other) => {
-            *other = json!({});
-            other.as_object_mut().expect("just made an object")
+    let mut node = roles.entry(role).or_insert_with(|| json!({}));
+    for key in ["machines", machine, "settings"] {
+        if !node.is_object() {
+            *node = json!({});
         }
-        None => unreachable!("every level was created as an object above"),
+        node = node
+            .as_object_mut()
+            .expect("made an object just above")
+            .entry(key)
+            .or_insert_with(|| json!({}));
     }
+    if !node.is_object() {
+        *node = json!({});
+    }
+    node.as_object_mut().expect("made an object just above")
 }
 
 fn pointer_escape(key: &str) -> String {
@@ -509,10 +525,12 @@ fn ping_until_reply(lab: &Lab, from: &str, addr: IpAddr) -> Result<Result<String
                 .unwrap_or("")
                 .trim()
                 .to_owned();
-            return Ok(Ok(format!(
-                "{rtt} (after {:.1} s)",
-                start.elapsed().as_secs_f64()
-            )));
+            let waited = start.elapsed();
+            return Ok(Ok(if waited > Duration::from_millis(500) {
+                format!("{rtt} (first reply after {:.1} s)", waited.as_secs_f64())
+            } else {
+                rtt
+            }));
         }
         if start.elapsed() > PING_TIMEOUT {
             return Ok(Err(format!("no reply within {PING_TIMEOUT:?}")));
