@@ -218,6 +218,16 @@ pub fn permission_warning(path: &Path) -> Option<String> {
     mode_warning(path, metadata.permissions().mode())
 }
 
+/// Formats key file text into a buffer that is large enough from the start: `format!` grows its
+/// String as it writes, which would leave partial copies of the secret in freed memory.
+fn secret_text(args: fmt::Arguments<'_>) -> Zeroizing<String> {
+    use fmt::Write as _;
+    let mut text = Zeroizing::new(String::with_capacity(512));
+    text.write_fmt(args)
+        .unwrap_or_else(|e| unreachable!("writing to a String cannot fail: {e}"));
+    text
+}
+
 /// A machine's identity: its WireGuard key and its ed25519 node key.
 #[derive(Clone, Debug)]
 pub struct Identity {
@@ -250,7 +260,7 @@ impl Identity {
     }
     /// The file text; zeroised when dropped.
     pub fn to_file_text(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!(
+        secret_text(format_args!(
             "# wiremesh identity: keep secret\n{WIREGUARD_FIELD} = {}\n{NODE_FIELD} = {}\n",
             self.wireguard.to_base64().as_str(),
             self.node.to_base64().as_str()
@@ -294,7 +304,7 @@ impl NetworkKey {
         Self::from_file_text(&read_text(path)?).map_err(|e| e.in_file(path))
     }
     pub fn to_file_text(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!(
+        secret_text(format_args!(
             "# wiremesh network key: keep secret; only the controller needs it\n{NETWORK_FIELD} = {}\n",
             self.secret.to_base64().as_str()
         ))
@@ -363,6 +373,12 @@ mod tests {
         let id = Identity::generate().unwrap();
         let text = id.to_file_text();
         assert!(text.starts_with("# wiremesh identity: keep secret\n"));
+        // Still the first buffer: it never grew, so no partial copy of the secret was freed.
+        assert_eq!(text.capacity(), 512);
+        assert_eq!(
+            NetworkKey::generate().unwrap().to_file_text().capacity(),
+            512
+        );
         let back = Identity::from_file_text(&text).unwrap();
         assert_eq!(
             back.wireguard_secret().as_bytes(),
