@@ -166,6 +166,27 @@ impl Member {
         agent.stop()
     }
 
+    /// The agent's log so far (empty when it never ran).
+    pub fn agent_log(&self) -> String {
+        self.agent
+            .as_ref()
+            .map(Daemon::log_text)
+            .unwrap_or_default()
+    }
+
+    /// Sends a signal to the running agent (SIGHUP: reload).
+    pub fn signal_agent(&mut self, signal: i32) {
+        self.agent
+            .as_mut()
+            .unwrap_or_else(|| panic!("agent {} is not running", self.name))
+            .signal(signal);
+    }
+
+    /// True while the agent process runs.
+    pub fn agent_running(&mut self) -> bool {
+        self.agent.as_mut().is_some_and(|a| a.exited().is_none())
+    }
+
     /// The agent's status, read from its status socket with the typed client that
     /// `wiremesh status` uses.
     pub fn status(&self) -> Status {
