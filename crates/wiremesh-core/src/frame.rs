@@ -117,6 +117,28 @@ mod tests {
         }
     }
 
+    /// Frames popped between pushes, without reaching `None`, keep their order and bytes.
+    #[test]
+    fn pushing_between_pops_keeps_the_stream() {
+        let mut d = FrameDecoder::new(100);
+        d.push(
+            &[
+                encode_frame(b"one", 100).unwrap(),
+                encode_frame(b"two", 100).unwrap(),
+            ]
+            .concat(),
+        );
+        assert_eq!(d.next_frame(), Ok(Some(b"one".to_vec())));
+        d.push(&encode_frame(b"three", 100).unwrap()[..3]);
+        assert_eq!(d.next_frame(), Ok(Some(b"two".to_vec())));
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(d.buffered(), 3);
+        d.push(&encode_frame(b"three", 100).unwrap()[3..]);
+        assert_eq!(d.next_frame(), Ok(Some(b"three".to_vec())));
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(d.buffered(), 0);
+    }
+
     #[test]
     fn oversized_frames_are_refused_early() {
         assert_eq!(
