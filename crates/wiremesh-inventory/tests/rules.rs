@@ -921,3 +921,29 @@ fn the_json_output_reads_back_into_the_same_resolution() {
     let back: wiremesh_inventory::Resolution = serde_json::from_str(&r.to_json_pretty()).unwrap();
     assert_eq!(back, r);
 }
+
+#[test]
+fn errors_come_in_instance_order_whatever_their_kind() {
+    let inv = |first: &str, second: &str| {
+        json!({
+            "machines": { "a": {} },
+            "instances": {
+                first: { "module": { "name": "wiremesh", "input": "wiremesh" }, "roles": {
+                    "peer": { "settings": { "mtu": 1300 }, "machines": { "a": { "settings": { "mtu": 1400 } } } }
+                } },
+                second: { "module": { "name": "wiremesh", "input": "wiremesh" }, "roles": {
+                    "peer": { "machines": { "ghost": {} } }
+                } }
+            }
+        })
+    };
+    let e = err(inv("a-conflict", "b-unknown"));
+    assert_eq!(e.kind, ErrorKind::ConflictingSettings);
+    assert_eq!(
+        e.path,
+        "instances.a-conflict.roles.peer.machines.a.settings.mtu"
+    );
+    let e = err(inv("b-conflict", "a-unknown"));
+    assert_eq!(e.kind, ErrorKind::UnknownMachine);
+    assert_eq!(e.path, "instances.a-unknown.roles.peer.machines.ghost");
+}
