@@ -22,7 +22,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 
 use crate::addresses::{self, AddressProblem, DynamicRange};
@@ -172,56 +172,8 @@ pub fn plan(
         &mut errors,
     )
     .unwrap_or_else(|| addresses::derive_ipv6_network(instance));
-    let explicit_ipv4 = agreed_network(
-        &controllers,
-        "ipv4Network",
-        |c| c.ipv4_network.as_deref(),
-        addresses::parse_ipv4_network,
-        &mut errors,
-    );
-
-    let mut statics: Vec<(String, Ipv4Addr)> = Vec::new();
-    for (machine, s) in &peers {
-        if let Some(text) = &s.ipv4 {
-            match text.parse() {
-                Ok(a) => statics.push((machine.to_string(), a)),
-                Err(_) => errors.push(PlanError::BadSetting {
-                    machine: machine.to_string(),
-                    setting: "ipv4".into(),
-                    value: text.clone(),
-                    expected: "an IPv4 address like 100.77.0.5",
-                }),
-            }
-        }
-    }
-    let leasing: Vec<&str> = controllers
-        .iter()
-        .filter(|(_, c)| c.dynamic_ip.enable)
-        .map(|(m, _)| *m)
-        .collect();
-    let ipv4_network = (explicit_ipv4.is_some() || !statics.is_empty() || !leasing.is_empty())
-        .then(|| explicit_ipv4.unwrap_or_else(|| addresses::derive_ipv4_network(instance)));
-
-    let mut ranges = Vec::new();
-    for (machine, c) in controllers.iter().filter(|(_, c)| c.dynamic_ip.enable) {
-        if let Some(text) = &c.dynamic_ip.range {
-            match addresses::parse_ipv4_network(text) {
-                Ok(range) => ranges.push(DynamicRange {
-                    controller: machine.to_string(),
-                    range,
-                }),
-                Err(e) => errors.push(PlanError::BadNetwork {
-                    machine: machine.to_string(),
-                    setting: "dynamicIp.range",
-                    message: e.to_string(),
-                }),
-            }
-        }
-    }
-    let mut problems: Vec<AddressProblem> = Vec::new();
-    if let Some(net) = ipv4_network {
-        problems.extend(addresses::check_ipv4(net, &statics, &ranges));
-    }
+    let ipv4 = plan_ipv4(instance, &peers, &controllers, &mut errors);
+    let mut problems = ipv4.problems;
     let ipv6: BTreeMap<&str, Ipv6Addr> = peers
         .keys()
         .map(|m| (*m, addresses::member_ipv6(ipv6_network, m)))
@@ -232,13 +184,13 @@ pub fn plan(
     errors.extend(problems.iter().map(|p| PlanError::Address(p.to_string())));
 
     let networks = Networks {
-        ipv4: ipv4_network,
+        ipv4: ipv4.network,
         ipv6: ipv6_network,
     };
-    let statics: BTreeMap<&str, Ipv4Addr> = statics.iter().map(|(m, a)| (m.as_str(), *a)).collect();
+    let statics = ipv4.statics;
     for machine in peers.keys() {
         if !statics.contains_key(machine) {
-            notes.push(match leasing.first() {
+            notes.push(match ipv4.leasing.first() {
                 Some(c) => {
                     format!("{machine}: IPv4 leased by controller {c} (IPv6 only until then)")
                 }
@@ -354,6 +306,84 @@ pub fn plan(
         network_public_key,
         notes,
     })
+}
+
+/// The IPv4 side of an instance and what is wrong with it.
+struct Ipv4Plan<'m> {
+    /// `None` when the instance is IPv6 only.
+    network: Option<Ipv4Net>,
+    statics: BTreeMap<&'m str, Ipv4Addr>,
+    /// Controllers that lease addresses dynamically.
+    leasing: Vec<&'m str>,
+    problems: Vec<AddressProblem>,
+}
+
+/// The IPv4 network is used only when some member has a static `ipv4`, a controller leases
+/// addresses or `ipv4Network` is set: `ipv4Network`, else derived from the instance name. Static
+/// addresses and dynamic ranges are checked against it.
+fn plan_ipv4<'m>(
+    instance: &str,
+    peers: &BTreeMap<&'m str, PeerSettings>,
+    controllers: &BTreeMap<&'m str, ControllerSettings>,
+    errors: &mut Vec<PlanError>,
+) -> Ipv4Plan<'m> {
+    let explicit_ipv4 = agreed_network(
+        controllers,
+        "ipv4Network",
+        |c| c.ipv4_network.as_deref(),
+        addresses::parse_ipv4_network,
+        errors,
+    );
+
+    let mut statics: BTreeMap<&'m str, Ipv4Addr> = BTreeMap::new();
+    for (machine, s) in peers {
+        if let Some(text) = &s.ipv4 {
+            match text.parse() {
+                Ok(a) => drop(statics.insert(machine, a)),
+                Err(_) => errors.push(PlanError::BadSetting {
+                    machine: machine.to_string(),
+                    setting: "ipv4".into(),
+                    value: text.clone(),
+                    expected: "an IPv4 address like 100.77.0.5",
+                }),
+            }
+        }
+    }
+    let leasing: Vec<&'m str> = controllers
+        .iter()
+        .filter(|(_, c)| c.dynamic_ip.enable)
+        .map(|(m, _)| *m)
+        .collect();
+    let ipv4_network = (explicit_ipv4.is_some() || !statics.is_empty() || !leasing.is_empty())
+        .then(|| explicit_ipv4.unwrap_or_else(|| addresses::derive_ipv4_network(instance)));
+
+    let mut ranges = Vec::new();
+    for (machine, c) in controllers.iter().filter(|(_, c)| c.dynamic_ip.enable) {
+        if let Some(text) = &c.dynamic_ip.range {
+            match addresses::parse_ipv4_network(text) {
+                Ok(range) => ranges.push(DynamicRange {
+                    controller: machine.to_string(),
+                    range,
+                }),
+                Err(e) => errors.push(PlanError::BadNetwork {
+                    machine: machine.to_string(),
+                    setting: "dynamicIp.range",
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+    let static_list: Vec<(String, Ipv4Addr)> =
+        statics.iter().map(|(m, a)| (m.to_string(), *a)).collect();
+    let problems = ipv4_network
+        .map(|net| addresses::check_ipv4(net, &static_list, &ranges))
+        .unwrap_or_default();
+    Ipv4Plan {
+        network: ipv4_network,
+        statics,
+        leasing,
+        problems,
+    }
 }
 
 struct Member {
