@@ -308,6 +308,22 @@ fn unreadable_and_invalid_files_are_errors_with_a_message() {
 }
 
 #[test]
+fn only_one_input_reads_standard_input() {
+    let out = run(
+        &wiremesh(),
+        &["inventory", "resolve", "--inventory", "-", "--modules", "-"],
+        Some(b"{}"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["error"]["kind"], "unreadable-input");
+    assert_eq!(
+        value["error"]["message"],
+        "--inventory and --modules cannot both read standard input (-)"
+    );
+}
+
+#[test]
 fn the_default_inventory_is_inventory_json_in_the_working_directory() {
     let dir = workspace_file("examples");
     let out = std::process::Command::new(wiremesh())

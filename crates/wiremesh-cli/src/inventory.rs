@@ -72,6 +72,15 @@ fn resolve(args: ResolveArgs) -> ExitCode {
 }
 
 fn load_and_resolve(args: &ResolveArgs) -> Result<Resolution, ResolveError> {
+    if args.inventory.as_os_str() == "-"
+        && args.modules.as_ref().is_some_and(|m| m.as_os_str() == "-")
+    {
+        return Err(ResolveError {
+            kind: ErrorKind::UnreadableInput,
+            message: "--inventory and --modules cannot both read standard input (-)".into(),
+            path: String::new(),
+        });
+    }
     let inventory = read_input(&args.inventory, "--inventory")?;
     let catalog = match &args.modules {
         None => Catalog::new(),
