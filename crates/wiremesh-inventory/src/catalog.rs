@@ -184,7 +184,11 @@ fn follow_alias<'e>(
             }
         }
     }
-    Err(invalid(KIND, &at, "alias chain is a cycle"))
+    Err(invalid(
+        KIND,
+        &at,
+        format!("alias chain is a cycle or longer than {MAX_ALIAS_HOPS} aliases"),
+    ))
 }
 
 /// Parses one module object (also used for the built-in wiremesh module).

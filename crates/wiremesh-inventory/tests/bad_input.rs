@@ -267,6 +267,12 @@ fn malformed_catalogs_name_the_path() {
             "self.m",
             "cycle",
         ),
+        ("{\"self\": {\"m\": \"=self/m\"}}", "self.m", "cycle"),
+        (
+            "{\"a\": {\"m\": \"=b/m\"}, \"b\": {\"m\": \"=c/m\"}, \"c\": {\"m\": \"=a/m\"}}",
+            "a.m",
+            "cycle",
+        ),
         ("{\"self\": {\"m\": {\"roles\": {}}}}", "self.m", "manifest"),
         (
             "{\"self\": {\"m\": {\"manifest\": {\"name\": \"m\"}}}}",
