@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::error::{ErrorKind, ResolveError};
 use crate::path::{Path, quote_attr};
-use crate::shape::{invalid, known_keys, object, string, strings, wrong_type};
+use crate::shape::{document, invalid, known_keys, object, string, strings, wrong_type};
 
 const KIND: ErrorKind = ErrorKind::InvalidInventory;
 
@@ -28,17 +28,16 @@ pub(crate) fn parse_json(text: &str, kind: ErrorKind) -> Result<Value, ResolveEr
     serde_json::from_str(text).map_err(|e| {
         let offset = byte_offset(text, e.line(), e.column());
         let path = path_at(text, offset);
-        let document = if kind == ErrorKind::InvalidCatalog {
-            "module catalog"
-        } else {
-            "inventory"
-        };
         let at = if path.is_empty() {
             String::new()
         } else {
             format!(" in `{path}`")
         };
-        ResolveError::new(kind, path, format!("{document} is not valid JSON{at}: {e}"))
+        ResolveError::new(
+            kind,
+            path,
+            format!("{} is not valid JSON{at}: {e}", document(kind)),
+        )
     })
 }
 

@@ -39,7 +39,8 @@ pub(crate) fn wrong_type(
     )
 }
 
-fn document(kind: ErrorKind) -> &'static str {
+/// The document an error of `kind` is about, as messages name it.
+pub(crate) fn document(kind: ErrorKind) -> &'static str {
     if kind == ErrorKind::InvalidCatalog {
         "module catalog"
     } else {
