@@ -105,3 +105,32 @@ fn a_broken_configuration_on_sighup_is_refused_and_the_mesh_keeps_working() {
         "alpha → beta broke after the refused reload"
     );
 }
+
+#[test]
+fn an_agent_whose_config_broke_while_it_was_down_starts_from_the_last_good_one() {
+    let _one_at_a_time = serial();
+    let mut lab = Lab::planned(&["alpha", "beta"]);
+    lab.start_all();
+    let beta4 = IpAddr::V4(lab.members[1].overlay4());
+    lab.members[0]
+        .ns
+        .wait_ping(beta4, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("alpha → beta: {e}"));
+    let status = lab.members[0].stop();
+    assert!(
+        status.success(),
+        "alpha's agent did not exit cleanly: {status}"
+    );
+    std::fs::write(lab.members[0].config_path(), "not json at all")
+        .expect("the lab dir is writable");
+    lab.members[0].start();
+    assert!(
+        lab.members[0].agent_log().contains("last good config"),
+        "alpha's agent did not say it fell back to its state directory:\n{}",
+        lab.members[0].agent_log()
+    );
+    lab.members[0]
+        .ns
+        .wait_ping(beta4, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("alpha → beta from the last good config: {e}"));
+}
