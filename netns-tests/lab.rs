@@ -35,6 +35,7 @@ static PORT_COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct Member {
     // Declared first so it is dropped (stopped) before the namespace goes away.
     agent: Option<Daemon>,
+    // Kept bound while the agent runs, so its later notifications (STOPPING=1) find a listener.
     notify: Option<UnixDatagram>,
     pub name: String,
     pub ns: Netns,
