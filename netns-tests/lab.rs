@@ -18,6 +18,7 @@ use crate::command::run_bounded;
 use crate::daemon::Daemon;
 use crate::env::{project_binary, require_root, require_tools};
 use crate::netns::{Netns, veth};
+use crate::wait::wait_for;
 
 /// The UDP port every agent listens on.
 pub const AGENT_PORT: u16 = 51820;
@@ -43,6 +44,8 @@ pub struct Member {
     pub underlay6: Ipv6Addr,
     pub identity: Identity,
     pub config: Option<AgentConfig>,
+    /// Passed as `--netmap` when set.
+    pub netmap: Option<PathBuf>,
     dir: PathBuf,
 }
 
@@ -117,7 +120,14 @@ impl Member {
             "--status-socket".into(),
             status.to_string_lossy().into_owned(),
         ];
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let netmap = self
+            .netmap
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
+        if let Some(netmap) = &netmap {
+            argv.extend(["--netmap", netmap]);
+        }
         let notify_env = notify_path.to_string_lossy().into_owned();
         let mut agent = self.ns.spawn(
             &format!("agent {}", self.name),
@@ -173,6 +183,23 @@ impl Member {
             .as_ref()
             .map(Daemon::log_text)
             .unwrap_or_default()
+    }
+
+    /// Sends SIGHUP and waits (bounded) until the agent logs `marker` once more than before;
+    /// returns what the agent logged meanwhile.
+    pub fn reload(&mut self, marker: &str) -> String {
+        let before = self.agent_log();
+        let seen = before.matches(marker).count();
+        self.signal_agent(libc::SIGHUP);
+        wait_for(
+            &format!("agent {} to log {marker:?} after SIGHUP", self.name),
+            Duration::from_secs(10),
+            || self.agent_log().matches(marker).count() > seen,
+        );
+        self.agent_log()
+            .get(before.len()..)
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Sends a signal to the running agent (SIGHUP: reload).
@@ -309,6 +336,7 @@ impl Lab {
                 underlay6,
                 identity,
                 config: None,
+                netmap: None,
                 dir: member_dir,
             };
             write_secret(&member.identity_path(), &member.identity.to_file_text());

@@ -1,7 +1,8 @@
 //! Labs configured the way a user configures a mesh: an inventory, `wiremesh keygen` per machine
-//! (and `--network`), the public keys laid out as Clan vars, and `wiremesh plan`.
+//! (and `--network`), the public keys laid out as Clan vars, `wiremesh plan`, and signed netmaps
+//! from `wiremesh netmap build`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -123,6 +124,37 @@ impl Lab {
             m.write_config(config);
         }
         lab
+    }
+}
+
+impl Lab {
+    /// `wiremesh netmap build` of the planned instance, signed with the lab's network key, with
+    /// `revoked` members marked revoked; returns the file.
+    pub fn build_netmap(&self, epoch: u64, revoked: &[&str], name: &str) -> PathBuf {
+        let dir = self.dir();
+        let out = dir.join(name);
+        let mut args = vec![
+            "netmap".to_owned(),
+            "build".into(),
+            "--inventory".into(),
+            path_arg(&dir.join("inventory.json")),
+            "--instance".into(),
+            INSTANCE.into(),
+            "--keys".into(),
+            path_arg(&dir.join("clan")),
+            "--network-key".into(),
+            path_arg(&dir.join("network.key")),
+            "--epoch".into(),
+            epoch.to_string(),
+            "--out".into(),
+            path_arg(&out),
+        ];
+        for m in revoked {
+            args.extend(["--revoke".to_owned(), (*m).to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_ok(&project_binary("wiremesh"), &args);
+        out
     }
 }
 
