@@ -1,14 +1,17 @@
 //! The peer agent: one WireGuard session per mesh member over one TUN device and one UDP socket.
 //!
 //! The data plane is split into a sans-IO core and a thin Linux shell (the `wiremesh-peer`
-//! binary). The core — [`prefix`] (longest-prefix tables), [`spec`] (the desired mesh) and
+//! binary). The core — [`prefix`] (longest-prefix tables), [`spec`] (the desired mesh),
 //! [`mesh`] (member table, boringtun sessions, routing, demux, inbound filtering, roaming, timers,
-//! diffs) — takes packets, buffers and time as arguments and is tested by wiring several cores
-//! together in memory. [`status`] holds the local status socket's protocol, shared with
+//! diffs) and [`offload`] (splitting TUN super-packets, coalescing received packets) — takes
+//! packets, buffers and time as arguments and is tested by wiring several cores together in
+//! memory. [`status`] holds the local status socket's protocol, shared with
 //! `wiremesh status`; it is all that is built without the `agent` feature.
 
 #[cfg(feature = "agent")]
 pub mod mesh;
+#[cfg(feature = "agent")]
+pub mod offload;
 #[cfg(feature = "agent")]
 pub mod prefix;
 #[cfg(feature = "agent")]

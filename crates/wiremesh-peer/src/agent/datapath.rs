@@ -1,20 +1,25 @@
-//! The two hot threads. TX: TUN read (a TSO super-packet split into MTU-sized packets) → route →
-//! encrypt straight into a GSO train → one `sendmsg` per train. RX: `recvmmsg` + UDP GRO → decrypt
-//! into TUN buffers → GRO-coalesce → one TUN write per flow. All buffers are allocated once, before
-//! the loops start.
+//! The two hot threads. TX: TUN read (a TSO super-packet, split in place into MTU-sized packets)
+//! → route → encrypt straight into a GSO train → one `sendmsg` per train. RX: `recvmmsg` + UDP GRO
+//! → decrypt straight into the super-packet being coalesced → one TUN write per super-packet. All
+//! buffers are allocated once, before the loops start.
 
+use std::fmt::Display;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
-use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::SyncDevice;
 use wiremesh_peer::mesh::{
-    FLUSH_OUT_LEN, Inbound, MAX_IP_PACKET, MemberId, Mesh, Outbound, WG_MAX_CONTROL,
+    DropReason, FLUSH_OUT_LEN, Inbound, MAX_IP_PACKET, MemberId, Mesh, Outbound,
     encapsulate_out_len,
 };
+use wiremesh_peer::offload::coalesce::Coalescer;
+use wiremesh_peer::offload::split::split;
+use wiremesh_peer::offload::{VNET_HDR_LEN, VnetHdr};
 
 use super::udp::{self, MAX_GSO_BYTES, Udp};
 
@@ -24,6 +29,8 @@ const POLL: Duration = Duration::from_millis(200);
 const TX_READS_PER_BATCH: usize = 8;
 /// Messages per `recvmmsg`.
 const RX_BATCH: usize = 32;
+/// Packets and super-packets the RX thread holds before it must write them to the TUN.
+const RX_SLOTS: usize = 32;
 /// Pause after an unexpected I/O error before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// At most one warning per this interval per thread, so a broken peer cannot flood the log.
@@ -43,7 +50,7 @@ pub struct Shared {
 struct Warner(Option<Instant>);
 
 impl Warner {
-    fn warn(&mut self, what: &str, e: &io::Error) {
+    fn warn(&mut self, what: &str, e: &dyn Display) {
         let now = Instant::now();
         if self.0.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
             self.0 = Some(now);
@@ -97,9 +104,10 @@ struct Train {
 }
 
 impl Train {
-    fn new(max_packet: usize) -> Train {
+    fn new() -> Train {
         Train {
-            buf: vec![0; MAX_GSO_BYTES + encapsulate_out_len(max_packet)],
+            // Room for a full train and one more datagram of any size behind it.
+            buf: vec![0; MAX_GSO_BYTES + encapsulate_out_len(MAX_IP_PACKET)],
             layout: Layout::default(),
         }
     }
@@ -155,33 +163,77 @@ fn read_mesh(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Mesh> {
     shared.mesh.read().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Reads one packet (with its vnet header when the TUN has one) into `buf`.
+fn read_tun(tun: &SyncDevice, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::read(tun.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Writes one packet (with its vnet header when the TUN has one).
+fn write_tun(tun: &SyncDevice, packet: &[u8], warner: &mut Warner) {
+    // SAFETY: `packet` is valid for reads of its length.
+    let n = unsafe { libc::write(tun.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+    if n < 0 {
+        warner.warn("TUN write failed", &io::Error::last_os_error());
+    }
+}
+
+/// Routes one packet read from the TUN and encrypts what it stands for into `train`.
+fn send_read(
+    mesh: &Mesh,
+    udp: &Udp,
+    vnet: bool,
+    read: &mut [u8],
+    train: &mut Train,
+    warner: &mut Warner,
+) {
+    let (hdr, packet) = if vnet {
+        let Some(hdr) = VnetHdr::decode(read) else {
+            return;
+        };
+        (hdr, &mut read[VNET_HDR_LEN..])
+    } else {
+        (VnetHdr::default(), read)
+    };
+    // Every segment of a super-packet has the same destination: one lookup.
+    let Some(member) = mesh.route(packet) else {
+        mesh.count_unroutable(packet);
+        return;
+    };
+    let result = split(&hdr, packet, |segment| {
+        train.push(mesh, udp, member, segment, warner)
+    });
+    if let Err(e) = result {
+        mesh.count_drop(DropReason::Invalid);
+        warner.warn("TUN packet dropped", &e);
+    }
+}
+
 /// TUN → encrypt → UDP until the stop flag is set.
 pub fn tx_loop(shared: &Shared) {
     let mut warner = Warner(None);
-    let packet_cap = shared.mtu.max(1500) + 64;
-    let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_IP_PACKET];
-    let mut bufs = vec![vec![0u8; packet_cap]; IDEAL_BATCH_SIZE];
-    let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
-    let mut train = Train::new(packet_cap);
+    let vnet = shared.tun.tcp_gso();
+    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_IP_PACKET];
+    let mut train = Train::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let mesh = read_mesh(shared);
         let mut reads = 0;
         while reads < TX_READS_PER_BATCH {
-            match shared
-                .tun
-                .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
-            {
+            match read_tun(&shared.tun, &mut buf) {
                 Ok(n) => {
                     reads += 1;
-                    for (buf, &size) in bufs.iter().zip(&sizes).take(n) {
-                        let packet = &buf[..size];
-                        match mesh.route(packet) {
-                            Some(member) => {
-                                train.push(&mesh, &shared.udp, member, packet, &mut warner)
-                            }
-                            None => mesh.count_unroutable(packet),
-                        }
-                    }
+                    send_read(
+                        &mesh,
+                        &shared.udp,
+                        vnet,
+                        &mut buf[..n],
+                        &mut train,
+                        &mut warner,
+                    );
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -204,17 +256,12 @@ pub fn tx_loop(shared: &Shared) {
 
 /// UDP → decrypt → TUN until the stop flag is set.
 pub fn rx_loop(shared: &Shared) {
-    const OFF: usize = VIRTIO_NET_HDR_LEN;
     let mut warner = Warner(None);
     let chunk = (shared.udp.gro_segments() * (shared.mtu + 64)).max(MAX_IP_PACKET);
     let mut recv_buf = vec![0u8; chunk * RX_BATCH];
     let mut metas = [RecvMeta::default(); RX_BATCH];
-    let mut out: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE)
-        // tun-rs only coalesces into a buffer with room for two headers and a full packet.
-        .map(|_| Vec::with_capacity(2 * OFF + MAX_IP_PACKET))
-        .collect();
+    let mut coalescer = Coalescer::new(RX_SLOTS, shared.tun.tcp_gso(), shared.tun.udp_gso());
     let mut scratch = vec![0u8; FLUSH_OUT_LEN];
-    let mut gro = GROTable::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let received = {
             let mut chunks = recv_buf.chunks_mut(chunk);
@@ -238,30 +285,20 @@ pub fn rx_loop(shared: &Shared) {
             }
         };
         let mesh = read_mesh(shared);
-        let mut k = 0;
         for (i, meta) in metas.iter().enumerate().take(n) {
             let data = &recv_buf[i * chunk..i * chunk + meta.len.min(chunk)];
             for datagram in data.chunks(meta.stride.max(1)) {
-                let b = &mut out[k];
-                let need = OFF + datagram.len().max(WG_MAX_CONTROL);
-                if b.len() < need {
-                    b.resize(need, 0);
-                } else {
-                    b.truncate(need);
+                if coalescer.is_full() {
+                    coalescer.flush(|p| write_tun(&shared.tun, p, &mut warner));
                 }
-                match mesh.decapsulate(meta.addr, datagram, &mut b[OFF..]) {
-                    Inbound::Tunnel { len, .. } => {
-                        b.truncate(OFF + len);
-                        k += 1;
-                        if k == out.len() {
-                            write_tun(shared, &mut gro, &mut out[..k], &mut warner);
-                            k = 0;
-                        }
-                    }
+                let out = coalescer.reserve(datagram.len());
+                match mesh.decapsulate(meta.addr, datagram, out) {
+                    Inbound::Tunnel { len, .. } => coalescer.commit(len),
                     Inbound::Reply { len, to, member } => {
-                        if let Err(e) = shared.udp.send(&b[OFF..OFF + len], to, None) {
+                        if let Err(e) = shared.udp.send(&out[..len], to, None) {
                             warner.warn("UDP send failed", &e);
                         }
+                        coalescer.abort();
                         if let Some(member) = member {
                             while let Some((len, to)) = mesh.flush_queued(member, &mut scratch) {
                                 if let Err(e) = shared.udp.send(&scratch[..len], to, None) {
@@ -270,21 +307,12 @@ pub fn rx_loop(shared: &Shared) {
                             }
                         }
                     }
-                    Inbound::Nothing | Inbound::Drop(_) => {}
+                    Inbound::Nothing | Inbound::Drop(_) => coalescer.abort(),
                 }
             }
         }
         drop(mesh);
-        write_tun(shared, &mut gro, &mut out[..k], &mut warner);
-    }
-}
-
-fn write_tun(shared: &Shared, gro: &mut GROTable, bufs: &mut [Vec<u8>], warner: &mut Warner) {
-    if bufs.is_empty() {
-        return;
-    }
-    if let Err(e) = shared.tun.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN) {
-        warner.warn("TUN write failed", &e);
+        coalescer.flush(|p| write_tun(&shared.tun, p, &mut warner));
     }
 }
 
