@@ -1,10 +1,26 @@
 //! The Internet checksum (RFC 1071) and the TCP/UDP pseudo-header.
 
 /// Adds `data`, read as big-endian 16-bit words (a last odd byte padded with zero), to the
-/// unfolded sum `initial`. Summing 32-bit words is the same modulo 0xffff and vectorises well.
+/// unfolded sum `initial`.
 pub fn sum(data: &[u8], initial: u64) -> u64 {
-    let mut acc = initial;
-    let mut words = data.chunks_exact(4);
+    // The one's complement sum does not depend on byte order (RFC 1071 §2(B)): add native 32-bit
+    // words into 64-bit lanes (no carries to track, vectorises), then swap the folded result.
+    let mut lanes = [0u64; 8];
+    let mut blocks = data.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(4)) {
+            *lane += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+        }
+    }
+    let folded = fold(lanes.iter().sum());
+    // Native words on a little-endian machine are byte-swapped big-endian words.
+    let folded = if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    };
+    let mut acc = initial + u64::from(folded);
+    let mut words = blocks.remainder().chunks_exact(4);
     for w in &mut words {
         acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
@@ -49,6 +65,17 @@ mod tests {
             assert_eq!(fold(sum(&data[..len], 0)), reference(&data[..len]), "{len}");
         }
         assert_eq!(fold(sum(&[0xff; 65_535], 0)), reference(&[0xff; 65_535]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_the_definition_on_random_data(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..5000),
+            initial in 0u64..1 << 40,
+        ) {
+            let expected = fold(u64::from(reference(&data)) + initial);
+            proptest::prop_assert_eq!(fold(sum(&data, initial)), expected);
+        }
     }
 
     #[test]
