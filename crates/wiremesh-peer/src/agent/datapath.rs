@@ -19,7 +19,7 @@ use wiremesh_peer::mesh::{
 };
 use wiremesh_peer::offload::coalesce::Coalescer;
 use wiremesh_peer::offload::split::split;
-use wiremesh_peer::offload::{VNET_HDR_LEN, VnetHdr};
+use wiremesh_peer::offload::{MAX_TUN_READ, VNET_HDR_LEN, VnetHdr};
 
 use super::udp::{self, MAX_GSO_BYTES, Udp};
 
@@ -107,7 +107,7 @@ impl Train {
     fn new() -> Train {
         Train {
             // Room for a full train and one more datagram of any size behind it.
-            buf: vec![0; MAX_GSO_BYTES + encapsulate_out_len(MAX_IP_PACKET)],
+            buf: vec![0; MAX_GSO_BYTES + encapsulate_out_len(MAX_TUN_READ)],
             layout: Layout::default(),
         }
     }
@@ -217,7 +217,7 @@ fn send_read(
 pub fn tx_loop(shared: &Shared) {
     let mut warner = Warner(None);
     let vnet = shared.tun.tcp_gso();
-    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_IP_PACKET];
+    let mut buf = vec![0u8; MAX_TUN_READ];
     let mut train = Train::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let mesh = read_mesh(shared);

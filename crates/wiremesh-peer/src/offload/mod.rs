@@ -13,6 +13,10 @@ mod tests;
 pub const VNET_HDR_LEN: usize = 10;
 /// The largest IP packet (IPv4 total length and IPv6 payload length are 16 bits).
 pub const MAX_IP_PACKET: usize = 65_535;
+/// The most one TUN read returns: the vnet header and a GSO super-packet, which the kernel keeps
+/// within its legacy GSO limit of 65,536 bytes (headers included; one more than an IPv4 packet
+/// may have, for IPv6). A shorter buffer would make the read fail.
+pub const MAX_TUN_READ: usize = VNET_HDR_LEN + 65_536;
 
 /// `flags`: the checksum from `csum_start` to the end is left for the receiver (CHECKSUM_PARTIAL);
 /// the field at `csum_start + csum_offset` holds the pseudo-header sum.
