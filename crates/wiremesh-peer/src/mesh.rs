@@ -140,6 +140,8 @@ struct Session {
     /// Position in the configured endpoints while there is no session.
     endpoint_cursor: usize,
     dropped_spoofed: u64,
+    /// Whether a tick has already offered this member a handshake of our own accord.
+    greeted: bool,
 }
 
 /// A member of the mesh and its WireGuard session.
@@ -498,6 +500,19 @@ impl Mesh {
         for (_, m) in self.members() {
             let mut s = m.lock();
             let no_session = s.tunn.time_since_last_handshake().is_none();
+            // Greet every new member (at start, or added by a reload) with a handshake at once:
+            // one that still holds a session with a previous run of ours would otherwise notice
+            // only after keepalive + rekey timeouts (~15 s), and traffic to it would stall.
+            if !s.greeted {
+                s.greeted = true;
+                if let (true, Some(to)) = (no_session, s.endpoint)
+                    && let TunnResult::WriteToNetwork(buf) =
+                        s.tunn.format_handshake_initiation(out, false)
+                {
+                    let len = buf.len();
+                    send(&out[..len], to);
+                }
+            }
             if let TunnResult::WriteToNetwork(buf) = s.tunn.update_timers(out) {
                 let is_initiation = buf.first() == Some(&1);
                 let len = buf.len();
@@ -529,6 +544,7 @@ impl Mesh {
             endpoint: spec.endpoints.first().copied(),
             endpoint_cursor: 0,
             dropped_spoofed: 0,
+            greeted: false,
         }
     }
 

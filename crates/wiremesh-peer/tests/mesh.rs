@@ -619,6 +619,30 @@ fn first_initiation_uses_the_first_endpoint_and_tick_waits_for_rekey_timeout() {
 }
 
 #[test]
+fn first_tick_greets_every_member_with_an_endpoint_once() {
+    let all = machines();
+    let (mesh, _) = Mesh::new(secret(1), &spec_for(&all[0], &all), &mut OsIndexSource);
+    let mut out = vec![0u8; 256];
+    let mut sent = Vec::new();
+    mesh.tick(Instant::now(), &mut out, &mut |p, to| {
+        sent.push((p[0], p.len(), to))
+    });
+    let mut expected: Vec<_> = all[1..].iter().map(|m| (1u8, 148, m.endpoint)).collect();
+    expected.sort();
+    sent.sort();
+    assert_eq!(
+        sent, expected,
+        "one handshake initiation to each other member"
+    );
+    // The next tick, within REKEY_TIMEOUT, sends nothing more.
+    let mut again = Vec::new();
+    mesh.tick(Instant::now(), &mut out, &mut |p, to| {
+        again.push((p.len(), to))
+    });
+    assert!(again.is_empty(), "{again:?}");
+}
+
+#[test]
 fn random_datagrams_never_panic_and_are_never_answered() {
     let all = machines();
     let mut net = Net::new(&all);
