@@ -331,6 +331,11 @@ impl Mesh {
     /// Encrypts an outgoing IP packet for `member` into `out`, which must hold at least
     /// [`encapsulate_out_len`]`(packet.len())` bytes.
     pub fn encapsulate(&self, member: MemberId, packet: &[u8], out: &mut [u8]) -> Outbound {
+        if packet.len() > MAX_IP_PACKET {
+            // No IP packet is that long, and boringtun may queue it behind a handshake, to be
+            // sent later into a FLUSH_OUT_LEN buffer it would not fit (boringtun panics then).
+            return Outbound::Drop(self.drop(DropReason::Invalid));
+        }
         if out.len() < encapsulate_out_len(packet.len()) {
             return Outbound::Drop(self.drop(DropReason::BufferTooSmall));
         }

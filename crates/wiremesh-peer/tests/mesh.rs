@@ -697,3 +697,24 @@ fn random_datagrams_never_panic_and_are_never_answered() {
     );
     assert_eq!(net.node("bravo").delivered.len(), 1);
 }
+
+#[test]
+fn a_packet_longer_than_any_ip_packet_is_not_queued_for_the_handshake() {
+    let mut all = machines();
+    all.truncate(2);
+    let mut net = Net::new(&all);
+    // 65,536 bytes: one more than an IP packet may have. Queued behind the handshake, it would
+    // not fit the FLUSH_OUT_LEN buffer, and boringtun panics on a short output buffer.
+    let mut huge = ip_packet(ip("fd77::1"), ip("fd77::2"), &vec![7; 65_536 - 40]);
+    huge[4..6].copy_from_slice(&[0xff, 0xff]);
+    assert_eq!(
+        net.send_ip("alpha", &huge),
+        Outbound::Drop(DropReason::Invalid)
+    );
+    net.send_ip(
+        "alpha",
+        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"hi"),
+    );
+    net.pump();
+    assert_eq!(net.node("bravo").delivered.len(), 1);
+}

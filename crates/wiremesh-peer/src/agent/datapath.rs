@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use quinn_udp::RecvMeta;
 use tun_rs::SyncDevice;
 use wiremesh_peer::mesh::{
-    DropReason, FLUSH_OUT_LEN, Inbound, MAX_IP_PACKET, MemberId, Mesh, Outbound,
+    DropReason, FLUSH_OUT_LEN, Inbound, MAX_IP_PACKET, MemberId, Mesh, Outbound, WG_OVERHEAD,
     encapsulate_out_len,
 };
 use wiremesh_peer::offload::coalesce::Coalescer;
@@ -35,6 +35,8 @@ const RX_SLOTS: usize = 32;
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// At most one warning per this interval per thread, so a broken peer cannot flood the log.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Bytes of a train's buffer: a full train and one more datagram of any size behind it.
+const TRAIN_LEN: usize = MAX_GSO_BYTES + WG_OVERHEAD + MAX_TUN_READ;
 
 /// What the hot threads share with the control thread.
 pub struct Shared {
@@ -85,6 +87,12 @@ impl Layout {
                 && self.len + len <= MAX_GSO_BYTES)
     }
 
+    /// Whether the buffer has room behind the train for a datagram of up to `need` bytes. Only
+    /// a datagram longer than a train may be (an MTU near 64 KiB) leaves too little.
+    fn has_room(&self, need: usize) -> bool {
+        self.len + need <= TRAIN_LEN
+    }
+
     fn append(&mut self, to: SocketAddr, len: usize) {
         if self.count == 0 {
             self.to = Some(to);
@@ -106,8 +114,7 @@ struct Train {
 impl Train {
     fn new() -> Train {
         Train {
-            // Room for a full train and one more datagram of any size behind it.
-            buf: vec![0; MAX_GSO_BYTES + encapsulate_out_len(MAX_TUN_READ)],
+            buf: vec![0; TRAIN_LEN],
             layout: Layout::default(),
         }
     }
@@ -130,8 +137,11 @@ impl Train {
         packet: &[u8],
         warner: &mut Warner,
     ) {
-        let start = self.layout.len;
         let need = encapsulate_out_len(packet.len());
+        if !self.layout.has_room(need) {
+            self.flush(udp, warner);
+        }
+        let start = self.layout.len;
         match mesh.encapsulate(member, packet, &mut self.buf[start..start + need]) {
             Outbound::Send {
                 len,
@@ -362,5 +372,20 @@ mod tests {
         // 45 × 1452 = 65,340 bytes: one more would exceed what one UDP_SEGMENT send may carry.
         assert_eq!(layout.count, 45);
         assert!(layout.len <= MAX_GSO_BYTES);
+        assert!(layout.has_room(encapsulate_out_len(MAX_TUN_READ)));
+    }
+
+    #[test]
+    fn a_datagram_longer_than_a_train_leaves_no_room_behind_it() {
+        // With an MTU of 65,535 one datagram alone exceeds a train; the next one must not be
+        // encrypted behind it (it would run past the buffer).
+        let a = addr("[fd00::1]:51820");
+        let mut layout = Layout::default();
+        let big = encapsulate_out_len(65_535);
+        assert!(layout.fits(a, big, 64));
+        layout.append(a, big);
+        assert!(!layout.has_room(big));
+        assert!(!layout.fits(a, big, 64));
+        assert!(Layout::default().has_room(encapsulate_out_len(MAX_TUN_READ)));
     }
 }

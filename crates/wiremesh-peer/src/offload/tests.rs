@@ -548,3 +548,64 @@ proptest! {
         prop_assert!(writes.len() <= packets.len());
     }
 }
+
+/// Applies `edits` (offset, value) to the headers of `p` and cuts it to `keep` bytes at most: what
+/// an authenticated but hostile member may send as inner packets.
+fn mangled(mut p: Vec<u8>, edits: &[(u8, u8)], keep: usize) -> Vec<u8> {
+    for &(at, value) in edits {
+        let at = usize::from(at) % 100;
+        if let Some(b) = p.get_mut(at) {
+            *b = value;
+        }
+    }
+    p.truncate(keep);
+    p
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Valid packets of coalescable flows (so the coalescer gets past its first checks) with
+    /// header bytes overwritten and lengths cut: nothing panics, and nothing written to the TUN
+    /// exceeds a vnet header and the largest IP packet.
+    #[test]
+    fn coalescer_never_panics_on_mangled_flows(
+        packets in proptest::collection::vec(
+            (any::<bool>(), any::<bool>(), 0usize..3, 0usize..30_000,
+             proptest::collection::vec((any::<u8>(), any::<u8>()), 0..3), any::<u16>(),
+             0u8..4),
+            1..30),
+    ) {
+        let mut c = Coalescer::new(4, true, true);
+        let mut writes = Vec::new();
+        let mut seq = 1u32;
+        for (v6, udp, port, len, edits, keep, action) in packets {
+            let data = payload(len, 3);
+            let p = if udp {
+                udp_packet(v6, port as u16, &data)
+            } else {
+                let p = tcp_packet(Tcp { seq, ..tcp(v6, port as u16, 0) }, &data);
+                seq = seq.wrapping_add(len as u32);
+                p
+            };
+            let p = if edits.is_empty() { p } else { mangled(p, &edits, usize::from(keep)) };
+            if c.is_full() {
+                c.flush(|w| writes.push(w.len()));
+            }
+            let out = c.reserve(p.len() + 32);
+            prop_assert!(out.len() >= p.len() + 32);
+            out[..p.len()].copy_from_slice(&p);
+            out[p.len()..p.len() + 16].fill(0xee);
+            match action {
+                // boringtun may hand over less than it decrypted (the IP length field says so).
+                0 => c.commit(p.len() / 2),
+                1 => c.abort(),
+                _ => c.commit(p.len()),
+            }
+        }
+        c.flush(|w| writes.push(w.len()));
+        for w in writes {
+            prop_assert!(w <= VNET_HDR_LEN + MAX_IP_PACKET, "TUN write of {} bytes", w);
+        }
+    }
+}
