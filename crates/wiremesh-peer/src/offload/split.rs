@@ -84,15 +84,20 @@ pub fn split(
     }
     // hdr_len is not trusted (on the forwarding path it may cover a whole segment): the
     // transport header says how long it is.
-    let hdr_len = if protocol == PROTO_TCP {
+    let (hdr_len, min_hdr_len) = if protocol == PROTO_TCP {
         if ip_len + 20 > len {
             return Err(SplitError::Malformed("TCP header beyond the packet"));
         }
-        ip_len + usize::from(packet[ip_len + 12] >> 4) * 4
+        (
+            ip_len + usize::from(packet[ip_len + 12] >> 4) * 4,
+            ip_len + 20,
+        )
     } else {
-        ip_len + 8
+        (ip_len + 8, ip_len + 8)
     };
-    if hdr_len > len || hdr_len > MAX_HEADERS || hdr_len < ip_len + 8 {
+    // Each segment is cut right behind hdr_len: a shorter TCP header than its fixed 20 bytes
+    // would leave the flags and checksum written below outside a short segment.
+    if hdr_len > len || hdr_len > MAX_HEADERS || hdr_len < min_hdr_len {
         return Err(SplitError::Malformed("transport header length"));
     }
     let gso = usize::from(hdr.gso_size);

@@ -300,6 +300,10 @@ fn split_refuses_what_it_cannot_cut() {
         .is_err()
     );
     assert!(split_all(&hdr, p[..30].to_vec()).is_err());
+    // A TCP data offset below 5: segments would end before the flags and checksum fields.
+    let mut short_tcp = p.clone();
+    short_tcp[20 + 12] = 2 << 4;
+    assert!(split_all(&VnetHdr { gso_size: 1, ..hdr }, short_tcp).is_err());
 }
 
 #[test]
