@@ -613,3 +613,34 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Real TSO/USO super-packets with header bytes and vnet fields overwritten: split never
+    /// panics, and every segment it hands over lies within the packet it was given.
+    #[test]
+    fn split_never_panics_on_mangled_super_packets(
+        v6 in any::<bool>(), udp in any::<bool>(), len in 0usize..5000,
+        edits in proptest::collection::vec((any::<u8>(), any::<u8>()), 1..4),
+        gso_size in prop_oneof![1u16..4, 500u16..1500, any::<u16>()],
+        csum_start in prop_oneof![Just(20u16), Just(40), 0u16..80],
+        keep in any::<u16>(),
+    ) {
+        let (hdr, p) = if udp {
+            let p = udp_packet(v6, 7, &payload(len, 1));
+            let hdr = VnetHdr {
+                flags: F_NEEDS_CSUM, gso_type: GSO_UDP_L4, hdr_len: 0, gso_size,
+                csum_start, csum_offset: 6,
+            };
+            (hdr, p)
+        } else {
+            let (hdr, p) = super_packet(tcp(v6, 7, 1), &payload(len, 1), 1000);
+            (VnetHdr { gso_size, csum_start, ..hdr }, p)
+        };
+        let p = mangled(p, &edits, usize::from(keep));
+        let total = p.len();
+        let mut p = p;
+        let _ = split(&hdr, &mut p, |s| assert!(s.len() <= total));
+    }
+}
