@@ -668,7 +668,7 @@ fn wrong_types_are_invalid_setting_type_in_nix_words() {
         (
             json!({ "peer": { "settings": { "mtu": "1420" } } }),
             "peer.settings.mtu",
-            "integer between 1280 and 65535",
+            "integer between 1280 and 65472",
         ),
         (
             json!({ "peer": { "settings": { "mtu": 1.5 } } }),
@@ -678,7 +678,7 @@ fn wrong_types_are_invalid_setting_type_in_nix_words() {
         (
             json!({ "peer": { "settings": { "mtu": 100 } } }),
             "peer.settings.mtu",
-            "integer between 1280 and 65535",
+            "integer between 1280 and 65472",
         ),
         (
             json!({ "peer": { "settings": { "port": 70000 } } }),

@@ -15,8 +15,10 @@ use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
 
 /// Smallest MTU the agent accepts (IPv6 needs 1280).
 const MIN_MTU: u32 = 1280;
-/// Largest MTU a TUN device takes.
-const MAX_MTU: u32 = 65_535;
+/// Largest MTU whose packets still fit one UDP datagram over an IPv4 underlay once encrypted:
+/// 65,507 bytes of UDP payload = 32 bytes of WireGuard framing + the packet padded to 16 bytes.
+/// A larger packet would be refused by the kernel (EMSGSIZE) and vanish silently.
+const MAX_MTU: u32 = 65_472;
 
 const LAST_GOOD_CONFIG: &str = "last-good-config.json";
 const LAST_GOOD_NETMAP: &str = "last-good-netmap.bin";
@@ -328,6 +330,10 @@ mod tests {
         let mtu = CONFIG.replace("1420", "100");
         let err = parse(&mtu, Path::new("x.json")).unwrap_err().to_string();
         assert!(err.contains("\"mtu\" is 100"), "{err}");
+        let mtu = CONFIG.replace("1420", "65473");
+        let err = parse(&mtu, Path::new("x.json")).unwrap_err().to_string();
+        assert!(err.contains("allowed: 1280 to 65472"), "{err}");
+        assert!(parse(&CONFIG.replace("1420", "65472"), Path::new("x.json")).is_ok());
         let err = parse("{", Path::new("x.json")).unwrap_err().to_string();
         assert!(err.starts_with("x.json: "), "{err}");
     }
