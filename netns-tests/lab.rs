@@ -451,9 +451,10 @@ impl Lab {
         }
     }
 
-    /// Checks that every ordered pair of members exchanges pings over IPv4 and IPv6, each within
-    /// `timeout`; returns the failures (empty when all pass).
-    pub fn ping_all_pairs(&self, timeout: Duration) -> Vec<String> {
+    /// Asserts that every ordered pair of members exchanges pings over IPv4 and IPv6, each within
+    /// 10 s; the panic lists every pair that failed.
+    pub fn assert_all_pairs_ping(&self) {
+        let timeout = Duration::from_secs(10);
         let mut failures = Vec::new();
         for from in &self.members {
             for to in self.members.iter().filter(|m| m.name != from.name) {
@@ -464,7 +465,11 @@ impl Lab {
                 }
             }
         }
-        failures
+        assert!(
+            failures.is_empty(),
+            "pings failed:\n{}",
+            failures.join("\n")
+        );
     }
 }
 

@@ -14,12 +14,7 @@ fn three_members_ping_every_pair_over_ipv4_and_ipv6_and_move_50_mb_intact() {
     let _one_at_a_time = serial();
     let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
     lab.start_all();
-    let failures = lab.ping_all_pairs(Duration::from_secs(10));
-    assert!(
-        failures.is_empty(),
-        "pings failed:\n{}",
-        failures.join("\n")
-    );
+    lab.assert_all_pairs_ping();
 
     let (from, to) = (&lab.members[0], &lab.members[2]);
     let t = tcp_transfer(
@@ -77,12 +72,7 @@ fn members_whose_endpoints_are_on_the_ipv6_underlay_pass_ipv4_and_ipv6_traffic()
     let _one_at_a_time = serial();
     let mut lab = Lab::planned_over_ipv6(&["alpha", "beta"]);
     lab.start_all();
-    let failures = lab.ping_all_pairs(Duration::from_secs(10));
-    assert!(
-        failures.is_empty(),
-        "pings failed:\n{}",
-        failures.join("\n")
-    );
+    lab.assert_all_pairs_ping();
     let beta = &lab.members[1];
     let t = tcp_transfer(
         &lab.members[0].ns,
@@ -107,12 +97,7 @@ fn a_restarted_agent_is_reconnected_by_the_others_without_action() {
     let _one_at_a_time = serial();
     let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
     lab.start_all();
-    let failures = lab.ping_all_pairs(Duration::from_secs(10));
-    assert!(
-        failures.is_empty(),
-        "pings failed:\n{}",
-        failures.join("\n")
-    );
+    lab.assert_all_pairs_ping();
 
     let beta4 = IpAddr::V4(lab.members[1].overlay4());
     let status = lab.member("beta").stop();
@@ -152,12 +137,7 @@ fn a_member_that_moves_to_another_underlay_address_is_reachable_again_within_5_s
     let _one_at_a_time = serial();
     let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
     lab.start_all();
-    let failures = lab.ping_all_pairs(Duration::from_secs(10));
-    assert!(
-        failures.is_empty(),
-        "pings failed:\n{}",
-        failures.join("\n")
-    );
+    lab.assert_all_pairs_ping();
 
     let new_addr = "198.18.0.113".parse().unwrap();
     lab.member("gamma").move_underlay4(new_addr);

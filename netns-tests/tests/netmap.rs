@@ -33,12 +33,7 @@ fn a_revoking_netmap_is_applied_as_a_diff_an_older_one_refused_and_the_last_good
         Some(1),
         "alpha does not run from the netmap"
     );
-    let failures = lab.ping_all_pairs(Duration::from_secs(10));
-    assert!(
-        failures.is_empty(),
-        "pings failed:\n{}",
-        failures.join("\n")
-    );
+    lab.assert_all_pairs_ping();
     let beta4 = IpAddr::V4(lab.members[1].overlay4());
     let gamma4 = IpAddr::V4(lab.members[2].overlay4());
     std::thread::sleep(SETTLE);

@@ -20,12 +20,7 @@ fn removing_and_adding_a_member_on_sighup_leaves_the_other_sessions_alone() {
     let _one_at_a_time = serial();
     let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
     lab.start_all();
-    let failures = lab.ping_all_pairs(Duration::from_secs(10));
-    assert!(
-        failures.is_empty(),
-        "pings failed:\n{}",
-        failures.join("\n")
-    );
+    lab.assert_all_pairs_ping();
     let beta4 = IpAddr::V4(lab.members[1].overlay4());
     let gamma4 = IpAddr::V4(lab.members[2].overlay4());
     std::thread::sleep(SETTLE);
