@@ -1,7 +1,8 @@
 //! The two hot threads. TX: TUN read (a TSO super-packet, split in place into MTU-sized packets)
 //! → route → encrypt straight into a GSO train → one `sendmsg` per train. RX: `recvmmsg` + UDP GRO
 //! → decrypt straight into the super-packet being coalesced → one TUN write per super-packet. All
-//! buffers are allocated once, before the loops start.
+//! buffers are allocated once, before the loops start. An empty queue under a dense stream is
+//! looked at again for a moment before the thread blocks (see `spin`).
 
 use std::fmt::Display;
 use std::io::{self, IoSliceMut};
@@ -21,6 +22,7 @@ use wiremesh_peer::offload::coalesce::Coalescer;
 use wiremesh_peer::offload::split::split;
 use wiremesh_peer::offload::{MAX_TUN_READ, VNET_HDR_LEN, VnetHdr};
 
+use super::spin::{self, Action, Spinner};
 use super::udp::{self, MAX_GSO_BYTES, Udp};
 
 /// How long a hot thread sleeps in poll before it looks at the stop flag again.
@@ -229,6 +231,7 @@ pub fn tx_loop(shared: &Shared) {
     let vnet = shared.tun.tcp_gso();
     let mut buf = vec![0u8; MAX_TUN_READ];
     let mut train = Train::new();
+    let mut spinner = Spinner::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let mesh = read_mesh(shared);
         let mut reads = 0;
@@ -256,9 +259,12 @@ pub fn tx_loop(shared: &Shared) {
         }
         train.flush(&shared.udp, &mut warner);
         drop(mesh);
-        if reads == 0
-            && let Err(e) = udp::wait(&shared.tun, libc::POLLIN, POLL)
-        {
+        let now = Instant::now();
+        if reads > 0 {
+            spinner.work(now);
+        } else if spinner.empty(now) == Action::Spin {
+            spin::yield_now();
+        } else if let Err(e) = udp::wait(&shared.tun, libc::POLLIN, POLL) {
             warner.warn("poll on TUN failed", &e);
         }
     }
@@ -272,6 +278,7 @@ pub fn rx_loop(shared: &Shared) {
     let mut metas = [RecvMeta::default(); RX_BATCH];
     let mut coalescer = Coalescer::new(RX_SLOTS, shared.tun.tcp_gso(), shared.tun.udp_gso());
     let mut scratch = vec![0u8; FLUSH_OUT_LEN];
+    let mut spinner = Spinner::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let received = {
             let mut chunks = recv_buf.chunks_mut(chunk);
@@ -280,9 +287,14 @@ pub fn rx_loop(shared: &Shared) {
             shared.udp.recv(&mut iovs, &mut metas)
         };
         let n = match received {
-            Ok(n) => n,
+            Ok(n) => {
+                spinner.work(Instant::now());
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = shared.udp.wait_readable(POLL) {
+                if spinner.empty(Instant::now()) == Action::Spin {
+                    spin::yield_now();
+                } else if let Err(e) = shared.udp.wait_readable(POLL) {
                     warner.warn("poll on UDP failed", &e);
                 }
                 continue;

@@ -6,6 +6,7 @@ mod config;
 mod datapath;
 mod netlink;
 mod notify;
+mod spin;
 mod status_server;
 mod udp;
 
