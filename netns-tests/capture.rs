@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::command::run_bounded;
 use crate::daemon::Daemon;
 use crate::env::require_tools;
 use crate::netns::Netns;
 use crate::wait::wait_for;
+use wiremesh_lab::run_bounded;
 
 /// A running tcpdump writing a pcap file.
 pub struct Capture {

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::command::run_bounded;
+use wiremesh_lab::run_bounded;
 
 /// A cold release build of the agent takes minutes on two cores; nothing takes longer.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1200);

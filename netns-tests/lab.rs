@@ -14,11 +14,11 @@ use wiremesh_core::config::{Addresses, AgentConfig, Networks, PeerConfig};
 use wiremesh_core::keys::{Identity, NetworkKey};
 use wiremesh_peer::status::{self, MemberStatus, Status};
 
-use crate::command::run_bounded;
 use crate::daemon::Daemon;
 use crate::env::{project_binary, require_root, require_tools};
 use crate::netns::{Netns, veth};
 use crate::wait::wait_for;
+use wiremesh_lab::run_bounded;
 
 /// The UDP port every agent listens on.
 pub const AGENT_PORT: u16 = 51820;

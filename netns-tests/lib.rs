@@ -5,10 +5,10 @@
 //! brings up meshes of `wiremesh-peer` agents and wireguard-go peers. Every wait has a bound, and
 //! everything a test made (daemons, namespaces, UAPI sockets, temp files) is removed in `Drop`,
 //! also when the test panics. The harness refuses to run (it panics, it never skips) when not root
-//! or when a tool or one of the project's binaries is missing.
+//! or when a tool or one of the project's binaries is missing. Bounded commands and namespace teardown
+//! come from `wiremesh-lab`, which `wiremesh demo` shares.
 
 mod capture;
-mod command;
 mod daemon;
 mod env;
 mod go_member;
@@ -21,7 +21,6 @@ mod wait;
 mod wggo;
 
 pub use capture::Capture;
-pub use command::{Output, run_bounded};
 pub use daemon::Daemon;
 pub use env::{project_binary, require_root, require_tools};
 pub use go_member::GoPeer;
@@ -31,3 +30,4 @@ pub use serial::serial;
 pub use transfer::{Transfer, tcp_transfer};
 pub use wait::{wait_for, wait_until};
 pub use wggo::WgGo;
+pub use wiremesh_lab::{Output, namespaces, run_bounded};

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::command::{Output, run_bounded};
+use wiremesh_lab::{Output, delete_namespace, orphaned_namespaces, run_bounded};
+
 use crate::daemon::Daemon;
 use crate::env::{require_root, require_tools};
 use crate::wait::wait_until;
@@ -17,6 +18,8 @@ use crate::wait::wait_until;
 const PREFIX: &str = "wmt-";
 /// The bound on every short command (ip, tc, sysctl, ping -c 1).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long what still runs in a namespace being deleted has to exit after SIGTERM.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(3);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -149,20 +152,11 @@ impl Netns {
             .filter_map(|w| w[1].parse::<u64>().ok())
             .sum()
     }
-
-    /// The pids of the processes that live in this namespace.
-    fn pids(&self) -> Vec<i32> {
-        namespace_pids(&self.name)
-    }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        kill_all(&self.pids());
-        let _ = run_bounded(
-            Command::new("ip").args(["netns", "del", &self.name]),
-            COMMAND_TIMEOUT,
-        );
+        let _ = delete_namespace(&self.name, TEARDOWN_GRACE);
     }
 }
 
@@ -199,58 +193,9 @@ fn host(argv: &[&str]) {
     );
 }
 
-fn namespace_pids(name: &str) -> Vec<i32> {
-    run_bounded(
-        Command::new("ip").args(["netns", "pids", name]),
-        COMMAND_TIMEOUT,
-    )
-    .map(|out| {
-        out.stdout
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-/// SIGTERM, up to 3 s of grace, then SIGKILL.
-fn kill_all(pids: &[i32]) {
-    for &pid in pids {
-        // SAFETY: kill has no memory preconditions; these pids live in our own namespace.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    let alive = |pid: &i32| Path::new(&format!("/proc/{pid}")).exists();
-    let _ = wait_until("processes to exit", Duration::from_secs(3), || {
-        !pids.iter().any(alive)
-    });
-    for pid in pids.iter().filter(|p| alive(p)) {
-        // SAFETY: as above.
-        unsafe { libc::kill(*pid, libc::SIGKILL) };
-    }
-}
-
 /// Deletes `wmt-<pid>-…` namespaces whose test process is gone.
 fn remove_orphans() {
-    let Ok(list) = run_bounded(Command::new("ip").args(["netns", "list"]), COMMAND_TIMEOUT) else {
-        return;
-    };
-    for name in list
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-    {
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            kill_all(&namespace_pids(name));
-            let _ = run_bounded(
-                Command::new("ip").args(["netns", "del", name]),
-                COMMAND_TIMEOUT,
-            );
-        }
+    for name in orphaned_namespaces(PREFIX) {
+        let _ = delete_namespace(&name, TEARDOWN_GRACE);
     }
 }

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use wiremesh_core::config::AgentConfig;
 use wiremesh_core::keys::Identity;
 
-use crate::command::run_bounded;
 use crate::env::project_binary;
 use crate::lab::{AGENT_PORT, Lab, Member, TUN_NAME};
+use wiremesh_lab::run_bounded;
 
 /// The instance name of planned labs.
 const INSTANCE: &str = "lab";

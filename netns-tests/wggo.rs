@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::command::run_bounded;
 use crate::daemon::Daemon;
 use crate::env::require_tools;
 use crate::netns::Netns;
 use crate::wait::wait_for;
+use wiremesh_lab::run_bounded;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

@@ -4,19 +4,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use wiremesh_netns_tests::{Daemon, project_binary, run_bounded, serial, wait_for};
+use wiremesh_netns_tests::{Daemon, namespaces, project_binary, run_bounded, serial, wait_for};
 
 fn demo_namespaces(pid: u32) -> Vec<String> {
-    let out = run_bounded(
-        Command::new("ip").args(["netns", "list"]),
-        Duration::from_secs(10),
-    )
-    .expect("ip netns list runs");
-    out.stdout
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("wmdemo-{pid}-")))
-        .map(str::to_owned)
+    let prefix = format!("wmdemo-{pid}-");
+    namespaces()
+        .expect("ip netns list runs")
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
         .collect()
 }
 

@@ -6,17 +6,15 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use wiremesh_netns_tests::{Capture, Netns, WgGo, run_bounded, tcp_transfer, veth, wait_until};
+use wiremesh_netns_tests::{
+    Capture, Netns, WgGo, namespaces, run_bounded, tcp_transfer, veth, wait_until,
+};
 
 fn namespace_exists(name: &str) -> bool {
-    let out = run_bounded(
-        Command::new("ip").args(["netns", "list"]),
-        Duration::from_secs(10),
-    )
-    .expect("ip netns list runs");
-    out.stdout
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(name))
+    namespaces()
+        .expect("ip netns list runs")
+        .iter()
+        .any(|n| n == name)
 }
 
 fn pair() -> (Netns, Netns) {

@@ -3,13 +3,14 @@
 //! removes all of it when the lab is dropped (on success, on error, on Ctrl-C and on panic).
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use wiremesh_lab::Output;
 
 use super::signal;
 
@@ -19,6 +20,8 @@ const PREFIX: &str = "wmdemo-";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an agent may take to report READY=1.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long what is left in a namespace at teardown (agents are already stopped) has after SIGTERM.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// One machine's namespace and underlay address.
 pub struct Node {
@@ -245,54 +248,15 @@ impl Drop for Lab {
     }
 }
 
-/// What a finished command printed and how it exited.
-pub struct Output {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `cmd` in its own process group with stdout/stderr in temp files, at most `timeout`;
-/// Ctrl-C kills it too.
+/// Runs `cmd` in its own process group (so Ctrl-C reaches only the demo) with a time bound; Ctrl-C
+/// kills it too and makes the error "interrupted".
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    let described = format!("{cmd:?}");
-    let mut out = tempfile::tempfile().map_err(|e| format!("temp file: {e}"))?;
-    let mut err = tempfile::tempfile().map_err(|e| format!("temp file: {e}"))?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().map_err(|e| e.to_string())?)
-        .stderr(err.try_clone().map_err(|e| e.to_string())?)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start {described}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline && !signal::requested() => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                signal::check()?;
-                return Err(format!("{described} did not finish within {timeout:?}"));
-            }
-            Err(e) => return Err(format!("waiting for {described}: {e}")),
+    wiremesh_lab::run_bounded_until(cmd.process_group(0), timeout, signal::requested).map_err(|e| {
+        match signal::check() {
+            Ok(()) => e,
+            Err(interrupted) => interrupted,
         }
-    };
-    Ok(Output {
-        status,
-        stdout: read_all(&mut out),
-        stderr: read_all(&mut err),
     })
-}
-
-fn read_all(file: &mut File) -> String {
-    let mut bytes = Vec::new();
-    let _ = file.rewind();
-    let _ = file.read_to_end(&mut bytes);
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// `ip ARGS` in the host namespace (always with `-n` or `netns`), `Err` with its stderr on failure.
@@ -316,49 +280,17 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Kills what still runs in the namespace, then deletes it. Teardown goes on after errors.
+/// Stops what still runs in the namespace, then deletes it. Teardown goes on after errors.
 fn delete_namespace(netns: &str) {
-    let pids = run(
-        Command::new("ip").args(["netns", "pids", netns]),
-        COMMAND_TIMEOUT,
-    )
-    .map(|o| o.stdout)
-    .unwrap_or_default();
-    for pid in pids
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-    {
-        // SAFETY: kill has no memory preconditions; these processes live in the demo's namespace.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    let deleted = Command::new("ip")
-        .args(["netns", "del", netns])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !deleted.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "demo: could not delete namespace {netns}; remove it with `ip netns del {netns}`"
-        );
+    if let Err(e) = wiremesh_lab::delete_namespace(netns, TEARDOWN_GRACE) {
+        eprintln!("demo: {e}; remove it with `ip netns del {netns}`");
     }
 }
 
 /// Deletes namespaces of earlier demo runs whose process is gone (it was killed with SIGKILL).
 fn remove_orphans() {
-    let Ok(list) = run(Command::new("ip").args(["netns", "list"]), COMMAND_TIMEOUT) else {
-        return;
-    };
-    for name in list
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-    {
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("demo: removing {name}, left behind by an earlier run");
-            delete_namespace(name);
-        }
+    for name in wiremesh_lab::orphaned_namespaces(PREFIX) {
+        eprintln!("demo: removing {name}, left behind by an earlier run");
+        delete_namespace(&name);
     }
 }

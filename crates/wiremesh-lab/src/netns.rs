@@ -1,0 +1,115 @@
+//! Throwaway network namespaces: listing them, finding the ones a killed run left behind, and
+//! deleting one after stopping what still runs in it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::command::run_bounded;
+
+/// The bound on each `ip netns` command.
+const IP_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(20);
+
+/// The names of all network namespaces (`ip netns list`).
+pub fn namespaces() -> Result<Vec<String>, String> {
+    let out = run_bounded(Command::new("ip").args(["netns", "list"]), IP_TIMEOUT)?;
+    if !out.success() {
+        return Err(format!("`ip netns list` failed: {}", out.stderr.trim()));
+    }
+    Ok(names_in_listing(&out.stdout))
+}
+
+/// The namespaces named `<prefix><pid>-…` whose process `pid` no longer runs: a run killed by a
+/// signal (so its teardown never ran) left them behind. Empty when namespaces cannot be listed.
+pub fn orphaned_namespaces(prefix: &str) -> Vec<String> {
+    let names = namespaces().unwrap_or_default();
+    orphans(&names, prefix, |pid| {
+        Path::new(&format!("/proc/{pid}")).exists()
+    })
+}
+
+/// The pids of the processes that live in namespace `name` (empty when they cannot be listed).
+fn namespace_pids(name: &str) -> Vec<i32> {
+    run_bounded(Command::new("ip").args(["netns", "pids", name]), IP_TIMEOUT)
+        .map(|out| {
+            out.stdout
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Stops what still runs in namespace `name` (SIGTERM, up to `grace` for it to exit, then SIGKILL)
+/// and deletes the namespace. `Err` says why `ip netns del` failed.
+pub fn delete_namespace(name: &str, grace: Duration) -> Result<(), String> {
+    kill_all(&namespace_pids(name), grace);
+    let out = run_bounded(Command::new("ip").args(["netns", "del", name]), IP_TIMEOUT)?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip netns del {name}` failed: {}",
+            out.stderr.trim()
+        ))
+    }
+}
+
+fn kill_all(pids: &[i32], grace: Duration) {
+    for &pid in pids {
+        // SAFETY: kill has no memory preconditions; these pids live in a namespace we made.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let alive = |pid: &&i32| Path::new(&format!("/proc/{pid}")).exists();
+    let deadline = Instant::now() + grace;
+    while pids.iter().any(|p| alive(&p)) && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    for &pid in pids.iter().filter(alive) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// The names in `ip netns list` output, whose lines may carry an `(id: N)` after the name.
+fn names_in_listing(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn orphans(names: &[String], prefix: &str, running: impl Fn(&str) -> bool) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.split('-').next())
+                .is_some_and(|pid| !running(pid))
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_gives_the_names_without_ids() {
+        let listing = "wmt-12-0-a (id: 3)\nwmdemo-7-switch\n\n";
+        assert_eq!(names_in_listing(listing), ["wmt-12-0-a", "wmdemo-7-switch"]);
+    }
+
+    #[test]
+    fn orphans_are_the_prefixed_names_whose_process_is_gone() {
+        let names: Vec<String> = ["wmt-12-0-a", "wmt-13-1-b", "wmdemo-12-switch", "other"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(orphans(&names, "wmt-", |pid| pid == "13"), ["wmt-12-0-a"]);
+        assert_eq!(orphans(&names, "wmdemo-", |_| false), ["wmdemo-12-switch"]);
+        assert!(orphans(&names, "wmt-", |_| true).is_empty());
+    }
+}
