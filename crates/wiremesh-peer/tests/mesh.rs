@@ -9,8 +9,8 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use ipnet::IpNet;
 use wiremesh_peer::mesh::{
-    DropReason, FLUSH_OUT_LEN, Inbound, IndexSource, MemberId, Mesh, OsIndexSource, Outbound,
-    encapsulate_out_len,
+    DropReason, FLUSH_OUT_LEN, Inbound, IndexSource, MemberId, MemberSnapshot, Mesh, OsIndexSource,
+    Outbound, encapsulate_out_len,
 };
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
 
@@ -68,6 +68,11 @@ fn ip_packet(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
         }
         _ => panic!("mixed address families"),
     }
+}
+
+/// [`ip_packet`] from address strings.
+fn packet(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    ip_packet(ip(src), ip(dst), payload)
 }
 
 struct Machine {
@@ -235,6 +240,26 @@ impl Net {
         }
     }
 
+    /// What node `name` knows of the member with key `key`.
+    fn snapshot(&mut self, name: &str, key: u8) -> MemberSnapshot {
+        let mesh = &self.node(name).mesh;
+        mesh.member(member_id(mesh, key)).unwrap().snapshot()
+    }
+
+    /// The datagram node `i` sends for `packet` over its established session with member `key`.
+    fn sealed(&self, i: usize, key: u8, packet: &[u8]) -> Vec<u8> {
+        let mesh = &self.nodes[i].mesh;
+        let mut out = vec![0u8; 256];
+        let Outbound::Send {
+            len, data: true, ..
+        } = mesh.encapsulate(member_id(mesh, key), packet, &mut out)
+        else {
+            panic!("no session from node {i} to key {key}")
+        };
+        out.truncate(len);
+        out
+    }
+
     fn drops(&mut self, name: &str, reason: DropReason) -> u64 {
         self.node(name)
             .mesh
@@ -250,11 +275,21 @@ fn member_id(mesh: &Mesh, key: u8) -> MemberId {
     mesh.member_by_key(&public(key)).unwrap()
 }
 
+/// One tick now: the datagrams it sends, as (message type, length, destination).
+fn tick(mesh: &Mesh) -> Vec<(u8, usize, SocketAddr)> {
+    let mut out = vec![0u8; 256];
+    let mut sent = Vec::new();
+    mesh.tick(Instant::now(), &mut out, &mut |p, to| {
+        sent.push((p[0], p.len(), to))
+    });
+    sent
+}
+
 #[test]
 fn handshake_then_data_both_ways_over_ipv4_and_ipv6() {
     let all = machines();
     let mut net = Net::new(&all);
-    let ping = ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"ping");
+    let ping = packet("100.77.0.1", "100.77.0.2", b"ping");
 
     // No session yet: the core sends a handshake initiation and queues the packet.
     let first = net.send_ip("alpha", &ping);
@@ -264,7 +299,7 @@ fn handshake_then_data_both_ways_over_ipv4_and_ipv6() {
     net.pump();
     assert_eq!(net.node("bravo").delivered, vec![ping.clone()]);
 
-    let pong = ip_packet(ip("fd77::2"), ip("fd77::1"), b"pong");
+    let pong = packet("fd77::2", "fd77::1", b"pong");
     let reply = net.send_ip("bravo", &pong);
     assert!(
         matches!(reply, Outbound::Send { data: true, .. }),
@@ -274,8 +309,7 @@ fn handshake_then_data_both_ways_over_ipv4_and_ipv6() {
     assert_eq!(net.node("alpha").delivered, vec![pong.clone()]);
 
     // Per-member counters see the data bytes.
-    let mesh = &net.node("bravo").mesh;
-    let snap = mesh.member(member_id(mesh, 1)).unwrap().snapshot();
+    let snap = net.snapshot("bravo", 1);
     assert_eq!(snap.rx_bytes, ping.len() as u64);
     assert_eq!(snap.tx_bytes, pong.len() as u64);
     assert!(snap.since_handshake.is_some());
@@ -310,15 +344,12 @@ fn routes_by_longest_prefix_over_addresses_and_routes() {
 fn spoofed_inner_source_is_dropped_and_counted() {
     let all = machines();
     let mut net = Net::new(&all);
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"hello"),
-    );
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"hello"));
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 1);
 
     // alpha claims charlie's address as its source.
-    let spoofed = ip_packet(ip("100.77.0.3"), ip("100.77.0.2"), b"evil");
+    let spoofed = packet("100.77.0.3", "100.77.0.2", b"evil");
     assert!(matches!(
         net.send_ip("alpha", &spoofed),
         Outbound::Send { data: true, .. }
@@ -327,15 +358,11 @@ fn spoofed_inner_source_is_dropped_and_counted() {
     assert_eq!(net.node("bravo").delivered.len(), 1);
     assert_eq!(net.node("bravo").dropped, vec![DropReason::SpoofedSource]);
     assert_eq!(net.drops("bravo", DropReason::SpoofedSource), 1);
-    let mesh = &net.node("bravo").mesh;
-    let snap = mesh.member(member_id(mesh, 1)).unwrap().snapshot();
+    let snap = net.snapshot("bravo", 1);
     assert_eq!(snap.dropped_spoofed, 1);
 
     // alpha's own route is a legitimate source.
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.100.5"), ip("100.77.0.2"), b"routed"),
-    );
+    net.send_ip("alpha", &packet("100.77.100.5", "100.77.0.2", b"routed"));
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 2);
 }
@@ -345,10 +372,7 @@ fn sources_outside_ip_ranges_are_dropped() {
     let all = machines();
     let mut net = Net::new(&all);
     // charlie owns 100.99.0.0/24, but bravo's ipRanges only cover the network.
-    net.send_ip(
-        "charlie",
-        &ip_packet(ip("100.99.0.7"), ip("100.77.0.2"), b"x"),
-    );
+    net.send_ip("charlie", &packet("100.99.0.7", "100.77.0.2", b"x"));
     net.pump();
     assert!(net.node("bravo").delivered.is_empty());
     assert_eq!(net.node("bravo").dropped, vec![DropReason::OutsideRanges]);
@@ -389,10 +413,7 @@ fn unknown_key_gets_no_answer_even_under_load() {
 
     // A member under the same load still gets an answer (a cookie reply, type 3).
     net.log.clear();
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"hi"),
-    );
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"hi"));
     net.pump();
     assert!(
         net.log
@@ -424,26 +445,17 @@ fn garbage_is_dropped_without_answer() {
 fn roaming_member_is_reached_at_its_new_endpoint() {
     let all = machines();
     let mut net = Net::new(&all);
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"one"),
-    );
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"one"));
     net.pump();
 
     // alpha moves to another underlay address and keeps talking.
     let moved = sock("198.19.5.5:40000");
     net.node("alpha").addr = moved;
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"two"),
-    );
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"two"));
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 2);
 
-    let back = net.send_ip(
-        "bravo",
-        &ip_packet(ip("100.77.0.2"), ip("100.77.0.1"), b"back"),
-    );
+    let back = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"back"));
     assert!(
         matches!(back, Outbound::Send { to, data: true, .. } if to == moved),
         "{back:?}"
@@ -456,29 +468,15 @@ fn roaming_member_is_reached_at_its_new_endpoint() {
 fn a_spoofed_or_replayed_datagram_does_not_move_the_endpoint() {
     let all = machines();
     let mut net = Net::new(&all);
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"one"),
-    );
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"one"));
     net.pump();
     // Capture a real data packet and replay it from elsewhere.
-    let data = {
-        let packet = ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"two");
-        let mesh = &net.nodes[0].mesh;
-        let id = mesh.route(&packet).unwrap();
-        let mut out = vec![0u8; 256];
-        let Outbound::Send { len, .. } = mesh.encapsulate(id, &packet, &mut out) else {
-            panic!()
-        };
-        out.truncate(len);
-        out
-    };
+    let data = net.sealed(0, 2, &packet("100.77.0.1", "100.77.0.2", b"two"));
     net.put(sock("198.18.0.1:51820"), sock("198.18.0.2:51820"), &data);
     net.put(sock("198.18.66.66:1"), sock("198.18.0.2:51820"), &data);
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 2);
-    let mesh = &net.node("bravo").mesh;
-    let snap = mesh.member(member_id(mesh, 1)).unwrap().snapshot();
+    let snap = net.snapshot("bravo", 1);
     assert_eq!(snap.endpoint, Some(sock("198.18.0.1:51820")));
     assert_eq!(net.node("bravo").dropped, vec![DropReason::Invalid]);
 }
@@ -497,11 +495,8 @@ fn applying_a_diff_keeps_the_other_sessions() {
     let all = machines();
     let mut net = Net::new(&all);
     // Sessions alpha↔bravo and charlie↔bravo.
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"a"),
-    );
-    net.send_ip("charlie", &ip_packet(ip("fd77::3"), ip("fd77::2"), b"c"));
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"a"));
+    net.send_ip("charlie", &packet("fd77::3", "fd77::2", b"c"));
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 2);
     let handshakes_before = net.log.iter().filter(|(_, _, t)| *t == 1).count();
@@ -525,15 +520,9 @@ fn applying_a_diff_keeps_the_other_sessions() {
     assert!(report.rekeyed.is_empty());
 
     // alpha's session is untouched: data flows both ways without a new handshake.
-    let out = net.send_ip(
-        "bravo",
-        &ip_packet(ip("100.77.0.2"), ip("100.77.0.1"), b"still"),
-    );
+    let out = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"still"));
     assert!(matches!(out, Outbound::Send { data: true, .. }), "{out:?}");
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.55.1"), ip("100.77.0.2"), b"new route"),
-    );
+    net.send_ip("alpha", &packet("100.77.55.1", "100.77.0.2", b"new route"));
     net.pump();
     assert_eq!(net.node("alpha").delivered.len(), 1);
     assert_eq!(net.node("bravo").delivered.len(), 3);
@@ -543,12 +532,9 @@ fn applying_a_diff_keeps_the_other_sessions() {
     );
 
     // charlie is gone: no route to it, and its datagrams are not accepted.
-    let to_charlie = net.send_ip(
-        "bravo",
-        &ip_packet(ip("100.77.0.2"), ip("100.77.0.3"), b"x"),
-    );
+    let to_charlie = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.3", b"x"));
     assert_eq!(to_charlie, Outbound::Drop(DropReason::NoRoute));
-    net.send_ip("charlie", &ip_packet(ip("fd77::3"), ip("fd77::2"), b"c2"));
+    net.send_ip("charlie", &packet("fd77::3", "fd77::2", b"c2"));
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 3);
     assert_eq!(
@@ -575,22 +561,13 @@ fn member_without_endpoint_is_reached_once_it_calls() {
     let mut net = Net::new(&all);
     net.node("bravo").mesh.apply(&spec_b, &mut OsIndexSource);
 
-    let early = net.send_ip(
-        "bravo",
-        &ip_packet(ip("100.77.0.2"), ip("100.77.0.1"), b"early"),
-    );
+    let early = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"early"));
     assert_eq!(early, Outbound::Drop(DropReason::NoEndpoint));
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"hi"),
-    );
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"hi"));
     net.pump();
     // bravo learnt alpha's endpoint from the handshake, and its queued packet went out then.
     assert_eq!(net.node("alpha").delivered.len(), 1);
-    let later = net.send_ip(
-        "bravo",
-        &ip_packet(ip("100.77.0.2"), ip("100.77.0.1"), b"later"),
-    );
+    let later = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"later"));
     assert!(matches!(later, Outbound::Send { data: true, .. }));
 }
 
@@ -604,17 +581,10 @@ fn first_initiation_uses_the_first_endpoint_and_tick_waits_for_rekey_timeout() {
     let id = member_id(&mesh, 2);
     let mut out = vec![0u8; 256];
     // Queue a packet: the first initiation goes to the first endpoint.
-    let first = mesh.encapsulate(
-        id,
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"x"),
-        &mut out,
-    );
+    let first = mesh.encapsulate(id, &packet("100.77.0.1", "100.77.0.2", b"x"), &mut out);
     assert!(matches!(first, Outbound::Send { to, .. } if to == sock("198.18.9.9:51820")));
     // Ticking right away must not resend (REKEY_TIMEOUT is 5 s) and never panics.
-    let mut sent = Vec::new();
-    mesh.tick(Instant::now(), &mut out, &mut |p, to| {
-        sent.push((p.len(), to))
-    });
+    let sent = tick(&mesh);
     assert!(sent.is_empty(), "{sent:?}");
 }
 
@@ -622,11 +592,7 @@ fn first_initiation_uses_the_first_endpoint_and_tick_waits_for_rekey_timeout() {
 fn first_tick_greets_every_member_with_an_endpoint_once() {
     let all = machines();
     let (mesh, _) = Mesh::new(secret(1), &spec_for(&all[0], &all), &mut OsIndexSource);
-    let mut out = vec![0u8; 256];
-    let mut sent = Vec::new();
-    mesh.tick(Instant::now(), &mut out, &mut |p, to| {
-        sent.push((p[0], p.len(), to))
-    });
+    let mut sent = tick(&mesh);
     let mut expected: Vec<_> = all[1..].iter().map(|m| (1u8, 148, m.endpoint)).collect();
     expected.sort();
     sent.sort();
@@ -635,10 +601,7 @@ fn first_tick_greets_every_member_with_an_endpoint_once() {
         "one handshake initiation to each other member"
     );
     // The next tick, within REKEY_TIMEOUT, sends nothing more.
-    let mut again = Vec::new();
-    mesh.tick(Instant::now(), &mut out, &mut |p, to| {
-        again.push((p.len(), to))
-    });
+    let again = tick(&mesh);
     assert!(again.is_empty(), "{again:?}");
 }
 
@@ -647,22 +610,9 @@ fn random_datagrams_never_panic_and_are_never_answered() {
     let all = machines();
     let mut net = Net::new(&all);
     // Also with a live session, so data-packet parsing reaches the session code.
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"hi"),
-    );
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"hi"));
     net.pump();
-    let genuine = {
-        let packet = ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"genuine");
-        let mesh = &net.nodes[0].mesh;
-        let mut out = vec![0u8; 256];
-        let Outbound::Send { len, .. } = mesh.encapsulate(member_id(mesh, 2), &packet, &mut out)
-        else {
-            panic!()
-        };
-        out.truncate(len);
-        out
-    };
+    let genuine = net.sealed(0, 2, &packet("100.77.0.1", "100.77.0.2", b"genuine"));
     let sent_before = net.log.len();
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
@@ -705,16 +655,13 @@ fn a_packet_longer_than_any_ip_packet_is_not_queued_for_the_handshake() {
     let mut net = Net::new(&all);
     // 65,536 bytes: one more than an IP packet may have. Queued behind the handshake, it would
     // not fit the FLUSH_OUT_LEN buffer, and boringtun panics on a short output buffer.
-    let mut huge = ip_packet(ip("fd77::1"), ip("fd77::2"), &vec![7; 65_536 - 40]);
+    let mut huge = packet("fd77::1", "fd77::2", &vec![7; 65_536 - 40]);
     huge[4..6].copy_from_slice(&[0xff, 0xff]);
     assert_eq!(
         net.send_ip("alpha", &huge),
         Outbound::Drop(DropReason::Invalid)
     );
-    net.send_ip(
-        "alpha",
-        &ip_packet(ip("100.77.0.1"), ip("100.77.0.2"), b"hi"),
-    );
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"hi"));
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 1);
 }
