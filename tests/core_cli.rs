@@ -35,6 +35,13 @@ fn wm(args: &[&str]) -> Output {
     run(&wiremesh(), args, None)
 }
 
+/// `wiremesh address --instance INSTANCE --machine MACHINE EXTRA`.
+fn address(instance: &str, machine: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["address", "--instance", instance, "--machine", machine];
+    args.extend_from_slice(extra);
+    wm(&args)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -52,55 +59,33 @@ fn ok(o: Output) -> String {
 #[test]
 fn address_output_is_golden() {
     assert_eq!(
-        ok(wm(&[
-            "address",
-            "--instance",
-            "my-vpn",
-            "--machine",
-            "laptop"
-        ])),
+        ok(address("my-vpn", "laptop", &[])),
         "ipv6-network = fd8c:65c0:2740::/48\n\
          ipv6 = fd8c:65c0:2740:8337:bf72:5f02:6fda:9c78\n\
          ipv4-network = 100.96.0.0/16\n\
          interface = wm-my-vpn\n"
     );
     assert_eq!(
-        ok(wm(&[
-            "address",
-            "--instance",
-            "home-network-for-family",
-            "--machine",
-            "phone",
-            "--json"
-        ])),
+        ok(address("home-network-for-family", "phone", &["--json"])),
         "{\"interface\":\"wm-home-n-1e945\",\"ipv4Network\":\"100.106.0.0/16\",\
          \"ipv6\":\"fd1e:945c:d8be:7bf4:72d7:a864:ef47:8145\",\"ipv6Network\":\"fd1e:945c:d8be::/48\"}\n"
     );
     assert_eq!(
-        ok(wm(&[
-            "address",
-            "--instance",
+        ok(address(
             "my-vpn",
-            "--machine",
             "laptop",
-            "--network",
-            "fd00:1:2:3::/64",
-            "--network",
-            "100.77.0.0/16",
-            "--field",
-            "ipv6",
-        ])),
+            &[
+                "--network",
+                "fd00:1:2:3::/64",
+                "--network",
+                "100.77.0.0/16",
+                "--field",
+                "ipv6"
+            ]
+        )),
         "fd00:1:2:3:bf72:5f02:6fda:9c78\n"
     );
-    let bad = wm(&[
-        "address",
-        "--instance",
-        "i",
-        "--machine",
-        "m",
-        "--network",
-        "100.77.0.1/16",
-    ]);
+    let bad = address("i", "m", &["--network", "100.77.0.1/16"]);
     assert!(!bad.status.success());
     assert!(
         stderr(&bad).contains("did you mean 100.77.0.0/16"),

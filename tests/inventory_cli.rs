@@ -33,6 +33,18 @@ fn resolve(args: &[&str]) -> std::process::Output {
     run(&wiremesh(), &all, None)
 }
 
+/// `inventory resolve --inventory - ARGS` with `inventory` on standard input.
+fn resolve_stdin(inventory: &[u8], args: &[&str]) -> std::process::Output {
+    let mut all = vec!["inventory", "resolve", "--inventory", "-"];
+    all.extend_from_slice(args);
+    run(&wiremesh(), &all, Some(inventory))
+}
+
+/// Standard output parsed as JSON.
+fn json(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+}
+
 #[test]
 fn resolves_the_readme_example() {
     let out = resolve(&["--inventory", "examples/inventory.json"]);
@@ -43,7 +55,7 @@ fn resolves_the_readme_example() {
 #[test]
 fn example_output_has_the_issue_shape() {
     let out = resolve(&["--inventory", "examples/inventory.json"]);
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let value = json(&out);
     let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["instances", "machineTags", "machines", "warnings"]);
     assert_eq!(
@@ -118,11 +130,7 @@ fn the_key_order_check_sees_text_order() {
 #[test]
 fn reads_standard_input() {
     let text = std::fs::read(workspace_file("examples/inventory.json")).unwrap();
-    let out = run(
-        &wiremesh(),
-        &["inventory", "resolve", "--inventory", "-"],
-        Some(&text),
-    );
+    let out = resolve_stdin(&text, &[]);
     assert_prints(&out, "example.expected.json");
 }
 
@@ -204,7 +212,7 @@ fn every_error_fixture_gives_its_error_json_and_exit_1() {
             "{relative}"
         );
         assert_keys_sorted(&stdout(&out));
-        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let value = json(&out);
         assert_eq!(
             value["error"]["kind"],
             stem.as_str(),
@@ -229,13 +237,9 @@ fn every_error_fixture_gives_its_error_json_and_exit_1() {
 #[test]
 fn warnings_are_in_the_json_and_on_stderr() {
     let inv = br#"{"machines": {"a": {}}, "instances": {"vpn": {"module": {"name": "wiremesh", "input": "wiremesh"}, "roles": {"peer": {"tags": ["all", "nobody"]}}}}}"#;
-    let out = run(
-        &wiremesh(),
-        &["inventory", "resolve", "--inventory", "-"],
-        Some(inv),
-    );
+    let out = resolve_stdin(inv, &[]);
     assert_eq!(out.status.code(), Some(0));
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = json(&out);
     assert_eq!(
         value["warnings"],
         serde_json::json!([{ "instance": "vpn", "kind": "empty-tag", "role": "peer", "tag": "nobody" }])
@@ -249,24 +253,9 @@ fn warnings_are_in_the_json_and_on_stderr() {
 #[test]
 fn wiremesh_input_selects_the_built_in_module() {
     let inv = br#"{"machines": {"a": {}}, "instances": {"vpn": {"module": {"name": "wiremesh", "input": "mesh-flake"}, "roles": {"peer": {"tags": ["all"]}}}}}"#;
-    let out = run(
-        &wiremesh(),
-        &["inventory", "resolve", "--inventory", "-"],
-        Some(inv),
-    );
+    let out = resolve_stdin(inv, &[]);
     assert_eq!(out.status.code(), Some(1));
-    let out = run(
-        &wiremesh(),
-        &[
-            "inventory",
-            "resolve",
-            "--inventory",
-            "-",
-            "--wiremesh-input",
-            "mesh-flake",
-        ],
-        Some(inv),
-    );
+    let out = resolve_stdin(inv, &["--wiremesh-input", "mesh-flake"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
 
@@ -277,7 +266,7 @@ fn unreadable_and_invalid_files_are_errors_with_a_message() {
         "tests/fixtures/inventory/does-not-exist.json",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = json(&out);
     assert_eq!(value["error"]["kind"], "unreadable-input");
     assert!(
         value["error"]["message"]
@@ -287,11 +276,7 @@ fn unreadable_and_invalid_files_are_errors_with_a_message() {
         "{value}"
     );
 
-    let out = run(
-        &wiremesh(),
-        &["inventory", "resolve", "--inventory", "-"],
-        Some(b"\xff\xfe{}"),
-    );
+    let out = resolve_stdin(b"\xff\xfe{}", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("is not UTF-8"), "{}", stdout(&out));
 
@@ -302,20 +287,16 @@ fn unreadable_and_invalid_files_are_errors_with_a_message() {
         "examples/inventory.json",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = json(&out);
     assert_eq!(value["error"]["kind"], "invalid-catalog");
     assert!(value["error"]["message"].as_str().unwrap().starts_with("examples/inventory.json: module catalog at `instances.my-vpn.module`: unknown key `module`"), "{value}");
 }
 
 #[test]
 fn only_one_input_reads_standard_input() {
-    let out = run(
-        &wiremesh(),
-        &["inventory", "resolve", "--inventory", "-", "--modules", "-"],
-        Some(b"{}"),
-    );
+    let out = resolve_stdin(b"{}", &["--modules", "-"]);
     assert_eq!(out.status.code(), Some(1));
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = json(&out);
     assert_eq!(value["error"]["kind"], "unreadable-input");
     assert_eq!(
         value["error"]["message"],
@@ -348,18 +329,7 @@ fn text_output_escapes_control_characters_from_the_input() {
         "instances": { "vpn\u0007": { "module": { "name": "wiremesh", "input": "wiremesh" },
             "roles": { "peer": { "tags": ["all", "\u001b]0;title\u0007"] } } } }
     }"#;
-    let out = run(
-        &wiremesh(),
-        &[
-            "inventory",
-            "resolve",
-            "--inventory",
-            "-",
-            "--format",
-            "text",
-        ],
-        Some(inventory.as_bytes()),
-    );
+    let out = resolve_stdin(inventory.as_bytes(), &["--format", "text"]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -374,18 +344,7 @@ fn text_output_escapes_control_characters_from_the_input() {
 
     let broken = r#"{ "instances": { "vpn": { "module": { "name": "wiremesh", "input": "wiremesh" },
         "roles": { "peer": { "machines": { "x\u001b[2J": {} } } } } } }"#;
-    let out = run(
-        &wiremesh(),
-        &[
-            "inventory",
-            "resolve",
-            "--inventory",
-            "-",
-            "--format",
-            "text",
-        ],
-        Some(broken.as_bytes()),
-    );
+    let out = resolve_stdin(broken.as_bytes(), &["--format", "text"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!stderr(&out).contains('\u{1b}'), "{:?}", stderr(&out));
     assert!(
