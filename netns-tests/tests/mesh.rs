@@ -5,9 +5,30 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use wiremesh_netns_tests::{Lab, TUN_NAME, serial, tcp_transfer};
+use wiremesh_netns_tests::{Lab, Netns, TUN_NAME, Transfer, serial, tcp_transfer};
 
 const MIB: u64 = 1 << 20;
+
+/// Sends `bytes` over TCP from `from` to `dst` (an address in `to`) within `timeout`; panics,
+/// naming `what`, unless every byte arrives unaltered.
+fn transfer_intact(
+    from: &Netns,
+    to: &Netns,
+    dst: IpAddr,
+    port: u16,
+    bytes: u64,
+    timeout: Duration,
+    what: &str,
+) -> Transfer {
+    let t =
+        tcp_transfer(from, to, dst, port, bytes, timeout).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(t.received_bytes, bytes, "{what}: bytes received");
+    assert_eq!(
+        t.sent_sha256, t.received_sha256,
+        "{what}: the data arrived altered"
+    );
+    t
+}
 
 #[test]
 fn three_members_ping_every_pair_over_ipv4_and_ipv6_and_move_50_mb_intact() {
@@ -17,29 +38,26 @@ fn three_members_ping_every_pair_over_ipv4_and_ipv6_and_move_50_mb_intact() {
     lab.assert_all_pairs_ping();
 
     let (from, to) = (&lab.members[0], &lab.members[2]);
-    let t = tcp_transfer(
+    let t = transfer_intact(
         &from.ns,
         &to.ns,
         IpAddr::V4(to.overlay4()),
         5201,
         50 * MIB,
         Duration::from_secs(180),
-    )
-    .unwrap_or_else(|e| panic!("50 MiB alpha → gamma: {e}"));
-    assert_eq!(t.received_bytes, 50 * MIB);
-    assert_eq!(t.sent_sha256, t.received_sha256, "the data arrived altered");
+        "50 MiB alpha → gamma",
+    );
     eprintln!("50 MiB alpha → gamma over IPv4 in {:?}", t.elapsed);
 
-    let t = tcp_transfer(
+    transfer_intact(
         &to.ns,
         &lab.members[1].ns,
         IpAddr::V6(lab.members[1].overlay6()),
         5202,
         10 * MIB,
         Duration::from_secs(120),
-    )
-    .unwrap_or_else(|e| panic!("10 MiB gamma → beta over IPv6: {e}"));
-    assert_eq!(t.sent_sha256, t.received_sha256, "the data arrived altered");
+        "10 MiB gamma → beta over IPv6",
+    );
 
     let beta = from.peer_status("beta");
     assert!(
@@ -74,16 +92,15 @@ fn members_whose_endpoints_are_on_the_ipv6_underlay_pass_ipv4_and_ipv6_traffic()
     lab.start_all();
     lab.assert_all_pairs_ping();
     let beta = &lab.members[1];
-    let t = tcp_transfer(
+    transfer_intact(
         &lab.members[0].ns,
         &beta.ns,
         IpAddr::V4(beta.overlay4()),
         5201,
         10 * MIB,
         Duration::from_secs(120),
-    )
-    .unwrap_or_else(|e| panic!("10 MiB alpha → beta over the IPv6 underlay: {e}"));
-    assert_eq!(t.sent_sha256, t.received_sha256, "the data arrived altered");
+        "10 MiB alpha → beta over the IPv6 underlay",
+    );
     let entry = lab.members[0].peer_status("beta");
     assert_eq!(
         entry.endpoint.as_deref(),
@@ -182,17 +199,15 @@ fn tcp_completes_over_an_underlay_that_loses_5_percent_of_packets() {
         .ns
         .wait_ping(IpAddr::V4(beta.overlay4()), Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("alpha → beta under 5 % loss: {e}"));
-    let t = tcp_transfer(
+    let t = transfer_intact(
         &lab.members[0].ns,
         &beta.ns,
         IpAddr::V4(beta.overlay4()),
         5201,
         10 * MIB,
         Duration::from_secs(240),
-    )
-    .unwrap_or_else(|e| panic!("10 MiB alpha → beta under 5 % loss: {e}"));
-    assert_eq!(t.received_bytes, 10 * MIB);
-    assert_eq!(t.sent_sha256, t.received_sha256, "the data arrived altered");
+        "10 MiB alpha → beta under 5 % loss",
+    );
     let dropped = lab.members[0].ns.random_loss_dropped();
     assert!(dropped > 0, "the loss rule dropped nothing");
     eprintln!(
