@@ -342,6 +342,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Asserts that `check` refuses each input with exactly its message.
+    fn assert_refuses<T: std::fmt::Debug + PartialEq, E: std::fmt::Display>(
+        check: impl Fn(&str) -> Result<T, E>,
+        cases: &[(&str, &str)],
+    ) {
+        for (input, message) in cases {
+            assert_eq!(
+                check(input).map_err(|e| e.to_string()),
+                Err(message.to_string()),
+                "{input:?}"
+            );
+        }
+    }
+
     /// Golden values: these are what `wiremesh address` prints and what Nix vars store. A change
     /// here renumbers every deployed mesh.
     #[test]
@@ -479,63 +493,57 @@ mod tests {
     #[test]
     fn configured_interface_names_are_checked() {
         assert_eq!(check_interface_name("wg0"), Ok(()));
-        for (name, message) in [
-            ("", "interface name is empty"),
-            (
-                "sixteen-bytes-xx",
-                "interface name \"sixteen-bytes-xx\" is 16 bytes; Linux allows at most 15",
-            ),
-            (
-                "a/b",
-                "interface name \"a/b\" contains '/', ':' or whitespace, which Linux does not allow",
-            ),
-            ("..", "interface name \"..\" is reserved"),
-        ] {
-            assert_eq!(
-                check_interface_name(name).map_err(|e| e.to_string()),
-                Err(message.to_string())
-            );
-        }
+        assert_refuses(
+            check_interface_name,
+            &[
+                ("", "interface name is empty"),
+                (
+                    "sixteen-bytes-xx",
+                    "interface name \"sixteen-bytes-xx\" is 16 bytes; Linux allows at most 15",
+                ),
+                (
+                    "a/b",
+                    "interface name \"a/b\" contains '/', ':' or whitespace, which Linux does not allow",
+                ),
+                ("..", "interface name \"..\" is reserved"),
+            ],
+        );
     }
 
     #[test]
     fn network_settings_are_validated() {
         assert!(parse_ipv4_network("100.77.0.0/16").is_ok());
         assert!(parse_ipv6_network("fd00::/96").is_ok());
-        for (text, message) in [
-            (
-                "100.77.0.1/16",
-                "\"100.77.0.1/16\" has host bits set; did you mean 100.77.0.0/16?",
-            ),
-            (
-                "fd00::/48",
-                "\"fd00::/48\" is not an IPv4 CIDR like 100.77.0.0/16",
-            ),
-            (
-                "100.77.0.0/31",
-                "100.77.0.0/31: prefix length must be at most /30",
-            ),
-        ] {
-            assert_eq!(
-                parse_ipv4_network(text).map_err(|e| e.to_string()),
-                Err(message.to_string())
-            );
-        }
-        for (text, message) in [
-            (
-                "fd00::/97",
-                "fd00::/97: the host part must have at least 32 bits (prefix length at most /96)",
-            ),
-            (
-                "100.64.0.0/10",
-                "\"100.64.0.0/10\" is not an IPv6 CIDR like fd12:3456:789a::/48",
-            ),
-        ] {
-            assert_eq!(
-                parse_ipv6_network(text).map_err(|e| e.to_string()),
-                Err(message.to_string())
-            );
-        }
+        assert_refuses(
+            parse_ipv4_network,
+            &[
+                (
+                    "100.77.0.1/16",
+                    "\"100.77.0.1/16\" has host bits set; did you mean 100.77.0.0/16?",
+                ),
+                (
+                    "fd00::/48",
+                    "\"fd00::/48\" is not an IPv4 CIDR like 100.77.0.0/16",
+                ),
+                (
+                    "100.77.0.0/31",
+                    "100.77.0.0/31: prefix length must be at most /30",
+                ),
+            ],
+        );
+        assert_refuses(
+            parse_ipv6_network,
+            &[
+                (
+                    "fd00::/97",
+                    "fd00::/97: the host part must have at least 32 bits (prefix length at most /96)",
+                ),
+                (
+                    "100.64.0.0/10",
+                    "\"100.64.0.0/10\" is not an IPv6 CIDR like fd12:3456:789a::/48",
+                ),
+            ],
+        );
     }
 
     #[test]
