@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
 use wiremesh_core::config::{Addresses, AgentConfig};
+use wiremesh_core::keys::WireguardPublicKey;
 use wiremesh_core::netmap::{Flags, Netmap, NetmapContent, Rejection};
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
 
@@ -101,6 +102,30 @@ fn base(config: &AgentConfig, own: &Addresses) -> MeshSpec {
     }
 }
 
+/// A member as its config peer entry or netmap entry describes it; endpoints that do not resolve
+/// become warnings.
+fn member_spec(
+    name: &str,
+    public_key: &WireguardPublicKey,
+    member_addresses: &Addresses,
+    routes: &[IpNet],
+    endpoints: &[String],
+    persistent_keepalive: Option<u16>,
+    warnings: &mut Vec<String>,
+) -> MemberSpec {
+    MemberSpec {
+        name: name.to_owned(),
+        public_key: *public_key.as_bytes(),
+        addresses: addresses(member_addresses),
+        routes: routes.to_vec(),
+        endpoints: endpoints
+            .iter()
+            .filter_map(|e| resolve(name, e, warnings))
+            .collect(),
+        persistent_keepalive,
+    }
+}
+
 /// The mesh a config describes, with its precomputed peer list. Returns warnings for endpoints
 /// that could not be resolved.
 pub fn spec(config: &AgentConfig) -> (MeshSpec, Vec<String>) {
@@ -109,17 +134,16 @@ pub fn spec(config: &AgentConfig) -> (MeshSpec, Vec<String>) {
     spec.members = config
         .peers
         .iter()
-        .map(|peer| MemberSpec {
-            name: peer.name.clone(),
-            public_key: *peer.wireguard_public_key.as_bytes(),
-            addresses: addresses(&peer.addresses),
-            routes: peer.routes.clone(),
-            endpoints: peer
-                .endpoints
-                .iter()
-                .filter_map(|e| resolve(&peer.name, e, &mut warnings))
-                .collect(),
-            persistent_keepalive: peer.persistent_keepalive.or(config.persistent_keepalive),
+        .map(|peer| {
+            member_spec(
+                &peer.name,
+                &peer.wireguard_public_key,
+                &peer.addresses,
+                &peer.routes,
+                &peer.endpoints,
+                peer.persistent_keepalive.or(config.persistent_keepalive),
+                &mut warnings,
+            )
         })
         .collect();
     (spec, warnings)
@@ -145,17 +169,16 @@ pub fn netmap_spec(
         .filter(|m| {
             !m.flags.contains(Flags::REVOKED) && m.wireguard_public_key.as_bytes() != own_key
         })
-        .map(|m| MemberSpec {
-            name: m.name.clone(),
-            public_key: *m.wireguard_public_key.as_bytes(),
-            addresses: addresses(&m.addresses),
-            routes: m.routes.clone(),
-            endpoints: m
-                .endpoints
-                .iter()
-                .filter_map(|e| resolve(&m.name, e, &mut warnings))
-                .collect(),
-            persistent_keepalive: config.persistent_keepalive,
+        .map(|m| {
+            member_spec(
+                &m.name,
+                &m.wireguard_public_key,
+                &m.addresses,
+                &m.routes,
+                &m.endpoints,
+                config.persistent_keepalive,
+                &mut warnings,
+            )
         })
         .collect();
     spec.source = SpecSource::Netmap {
