@@ -86,17 +86,17 @@ fn read_all(file: &mut File) -> String {
 mod tests {
     use super::*;
 
-    fn sh(script: &str) -> Command {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", script]);
-        cmd
+    /// `sh -c SCRIPT` through [`run_bounded_until`].
+    fn sh(script: &str, timeout: Duration, stop: bool) -> Result<Output, String> {
+        run_bounded_until(Command::new("sh").args(["-c", script]), timeout, || stop)
     }
 
     #[test]
     fn a_finished_command_gives_its_output_and_status() {
-        let out = run_bounded(
-            &mut sh("echo out; echo err >&2; exit 3"),
+        let out = sh(
+            "echo out; echo err >&2; exit 3",
             Duration::from_secs(10),
+            false,
         )
         .unwrap();
         assert_eq!(out.status.code(), Some(3));
@@ -107,9 +107,10 @@ mod tests {
 
     #[test]
     fn an_overrun_is_killed_and_its_output_kept_in_the_error() {
-        let err = run_bounded(
-            &mut sh("echo early; echo oops >&2; exec sleep 30"),
+        let err = sh(
+            "echo early; echo oops >&2; exec sleep 30",
             Duration::from_millis(300),
+            false,
         )
         .unwrap_err();
         assert!(err.contains("did not finish within"), "{err}");
@@ -119,8 +120,7 @@ mod tests {
 
     #[test]
     fn a_stop_request_kills_the_command() {
-        let err = run_bounded_until(&mut sh("exec sleep 30"), Duration::from_secs(30), || true)
-            .unwrap_err();
+        let err = sh("exec sleep 30", Duration::from_secs(30), true).unwrap_err();
         assert!(err.contains("was stopped"), "{err}");
     }
 
