@@ -1,6 +1,8 @@
-//! The agent's I/O shell: sets up the TUN device, routes and UDP socket, runs the two hot threads,
-//! and keeps the control work (timers, SIGHUP reload, status socket, shutdown) on the main thread
-//! and one status thread.
+//! The agent's I/O shell: sets up the TUN device, routes and UDP socket, and runs the two hot
+//! threads, a timer thread (every member's WireGuard timers) and a status thread. The main thread
+//! only waits for signals: SIGHUP reloads, SIGTERM/SIGINT shut down. A reload may block for
+//! seconds resolving endpoint names; the timers run on regardless, so no handshake, keepalive or
+//! rekey waits for DNS.
 
 mod config;
 mod datapath;
@@ -164,15 +166,37 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// Waits up to `timeout` for one of the blocked signals.
-fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
-    // SAFETY: valid set and timespec; no siginfo requested.
-    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &raw const ts) };
-    (sig > 0).then_some(sig)
+/// Waits for one of the blocked signals.
+fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
+    loop {
+        // SAFETY: valid set; no siginfo requested.
+        let sig = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if sig > 0 {
+            return sig;
+        }
+    }
+}
+
+/// Runs every member's WireGuard timers each [`TICK`] until the stop flag is set (the thread is
+/// unparked then, so it ends without waiting out the tick). The mesh is read-locked only while
+/// ticking, so a reload's write lock waits at most one tick.
+fn timer_loop(shared: &Shared) {
+    let mut out = vec![0u8; WG_MAX_CONTROL.max(256)];
+    let mut next = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::park_timeout(next - now);
+            continue;
+        }
+        next = now + TICK;
+        let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
+        mesh.tick(now, &mut out, &mut |packet, to| {
+            if let Err(e) = shared.udp.send(packet, to, None) {
+                tracing::debug!("timer packet to {to} not sent: {e}");
+            }
+        });
+    }
 }
 
 /// The TUN device with offloads, addresses and MTU; falls back to no offload where the kernel
@@ -403,6 +427,7 @@ pub fn run(options: Options) -> Result<()> {
         spawn("wm-tx", datapath::tx_loop)?,
         spawn("wm-rx", datapath::rx_loop)?,
     ];
+    let timers = spawn("wm-timers", timer_loop)?;
     let status_thread = {
         let shared = shared.clone();
         std::thread::Builder::new()
@@ -421,37 +446,25 @@ pub fn run(options: Options) -> Result<()> {
         "ready"
     );
 
-    let mut out = vec![0u8; WG_MAX_CONTROL.max(256)];
-    let mut last_tick = Instant::now();
     loop {
-        let wait = TICK.saturating_sub(last_tick.elapsed());
-        match wait_signal(&signals, wait) {
-            Some(libc::SIGHUP) => {
+        match wait_signal(&signals) {
+            libc::SIGHUP => {
                 if let Err(e) = reload(&options, state.as_ref(), &shared, &mut routes, &mut netmap)
                 {
                     tracing::error!("reload failed, keeping the running configuration: {e:#}");
                 }
             }
-            Some(sig) => {
+            sig => {
                 tracing::info!(signal = sig, "shutting down");
                 break;
             }
-            None => {}
-        }
-        if last_tick.elapsed() >= TICK {
-            last_tick = Instant::now();
-            let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
-            mesh.tick(last_tick, &mut out, &mut |packet, to| {
-                if let Err(e) = shared.udp.send(packet, to, None) {
-                    tracing::debug!("timer packet to {to} not sent: {e}");
-                }
-            });
         }
     }
 
     let _ = notify::notify("STOPPING=1");
     shared.stop.store(true, Ordering::Relaxed);
-    for t in threads.into_iter().chain([status_thread]) {
+    timers.thread().unpark();
+    for t in threads.into_iter().chain([timers, status_thread]) {
         let _ = t.join();
     }
     routes.sync(&[]);

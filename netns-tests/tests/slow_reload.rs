@@ -1,0 +1,237 @@
+//! A reload that waits seconds for DNS must not stop the WireGuard timers: while the agent resolves
+//! an endpoint name through a name server that never answers, its persistent keepalives keep
+//! going out, and once the lookup gives up the reload is applied without touching the sessions.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use wiremesh_core::config::AgentConfig;
+use wiremesh_netns_tests::{AGENT_PORT, Lab, Netns, require_tools, serial, wait_for};
+
+/// A name server on the underlay that drops every query.
+const DEAD_DNS4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 53);
+const DEAD_DNS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x53);
+/// The endpoint name the reload has to resolve (`.test` is reserved: it never exists).
+const SLOW_NAME: &str = "slow.wiremesh.test";
+/// What follows the name server in alpha's resolv.conf: `search .` with a high `ndots` makes
+/// glibc ask for the name once, as given, whatever the machine's host name, so a lookup gives up
+/// after exactly timeout × attempts = 6 s.
+const RESOLVER_OPTIONS: &str = "search .\noptions ndots:5 timeout:3 attempts:2\n";
+/// The stall the resolver configuration above causes, less a margin.
+const MIN_STALL: Duration = Duration::from_secs(5);
+/// alpha's persistent keepalive towards beta, in seconds.
+const KEEPALIVE_SECS: u16 = 1;
+/// Keepalives beta must get from alpha while alpha's reload stalls (about five are due).
+const MIN_KEEPALIVES_DURING_STALL: u64 = 3;
+/// A WireGuard keepalive: 32 bytes of transport message, 40 with the UDP header.
+const KEEPALIVE_UDP_LEN: u16 = 40;
+
+/// `/etc/netns/<namespace>/resolv.conf`, which `ip netns exec` mounts over /etc/resolv.conf for
+/// the programs it starts in that namespace; removed on drop, also when the test fails.
+struct NetnsResolvConf {
+    dir: PathBuf,
+    /// Whether /etc/netns itself was made here (then it is removed too, when empty).
+    made_parent: bool,
+}
+
+impl NetnsResolvConf {
+    fn install(ns: &Netns, text: &str) -> Self {
+        let parent = Path::new("/etc/netns");
+        let guard = Self {
+            dir: parent.join(ns.name()),
+            made_parent: !parent.exists(),
+        };
+        std::fs::create_dir_all(&guard.dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", guard.dir.display()));
+        let file = guard.dir.join("resolv.conf");
+        std::fs::write(&file, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
+        guard
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.made_parent {
+            let _ = self.dir.parent().map(std::fs::remove_dir);
+        }
+    }
+}
+
+/// Loads an nftables ruleset into `ns`.
+fn nft_load(ns: &Netns, dir: &Path, name: &str, ruleset: &str) {
+    let file = dir.join(format!("{name}.nft"));
+    std::fs::write(&file, ruleset).expect("the lab dir is writable");
+    ns.run(&["nft", "-f", &file.to_string_lossy()]);
+}
+
+/// The packets counted by the (single) counter of nftables table `inet <table>` in `ns`.
+fn nft_packets(ns: &Netns, table: &str) -> u64 {
+    let listing = ns.run(&["nft", "list", "table", "inet", table]);
+    let words: Vec<&str> = listing.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[0] == "packets")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or_else(|| panic!("no packet counter in table {table}:\n{listing}"))
+}
+
+/// The position of peer `name` in `config`.
+fn peer(config: &AgentConfig, name: &str) -> usize {
+    config
+        .peers
+        .iter()
+        .position(|p| p.name == name)
+        .unwrap_or_else(|| panic!("the plan has no peer {name}"))
+}
+
+/// Handshake times in the status are whole seconds derived from "time since", so the same
+/// session may show one second more or less.
+fn same_session(before: Option<u64>, after: Option<u64>) -> bool {
+    matches!((before, after), (Some(b), Some(a)) if a.abs_diff(b) <= 1)
+}
+
+#[test]
+fn timers_keep_running_while_a_reload_waits_for_dns() {
+    let _one_at_a_time = serial();
+    require_tools(&["nft"]);
+    // Declared before the lab so that it is removed after the agents have stopped.
+    let _resolv_conf;
+    let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
+    let dead_dns = Netns::new("deaddns");
+    lab.plug(&dead_dns, IpAddr::V4(DEAD_DNS4), IpAddr::V6(DEAD_DNS6));
+    nft_load(
+        &dead_dns,
+        lab.dir(),
+        "dead-dns",
+        "table inet wm_dead_dns {\n\
+         \tchain in { type filter hook input priority 0; meta l4proto { udp, tcp } th dport 53 counter drop; }\n\
+         }\n",
+    );
+    _resolv_conf = NetnsResolvConf::install(
+        &lab.members[0].ns,
+        &format!("nameserver {DEAD_DNS4}\n{RESOLVER_OPTIONS}"),
+    );
+    let alpha_underlay = lab.members[0].underlay4;
+    nft_load(
+        &lab.members[1].ns,
+        lab.dir(),
+        "keepalives",
+        &format!(
+            "table inet wm_keepalives {{\n\
+             \tchain in {{ type filter hook input priority 0; ip saddr {alpha_underlay} udp dport {AGENT_PORT} udp length {KEEPALIVE_UDP_LEN} counter; }}\n\
+             }}\n"
+        ),
+    );
+    let keepalives = |lab: &Lab| nft_packets(&lab.members[1].ns, "wm_keepalives");
+
+    let mut config = lab.members[0].config.clone().expect("planned");
+    let beta = peer(&config, "beta");
+    config.peers[beta].persistent_keepalive = Some(KEEPALIVE_SECS);
+    lab.members[0].write_config(config.clone());
+    lab.start_all();
+    for to in [1, 2] {
+        let dst = IpAddr::V4(lab.members[to].overlay4());
+        lab.members[0]
+            .ns
+            .wait_ping(dst, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("alpha → {}: {e}", lab.members[to].name));
+    }
+    // The measure works: with nothing reloading, beta counts alpha's keepalives.
+    let idle = keepalives(&lab);
+    wait_for(
+        "beta to count two keepalives from alpha",
+        Duration::from_secs(5),
+        || keepalives(&lab) >= idle + 2,
+    );
+
+    // gamma gets a second endpoint by name, which the reload must resolve.
+    let gamma = peer(&config, "gamma");
+    config.peers[gamma]
+        .endpoints
+        .push(format!("{SLOW_NAME}:{AGENT_PORT}"));
+    lab.members[0].write_config(config);
+    let beta_before = lab.members[0].peer_status("beta");
+    let log_before = lab.members[0].agent_log();
+    let reloads_before = log_before.matches("reloaded").count();
+    let sighup = Instant::now();
+    lab.members[0].signal_agent(libc::SIGHUP);
+    // Past any keepalive that was on its way when the reload began.
+    std::thread::sleep(Duration::from_millis(300));
+    let at_start = keepalives(&lab);
+    let mut during = at_start;
+    wait_for(
+        "alpha to log \"reloaded\" after SIGHUP",
+        Duration::from_secs(20),
+        || {
+            // Counted before the log is read: a keepalive counted here was sent before the
+            // reload finished.
+            let count = keepalives(&lab);
+            if lab.members[0].agent_log().matches("reloaded").count() > reloads_before {
+                return true;
+            }
+            during = count;
+            false
+        },
+    );
+    let stall = sighup.elapsed();
+    let queries = nft_packets(&dead_dns, "wm_dead_dns");
+    assert!(
+        stall >= MIN_STALL && queries > 0,
+        "the reload took {stall:?} and sent {queries} DNS queries: the name lookup did not stall, \
+         so this test shows nothing"
+    );
+    let sent = during - at_start;
+    eprintln!(
+        "reload stalled {stall:?} on {queries} DNS queries; beta got {sent} keepalives meanwhile"
+    );
+    assert!(
+        sent >= MIN_KEEPALIVES_DURING_STALL,
+        "beta got {sent} keepalives from alpha during alpha's {stall:?} reload (persistent \
+         keepalive {KEEPALIVE_SECS} s, at least {MIN_KEEPALIVES_DURING_STALL} expected): alpha's \
+         timers stood still while it resolved {SLOW_NAME}"
+    );
+
+    // The reload was applied: the name is reported, the config kept as the last good one, and
+    // no session was touched.
+    let alpha = &lab.members[0];
+    let logged = alpha
+        .agent_log()
+        .get(log_before.len()..)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        logged.contains(&format!(
+            "peer 'gamma': endpoint '{SLOW_NAME}:{AGENT_PORT}'"
+        )),
+        "alpha did not warn about the unresolvable endpoint:\n{logged}"
+    );
+    assert!(
+        !logged.contains("member=beta") && !logged.contains("member=gamma"),
+        "the reload touched a member:\n{logged}"
+    );
+    let saved = std::fs::read_to_string(alpha.state_dir().join("last-good-config.json"))
+        .expect("alpha keeps its last good config");
+    assert!(
+        saved.contains(SLOW_NAME),
+        "alpha's last good config is not the reloaded one:\n{saved}"
+    );
+    for to in [1, 2] {
+        let dst = IpAddr::V4(lab.members[to].overlay4());
+        assert!(
+            alpha.ns.ping_once(dst),
+            "alpha → {} broke after the reload",
+            lab.members[to].name
+        );
+    }
+    let beta_after = alpha.peer_status("beta");
+    assert!(
+        same_session(
+            beta_before.latest_handshake_unix,
+            beta_after.latest_handshake_unix
+        ),
+        "the session with beta was redone: {beta_before:?} → {beta_after:?}"
+    );
+}
