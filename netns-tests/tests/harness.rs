@@ -3,6 +3,7 @@
 //! rely on. None of these needs the wiremesh binaries.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -42,6 +43,24 @@ fn namespaces_and_their_processes_are_removed_even_when_a_test_panics() {
     assert!(result.is_err());
     assert!(seen.starts_with("wmt-"), "unexpected name {seen}");
     assert!(!namespace_exists(&seen), "{seen} survived the panic");
+}
+
+#[test]
+fn a_namespaces_etc_netns_dir_goes_with_it() {
+    // `ip netns exec` mounts /etc/netns/<name>/* over /etc; `ip netns del` leaves the directory.
+    let parent = Path::new("/etc/netns");
+    let made_parent = !parent.exists();
+    let ns = Netns::new("etc");
+    let dir = parent.join(ns.name());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("resolv.conf"), "nameserver 198.18.0.53\n").unwrap();
+    drop(ns);
+    let survived = dir.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    if made_parent {
+        let _ = std::fs::remove_dir(parent);
+    }
+    assert!(!survived, "{} survived its namespace", dir.display());
 }
 
 #[test]

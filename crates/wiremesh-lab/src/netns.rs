@@ -1,7 +1,8 @@
 //! Throwaway network namespaces: listing them, finding the ones a killed run left behind, and
 //! deleting one after stopping what still runs in it.
 
-use std::path::Path;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -11,9 +12,15 @@ use crate::command::run_bounded;
 const IP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
+/// `ip ARGS`, bounded, in its own process group: a Ctrl-C at the terminal (the demo's second one,
+/// say) must not kill it halfway through a teardown.
+fn ip(args: &[&str]) -> Result<crate::Output, String> {
+    run_bounded(Command::new("ip").args(args).process_group(0), IP_TIMEOUT)
+}
+
 /// The names of all network namespaces (`ip netns list`).
 pub fn namespaces() -> Result<Vec<String>, String> {
-    let out = run_bounded(Command::new("ip").args(["netns", "list"]), IP_TIMEOUT)?;
+    let out = ip(&["netns", "list"])?;
     if !out.success() {
         return Err(format!("`ip netns list` failed: {}", out.stderr.trim()));
     }
@@ -31,7 +38,7 @@ pub fn orphaned_namespaces(prefix: &str) -> Vec<String> {
 
 /// The pids of the processes that live in namespace `name` (empty when they cannot be listed).
 fn namespace_pids(name: &str) -> Vec<i32> {
-    run_bounded(Command::new("ip").args(["netns", "pids", name]), IP_TIMEOUT)
+    ip(&["netns", "pids", name])
         .map(|out| {
             out.stdout
                 .split_whitespace()
@@ -42,10 +49,14 @@ fn namespace_pids(name: &str) -> Vec<i32> {
 }
 
 /// Stops what still runs in namespace `name` (SIGTERM, up to `grace` for it to exit, then SIGKILL)
-/// and deletes the namespace. `Err` says why `ip netns del` failed.
+/// and deletes the namespace and its `/etc/netns/<name>` (files `ip netns exec` mounts there, e.g.
+/// a resolv.conf; `ip netns del` leaves them). `Err` says why `ip netns del` failed.
 pub fn delete_namespace(name: &str, grace: Duration) -> Result<(), String> {
     kill_all(&namespace_pids(name), grace);
-    let out = run_bounded(Command::new("ip").args(["netns", "del", name]), IP_TIMEOUT)?;
+    let out = ip(&["netns", "del", name])?;
+    if let Some(dir) = etc_dir(name) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     if out.success() {
         Ok(())
     } else {
@@ -70,6 +81,13 @@ fn kill_all(pids: &[i32], grace: Duration) {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+}
+
+/// `/etc/netns/<name>`, or `None` when `name` is not a single path component (it could then
+/// point outside /etc/netns).
+fn etc_dir(name: &str) -> Option<PathBuf> {
+    let plain = !name.is_empty() && name != "." && name != ".." && !name.contains('/');
+    plain.then(|| Path::new("/etc/netns").join(name))
 }
 
 /// The names in `ip netns list` output, whose lines may carry an `(id: N)` after the name.
@@ -101,6 +119,17 @@ mod tests {
     fn a_listing_gives_the_names_without_ids() {
         let listing = "wmt-12-0-a (id: 3)\nwmdemo-7-switch\n\n";
         assert_eq!(names_in_listing(listing), ["wmt-12-0-a", "wmdemo-7-switch"]);
+    }
+
+    #[test]
+    fn the_etc_dir_of_a_namespace_stays_inside_etc_netns() {
+        assert_eq!(
+            etc_dir("wmt-12-0-a"),
+            Some(PathBuf::from("/etc/netns/wmt-12-0-a"))
+        );
+        for name in ["", ".", "..", "../etc", "a/b", "/"] {
+            assert_eq!(etc_dir(name), None, "{name:?}");
+        }
     }
 
     #[test]
