@@ -40,7 +40,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Bytes of a train's buffer: a full train and one more datagram of any size behind it.
 const TRAIN_LEN: usize = MAX_GSO_BYTES + WG_OVERHEAD + MAX_TUN_READ;
 
-/// What the hot threads share with the control thread.
+/// What the hot threads share with the timer, status and main (signal and reload) threads.
 pub struct Shared {
     pub mesh: RwLock<Mesh>,
     pub udp: Udp,

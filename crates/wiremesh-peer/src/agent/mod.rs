@@ -152,7 +152,7 @@ fn load_config(options: &Options, state: Option<&StateDir>) -> Result<(String, A
     }
 }
 
-/// Blocks the signals the control loop waits for, in this thread and every thread it spawns.
+/// Blocks the signals the main thread waits for, in this thread and every thread it spawns.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset manipulation on a local, zero-initialised set.
     unsafe {
@@ -166,7 +166,8 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// Waits for one of the blocked signals.
+/// Waits for one of the blocked signals. With a valid set, sigwaitinfo fails only with EINTR (a
+/// signal outside the set, e.g. SIGCONT after SIGSTOP), so it is simply asked again.
 fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
     loop {
         // SAFETY: valid set; no siginfo requested.
