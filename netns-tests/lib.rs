@@ -5,8 +5,8 @@
 //! brings up meshes of `wiremesh-peer` agents and wireguard-go peers. Every wait has a bound, and
 //! everything a test made (daemons, namespaces, UAPI sockets, temp files) is removed in `Drop`,
 //! also when the test panics. The harness refuses to run (it panics, it never skips) when not root
-//! or when a tool or one of the project's binaries is missing. Bounded commands and namespace teardown
-//! come from `wiremesh-lab`, which `wiremesh demo` shares.
+//! or when a tool or one of the project's binaries is missing. Bounded commands and namespace
+//! teardown come from `wiremesh-lab`, which `wiremesh demo` shares.
 
 mod capture;
 mod daemon;
