@@ -39,13 +39,18 @@ pub fn orphaned_namespaces(prefix: &str) -> Vec<String> {
 /// The pids of the processes that live in namespace `name` (empty when they cannot be listed).
 fn namespace_pids(name: &str) -> Vec<i32> {
     ip(&["netns", "pids", name])
-        .map(|out| {
-            out.stdout
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
+        .map(|out| pids_in_listing(&out.stdout))
         .unwrap_or_default()
+}
+
+/// The pids in `ip netns pids` output. Only positive ones: kill(2) reads 0 as "my process group"
+/// and -1 as "every process I may signal".
+fn pids_in_listing(listing: &str) -> Vec<i32> {
+    listing
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|&pid| pid > 0)
+        .collect()
 }
 
 /// Stops what still runs in namespace `name` (SIGTERM, up to `grace` for it to exit, then SIGKILL)
@@ -99,13 +104,17 @@ fn names_in_listing(listing: &str) -> Vec<String> {
         .collect()
 }
 
+/// The names `<prefix><pid>-…` whose `pid` (all digits: a namespace someone else named
+/// `<prefix>foo-…` is not ours to delete) is not `running`.
 fn orphans(names: &[String], prefix: &str, running: impl Fn(&str) -> bool) -> Vec<String> {
     names
         .iter()
         .filter(|name| {
             name.strip_prefix(prefix)
-                .and_then(|rest| rest.split('-').next())
-                .is_some_and(|pid| !running(pid))
+                .and_then(|rest| rest.split_once('-'))
+                .is_some_and(|(pid, _)| {
+                    !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !running(pid)
+                })
         })
         .cloned()
         .collect()
@@ -140,5 +149,18 @@ mod tests {
         assert_eq!(orphans(&names, "wmt-", |pid| pid == "13"), ["wmt-12-0-a"]);
         assert_eq!(orphans(&names, "wmdemo-", |_| false), ["wmdemo-12-switch"]);
         assert!(orphans(&names, "wmt-", |_| true).is_empty());
+    }
+
+    #[test]
+    fn only_names_with_a_numeric_pid_and_a_role_can_be_orphans() {
+        let names: Vec<String> = ["wmt-foo-a", "wmt--a", "wmt-12", "wmt-1x-a", "wmt-12-a"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(orphans(&names, "wmt-", |_| false), ["wmt-12-a"]);
+    }
+
+    #[test]
+    fn pid_listings_yield_only_positive_pids() {
+        assert_eq!(pids_in_listing("12\n0\n-1\nx\n345\n"), [12, 345]);
     }
 }
