@@ -38,12 +38,13 @@ pub fn run_bounded_until(
     stop: impl Fn() -> bool,
 ) -> Result<Output, String> {
     let described = format!("{cmd:?}");
-    let mut out = tempfile::tempfile().map_err(|e| format!("temp file for {described}: {e}"))?;
-    let mut err = tempfile::tempfile().map_err(|e| format!("temp file for {described}: {e}"))?;
+    let temp_file_error = |e: std::io::Error| format!("temp file for {described}: {e}");
+    let mut out = tempfile::tempfile().map_err(temp_file_error)?;
+    let mut err = tempfile::tempfile().map_err(temp_file_error)?;
     let mut child = cmd
         .stdin(Stdio::null())
-        .stdout(out.try_clone().map_err(|e| e.to_string())?)
-        .stderr(err.try_clone().map_err(|e| e.to_string())?)
+        .stdout(out.try_clone().map_err(temp_file_error)?)
+        .stderr(err.try_clone().map_err(temp_file_error)?)
         .spawn()
         .map_err(|e| format!("cannot start {described}: {e}"))?;
     let deadline = Instant::now() + timeout;
