@@ -233,6 +233,9 @@ pub fn tx_loop(shared: &Shared) {
     let mut train = Train::new();
     let mut spinner = Spinner::default();
     while !shared.stop.load(Ordering::Relaxed) {
+        // When this look at the queue began: the spinner must not count the time spent
+        // encrypting and sending a batch as idle time.
+        let now = Instant::now();
         let mesh = read_mesh(shared);
         let mut reads = 0;
         while reads < TX_READS_PER_BATCH {
@@ -259,7 +262,6 @@ pub fn tx_loop(shared: &Shared) {
         }
         train.flush(&shared.udp, &mut warner);
         drop(mesh);
-        let now = Instant::now();
         if reads > 0 {
             spinner.work(now);
         } else if spinner.empty(now) == Action::Spin {
