@@ -222,6 +222,24 @@ impl Member {
             .unwrap_or_else(|e| panic!("status of agent {}: {e}", self.name))
     }
 
+    /// Asserts that this agent's session with `peer` is still the one `before` showed, and returns
+    /// the entry now. Handshake times in the status are whole seconds derived from "time since", so
+    /// the same session may show one second more or less; a session redone a few seconds later
+    /// moves them by two or more.
+    pub fn assert_same_session(&self, peer: &str, before: &MemberStatus) -> MemberStatus {
+        let after = self.peer_status(peer);
+        let same = matches!(
+            (before.latest_handshake_unix, after.latest_handshake_unix),
+            (Some(b), Some(a)) if a.abs_diff(b) <= 1
+        );
+        assert!(
+            same,
+            "{}: the session with {peer} was redone: {before:?} → {after:?}",
+            self.name
+        );
+        after
+    }
+
     /// The entry for member `peer` in this agent's status.
     pub fn peer_status(&self, peer: &str) -> MemberStatus {
         let status = self.status();

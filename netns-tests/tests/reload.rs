@@ -11,10 +11,6 @@ use wiremesh_netns_tests::{Lab, serial};
 /// one; a session redone at least [`SETTLE`] later moves them by two or more.
 const SETTLE: Duration = Duration::from_millis(3500);
 
-fn same_session(before: Option<u64>, after: Option<u64>) -> bool {
-    matches!((before, after), (Some(b), Some(a)) if a.abs_diff(b) <= 1)
-}
-
 #[test]
 fn removing_and_adding_a_member_on_sighup_leaves_the_other_sessions_alone() {
     let _one_at_a_time = serial();
@@ -54,14 +50,7 @@ fn removing_and_adding_a_member_on_sighup_leaves_the_other_sessions_alone() {
         alpha.ns.ping_once(beta4),
         "alpha → beta broke when gamma was removed"
     );
-    let beta_after = alpha.peer_status("beta");
-    assert!(
-        same_session(
-            beta_before.latest_handshake_unix,
-            beta_after.latest_handshake_unix
-        ),
-        "the session with beta was redone: {beta_before:?} → {beta_after:?}"
-    );
+    let beta_after = alpha.assert_same_session("beta", &beta_before);
     assert!(
         beta_after.tx_bytes > beta_before.tx_bytes,
         "beta's counters restarted, so its session was rebuilt: {beta_before:?} → {beta_after:?}"
@@ -83,14 +72,7 @@ fn removing_and_adding_a_member_on_sighup_leaves_the_other_sessions_alone() {
         .ns
         .wait_ping(gamma4, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("alpha → gamma after adding it back: {e}"));
-    let beta_last = alpha.peer_status("beta");
-    assert!(
-        same_session(
-            beta_before.latest_handshake_unix,
-            beta_last.latest_handshake_unix
-        ),
-        "the session with beta was redone when gamma came back: {beta_before:?} → {beta_last:?}"
-    );
+    alpha.assert_same_session("beta", &beta_before);
 }
 
 #[test]
