@@ -240,6 +240,27 @@ impl Member {
         after
     }
 
+    /// Asserts that `gone` is no longer a member of this agent and cannot be reached at
+    /// `gone_addr`, while `kept` still answers at `kept_addr`.
+    pub fn assert_member_gone(&self, gone: &str, gone_addr: IpAddr, kept: &str, kept_addr: IpAddr) {
+        let members = self.status().members;
+        assert!(
+            members.iter().all(|m| m.name != gone),
+            "{gone} is still a member of {}: {members:?}",
+            self.name
+        );
+        assert!(
+            !self.ns.ping_once(gone_addr),
+            "{} still reaches {gone}",
+            self.name
+        );
+        assert!(
+            self.ns.ping_once(kept_addr),
+            "{} → {kept} broke when {gone} went",
+            self.name
+        );
+    }
+
     /// The entry for member `peer` in this agent's status.
     pub fn peer_status(&self, peer: &str) -> MemberStatus {
         let status = self.status();
@@ -312,6 +333,19 @@ pub struct Lab {
     switch: Netns,
     network_key: NetworkKey,
     dir: tempfile::TempDir,
+}
+
+/// Asserts that the reload whose log is `logged` made `change` ("member removed", "member added")
+/// to `member` and touched nothing of `untouched`.
+pub fn assert_reload_changed(logged: &str, change: &str, member: &str, untouched: &str) {
+    assert!(
+        logged.contains(&format!("{change} member={member}")),
+        "no '{change}' for {member} in the log:\n{logged}"
+    );
+    assert!(
+        !logged.contains(&format!("member={untouched}")),
+        "the reload touched {untouched}:\n{logged}"
+    );
 }
 
 impl Lab {

@@ -24,7 +24,7 @@ pub use capture::Capture;
 pub use daemon::Daemon;
 pub use env::{project_binary, require_root, require_tools};
 pub use go_member::GoPeer;
-pub use lab::{AGENT_PORT, Lab, Member, TUN_NAME};
+pub use lab::{AGENT_PORT, Lab, Member, TUN_NAME, assert_reload_changed};
 pub use netns::{Netns, veth};
 pub use serial::serial;
 pub use transfer::{Transfer, tcp_transfer};
