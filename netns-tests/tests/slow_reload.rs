@@ -1,13 +1,14 @@
-//! A reload that waits seconds for DNS must not stop the WireGuard timers: while the agent resolves
-//! an endpoint name through a name server that never answers, its persistent keepalives keep
-//! going out, and once the lookup gives up the reload is applied without touching the sessions.
+//! A reload that waits seconds for DNS must hold up nothing else. While the agent resolves an
+//! endpoint name through a name server that never answers, its persistent keepalives keep going
+//! out, and once the lookup gives up the reload is applied without touching the sessions. SIGTERM
+//! meanwhile stops the agent at once, cleanly, and the reload is not applied.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use wiremesh_core::config::AgentConfig;
-use wiremesh_netns_tests::{AGENT_PORT, Lab, Netns, require_tools, serial, wait_for};
+use wiremesh_netns_tests::{AGENT_PORT, Lab, Netns, TUN_NAME, require_tools, serial, wait_for};
 
 /// A name server on the underlay that drops every query.
 const DEAD_DNS4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 53);
@@ -87,27 +88,50 @@ fn peer(config: &AgentConfig, name: &str) -> usize {
         .unwrap_or_else(|| panic!("the plan has no peer {name}"))
 }
 
+/// DNS queries the dead name server in `ns` has dropped so far.
+fn dns_queries(ns: &Netns) -> u64 {
+    nft_packets(ns, "wm_dead_dns")
+}
+
+/// A planned lab whose first member, alpha, asks a name server that drops every query.
+struct DeadDnsLab {
+    // Fields drop in order: the agents stop before the name server and resolv.conf go.
+    lab: Lab,
+    dead_dns: Netns,
+    _resolv_conf: NetnsResolvConf,
+}
+
+impl DeadDnsLab {
+    fn new(names: &[&str]) -> Self {
+        require_tools(&["nft"]);
+        let lab = Lab::planned(names);
+        let dead_dns = Netns::new("deaddns");
+        lab.plug(&dead_dns, IpAddr::V4(DEAD_DNS4), IpAddr::V6(DEAD_DNS6));
+        nft_load(
+            &dead_dns,
+            lab.dir(),
+            "dead-dns",
+            "table inet wm_dead_dns {\n\
+             \tchain in { type filter hook input priority 0; meta l4proto { udp, tcp } th dport 53 counter drop; }\n\
+             }\n",
+        );
+        let resolv_conf = NetnsResolvConf::install(
+            &lab.members[0].ns,
+            &format!("nameserver {DEAD_DNS4}\n{RESOLVER_OPTIONS}"),
+        );
+        DeadDnsLab {
+            lab,
+            dead_dns,
+            _resolv_conf: resolv_conf,
+        }
+    }
+}
+
 #[test]
 fn timers_keep_running_while_a_reload_waits_for_dns() {
     let _one_at_a_time = serial();
-    require_tools(&["nft"]);
-    // Declared before the lab so that it is removed after the agents have stopped.
-    let _resolv_conf;
-    let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
-    let dead_dns = Netns::new("deaddns");
-    lab.plug(&dead_dns, IpAddr::V4(DEAD_DNS4), IpAddr::V6(DEAD_DNS6));
-    nft_load(
-        &dead_dns,
-        lab.dir(),
-        "dead-dns",
-        "table inet wm_dead_dns {\n\
-         \tchain in { type filter hook input priority 0; meta l4proto { udp, tcp } th dport 53 counter drop; }\n\
-         }\n",
-    );
-    _resolv_conf = NetnsResolvConf::install(
-        &lab.members[0].ns,
-        &format!("nameserver {DEAD_DNS4}\n{RESOLVER_OPTIONS}"),
-    );
+    let mut dead = DeadDnsLab::new(&["alpha", "beta", "gamma"]);
+    let lab = &mut dead.lab;
     let alpha_underlay = lab.members[0].underlay4;
     nft_load(
         &lab.members[1].ns,
@@ -134,11 +158,11 @@ fn timers_keep_running_while_a_reload_waits_for_dns() {
             .unwrap_or_else(|e| panic!("alpha → {}: {e}", lab.members[to].name));
     }
     // The measure works: with nothing reloading, beta counts alpha's keepalives.
-    let idle = keepalives(&lab);
+    let idle = keepalives(lab);
     wait_for(
         "beta to count two keepalives from alpha",
         Duration::from_secs(5),
-        || keepalives(&lab) >= idle + 2,
+        || keepalives(lab) >= idle + 2,
     );
 
     // gamma gets a second endpoint by name, which the reload must resolve.
@@ -154,7 +178,7 @@ fn timers_keep_running_while_a_reload_waits_for_dns() {
     lab.members[0].signal_agent(libc::SIGHUP);
     // Past any keepalive that was on its way when the reload began.
     std::thread::sleep(Duration::from_millis(300));
-    let at_start = keepalives(&lab);
+    let at_start = keepalives(lab);
     let mut during = at_start;
     wait_for(
         "alpha to log \"reloaded\" after SIGHUP",
@@ -162,7 +186,7 @@ fn timers_keep_running_while_a_reload_waits_for_dns() {
         || {
             // Counted before the log is read: a keepalive counted here was sent before the
             // reload finished.
-            let count = keepalives(&lab);
+            let count = keepalives(lab);
             if lab.members[0].agent_log().matches("reloaded").count() > reloads_before {
                 return true;
             }
@@ -171,7 +195,7 @@ fn timers_keep_running_while_a_reload_waits_for_dns() {
         },
     );
     let stall = sighup.elapsed();
-    let queries = nft_packets(&dead_dns, "wm_dead_dns");
+    let queries = dns_queries(&dead.dead_dns);
     assert!(
         stall >= MIN_STALL && queries > 0,
         "the reload took {stall:?} and sent {queries} DNS queries: the name lookup did not stall, \
@@ -221,4 +245,64 @@ fn timers_keep_running_while_a_reload_waits_for_dns() {
         );
     }
     alpha.assert_same_session("beta", &beta_before);
+}
+
+#[test]
+fn sigterm_does_not_wait_for_a_reload_stuck_on_dns() {
+    let _one_at_a_time = serial();
+    let mut dead = DeadDnsLab::new(&["alpha", "beta"]);
+    dead.lab.start_all();
+    let beta_addr = IpAddr::V4(dead.lab.members[1].overlay4());
+    dead.lab.members[0]
+        .ns
+        .wait_ping(beta_addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("alpha → beta: {e}"));
+
+    let alpha = &mut dead.lab.members[0];
+    let mut config = alpha.config.clone().expect("planned");
+    let beta = peer(&config, "beta");
+    config.peers[beta]
+        .endpoints
+        .push(format!("{SLOW_NAME}:{AGENT_PORT}"));
+    alpha.write_config(config);
+    let sighup = Instant::now();
+    alpha.signal_agent(libc::SIGHUP);
+    wait_for(
+        "alpha's reload to ask the name server",
+        Duration::from_secs(3),
+        || dns_queries(&dead.dead_dns) > 0,
+    );
+
+    let alpha = &mut dead.lab.members[0];
+    assert!(
+        !alpha.agent_log().contains("reloaded"),
+        "the reload finished although the name server never answers:\n{}",
+        alpha.agent_log()
+    );
+    alpha.signal_agent(libc::SIGTERM);
+    let took = wait_for("alpha to exit after SIGTERM", MIN_STALL, || {
+        !alpha.agent_running()
+    });
+    let since_sighup = sighup.elapsed();
+    eprintln!("alpha exited {took:?} after SIGTERM, {since_sighup:?} after SIGHUP");
+    assert!(
+        since_sighup < MIN_STALL,
+        "alpha exited {since_sighup:?} after SIGHUP: it waited for the name lookup to give up"
+    );
+    // The log is the agent's: read it before `stop` lets go of the agent.
+    let log = alpha.agent_log();
+    let status = alpha.stop();
+    assert!(status.success(), "alpha exited with {status}:\n{log}");
+    assert!(
+        log.contains("stopped") && !log.contains("reloaded"),
+        "alpha did not stop cleanly, or applied the half-done reload:\n{log}"
+    );
+    let link = alpha
+        .ns
+        .try_run(&["ip", "link", "show", TUN_NAME], Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("ip link show: {e}"));
+    assert!(
+        !link.success(),
+        "alpha's interface {TUN_NAME} outlived the agent"
+    );
 }

@@ -1,8 +1,9 @@
 //! The agent's I/O shell: sets up the TUN device, routes and UDP socket, and runs the two hot
-//! threads, a timer thread (every member's WireGuard timers) and a status thread. The main thread
-//! only waits for signals: SIGHUP reloads, SIGTERM/SIGINT shut down. A reload may block for
-//! seconds resolving endpoint names; the timers run on regardless, so no handshake, keepalive or
-//! rekey waits for DNS.
+//! threads, a timer thread (every member's WireGuard timers), a status thread and a reload
+//! thread. The main thread only waits for signals: SIGHUP asks the reload thread for a reload,
+//! SIGTERM/SIGINT shut down. A reload may block for seconds resolving endpoint names; neither the
+//! timers nor a shutdown wait for it, so no handshake, keepalive, rekey or `systemctl stop` waits
+//! for DNS.
 
 mod config;
 mod datapath;
@@ -15,7 +16,9 @@ mod udp;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::mpsc::{self, Receiver, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -295,69 +298,104 @@ fn sync_addresses(tun: &tun_rs::SyncDevice, old: &[IpNet], new: &[IpNet]) {
     }
 }
 
-/// SIGHUP: re-read the config (and the netmap file) and apply the difference.
-fn reload(
-    options: &Options,
-    state: Option<&StateDir>,
-    shared: &Shared,
-    routes: &mut Routes,
-    netmap: &mut Option<Netmap>,
-) -> Result<()> {
-    let (text, config) = config::read(&options.config)?;
-    if let Some(path) = &options.netmap {
-        let candidate = config::read_netmap(path).and_then(|c| {
-            config::accept(&c, &config, netmap.as_ref(), now_unix())
-                .map(|new| (c, new))
-                .map_err(|e| anyhow!("{}: refused: {e}", path.display()))
-        });
-        match candidate {
-            Ok((c, true)) => {
-                tracing::info!(epoch = c.content().epoch, "new netmap");
-                if let Some(state) = state {
-                    state.save_netmap(&c)?;
-                }
-                *netmap = Some(c);
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What reloads need, owned by the reload thread.
+struct Reloader {
+    options: Options,
+    state: Option<StateDir>,
+    shared: Arc<Shared>,
+    /// Shared with the main thread, which removes the routes at shutdown. Held while a reload
+    /// applies its changes, never while it resolves names.
+    routes: Arc<Mutex<Routes>>,
+    netmap: Option<Netmap>,
+}
+
+impl Reloader {
+    /// Reloads once per request until the main thread hangs up. Requests that arrive during a
+    /// reload are merged into one more reload, which sees the files as they are then.
+    fn serve(mut self, requests: Receiver<()>) {
+        while requests.recv().is_ok() {
+            if let Err(e) = self.reload() {
+                tracing::error!("reload failed, keeping the running configuration: {e:#}");
             }
-            Ok((_, false)) => {}
-            Err(e) => tracing::warn!("{e:#}; keeping the netmap in use"),
         }
     }
-    let own_key = shared
-        .mesh
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .public_key();
-    let spec = spec_of(options, &config, netmap.as_ref(), &own_key);
-    {
-        let info = shared.info.lock().unwrap_or_else(|e| e.into_inner());
-        if info.interface != config.interface || info.listen_port != config.listen_port {
-            tracing::warn!(
-                "interface name and listen port changes take effect only after a restart"
-            );
+
+    /// SIGHUP: re-read the config (and the netmap file) and apply the difference.
+    fn reload(&mut self) -> Result<()> {
+        let Reloader {
+            options,
+            state,
+            shared,
+            routes,
+            netmap,
+        } = self;
+        let state = state.as_ref();
+        let (text, config) = config::read(&options.config)?;
+        if let Some(path) = &options.netmap {
+            let candidate = config::read_netmap(path).and_then(|c| {
+                config::accept(&c, &config, netmap.as_ref(), now_unix())
+                    .map(|new| (c, new))
+                    .map_err(|e| anyhow!("{}: refused: {e}", path.display()))
+            });
+            match candidate {
+                Ok((c, true)) => {
+                    tracing::info!(epoch = c.content().epoch, "new netmap");
+                    if let Some(state) = state {
+                        state.save_netmap(&c)?;
+                    }
+                    *netmap = Some(c);
+                }
+                Ok((_, false)) => {}
+                Err(e) => tracing::warn!("{e:#}; keeping the netmap in use"),
+            }
         }
+        let own_key = shared
+            .mesh
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .public_key();
+        // Endpoint names are resolved here, which may take seconds.
+        let spec = spec_of(options, &config, netmap.as_ref(), &own_key);
+        let mut routes = lock(routes);
+        if shared.stop.load(Ordering::Relaxed) {
+            tracing::info!("shutting down: the reload is not applied");
+            return Ok(());
+        }
+        {
+            let info = lock(&shared.info);
+            if info.interface != config.interface || info.listen_port != config.listen_port {
+                tracing::warn!(
+                    "interface name and listen port changes take effect only after a restart"
+                );
+            }
+        }
+        let old_addresses = {
+            let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
+            mesh.spec().addresses.clone()
+        };
+        sync_addresses(&shared.tun, &old_addresses, &spec.addresses);
+        routes.sync(&wanted_routes(&spec));
+        let report = shared
+            .mesh
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(&spec, &mut OsIndexSource);
+        log_report(&report);
+        {
+            let mut info = lock(&shared.info);
+            info.instance = config.instance.clone();
+            info.machine = config.machine.clone();
+        }
+        if let Some(state) = state {
+            state.save_config(&text)?;
+        }
+        tracing::info!("reloaded {}", options.config.display());
+        Ok(())
     }
-    let old_addresses = {
-        let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
-        mesh.spec().addresses.clone()
-    };
-    sync_addresses(&shared.tun, &old_addresses, &spec.addresses);
-    routes.sync(&wanted_routes(&spec));
-    let report = shared
-        .mesh
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .apply(&spec, &mut OsIndexSource);
-    log_report(&report);
-    {
-        let mut info = shared.info.lock().unwrap_or_else(|e| e.into_inner());
-        info.instance = config.instance.clone();
-        info.machine = config.machine.clone();
-    }
-    if let Some(state) = state {
-        state.save_config(&text)?;
-    }
-    tracing::info!("reloaded {}", options.config.display());
-    Ok(())
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -373,7 +411,7 @@ pub fn run(options: Options) -> Result<()> {
         .map(StateDir::open)
         .transpose()?;
     let (text, config) = load_config(&options, state.as_ref())?;
-    let mut netmap = initial_netmap(&options, &config, state.as_ref());
+    let netmap = initial_netmap(&options, &config, state.as_ref());
     let own_key = *identity.wireguard_public_key().as_bytes();
     let spec = spec_of(&options, &config, netmap.as_ref(), &own_key);
 
@@ -417,25 +455,24 @@ pub fn run(options: Options) -> Result<()> {
         .unwrap_or_else(|| wiremesh_peer::status::default_socket_path(&config.interface));
     let status = status_server::StatusServer::bind(&socket_path)?;
 
-    let spawn = |name: &str, f: fn(&Shared)| {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || f(&shared))
-            .with_context(|| format!("cannot start thread {name}"))
-    };
-    let threads = [
-        spawn("wm-tx", datapath::tx_loop)?,
-        spawn("wm-rx", datapath::rx_loop)?,
-    ];
-    let timers = spawn("wm-timers", timer_loop)?;
-    let status_thread = {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("wm-status".into())
-            .spawn(move || status.serve(&shared))
-            .context("cannot start the status thread")?
-    };
+    let routes = Arc::new(Mutex::new(routes));
+    let mut threads = Vec::new();
+    let (request_reload, requests) = mpsc::sync_channel::<()>(1);
+    let started = start_threads(&shared, status, &mut threads).and_then(|()| {
+        let reloader = Reloader {
+            options,
+            state,
+            shared: shared.clone(),
+            routes: routes.clone(),
+            netmap,
+        };
+        // Never joined: at shutdown it may be waiting for a name server (see `shut_down`).
+        spawn(&shared, "wm-reload", move |_| reloader.serve(requests)).map(drop)
+    });
+    if let Err(e) = started {
+        shut_down(&shared, threads, &routes, &socket_path);
+        return Err(e);
+    }
 
     if let Err(e) = notify::notify("READY=1") {
         tracing::warn!("cannot notify systemd: {e}");
@@ -449,12 +486,13 @@ pub fn run(options: Options) -> Result<()> {
 
     loop {
         match wait_signal(&signals) {
-            libc::SIGHUP => {
-                if let Err(e) = reload(&options, state.as_ref(), &shared, &mut routes, &mut netmap)
-                {
-                    tracing::error!("reload failed, keeping the running configuration: {e:#}");
+            libc::SIGHUP => match request_reload.try_send(()) {
+                // Full: a reload is already due, and it will read the files as they are now.
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => {
+                    tracing::error!("the reload thread has ended; SIGHUP is ignored");
                 }
-            }
+            },
             sig => {
                 tracing::info!(signal = sig, "shutting down");
                 break;
@@ -463,18 +501,60 @@ pub fn run(options: Options) -> Result<()> {
     }
 
     let _ = notify::notify("STOPPING=1");
-    shared.stop.store(true, Ordering::Relaxed);
-    timers.thread().unpark();
-    for t in threads.into_iter().chain([timers, status_thread]) {
-        let _ = t.join();
-    }
-    routes.sync(&[]);
-    if let Err(e) = std::fs::remove_file(&socket_path) {
-        tracing::warn!("cannot remove {}: {e}", socket_path.display());
-    }
-    // Dropping the last reference closes the TUN device, which removes the interface and its
-    // addresses.
-    drop(shared);
+    drop(request_reload);
+    shut_down(&shared, threads, &routes, &socket_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts a named thread that runs `f` on the shared state.
+fn spawn(
+    shared: &Arc<Shared>,
+    name: &str,
+    f: impl FnOnce(&Shared) + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || f(&shared))
+        .with_context(|| format!("cannot start thread {name}"))
+}
+
+/// Starts the hot, timer and status threads, pushing each onto `threads` as it starts, so that a
+/// failure leaves the ones already running to be stopped.
+fn start_threads(
+    shared: &Arc<Shared>,
+    status: status_server::StatusServer,
+    threads: &mut Vec<JoinHandle<()>>,
+) -> Result<()> {
+    threads.push(spawn(shared, "wm-tx", datapath::tx_loop)?);
+    threads.push(spawn(shared, "wm-rx", datapath::rx_loop)?);
+    threads.push(spawn(shared, "wm-timers", timer_loop)?);
+    threads.push(spawn(shared, "wm-status", move |shared| {
+        status.serve(shared)
+    })?);
+    Ok(())
+}
+
+/// Stops and joins `threads`, then removes the routes and the status socket. A reload still
+/// resolving names is not waited for: it holds `routes` only while applying, and once it sees
+/// the stop flag it applies nothing. The TUN device, and with it the interface and its
+/// addresses, goes when the last reference to `shared` is dropped, or at the latest when the
+/// process exits.
+fn shut_down(
+    shared: &Shared,
+    threads: Vec<JoinHandle<()>>,
+    routes: &Mutex<Routes>,
+    socket_path: &std::path::Path,
+) {
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        // The timer thread parks between ticks.
+        t.thread().unpark();
+        let _ = t.join();
+    }
+    lock(routes).sync(&[]);
+    if let Err(e) = std::fs::remove_file(socket_path) {
+        tracing::warn!("cannot remove {}: {e}", socket_path.display());
+    }
 }
