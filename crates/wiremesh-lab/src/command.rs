@@ -1,10 +1,13 @@
 //! Running a short command with a time bound: its output goes to anonymous temp files (so a
-//! chatty command or a grandchild holding a pipe open can never block the caller), and it is
-//! killed when the bound passes or the caller's stop check turns true.
+//! chatty command or a grandchild holding a pipe open can never block the caller), and it runs in
+//! a process group of its own, which is killed whole when the bound passes or the caller's stop
+//! check turns true. Its own group also keeps a Ctrl-C at the terminal from reaching it: the
+//! caller decides.
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _};
-use std::process::{Command, ExitStatus, Stdio};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(10);
@@ -42,6 +45,7 @@ pub fn run_bounded_until(
     let mut out = tempfile::tempfile().map_err(temp_file_error)?;
     let mut err = tempfile::tempfile().map_err(temp_file_error)?;
     let mut child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(out.try_clone().map_err(temp_file_error)?)
         .stderr(err.try_clone().map_err(temp_file_error)?)
@@ -52,14 +56,12 @@ pub fn run_bounded_until(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if stop() => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Err(format!("{described} was stopped before it finished"));
             }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
             Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Err(format!(
                     "{described} did not finish within {timeout:?} and was killed; stdout: {}; stderr: {}",
                     read_all(&mut out),
@@ -74,6 +76,20 @@ pub fn run_bounded_until(
         stdout: read_all(&mut out),
         stderr: read_all(&mut err),
     })
+}
+
+/// Kills the command's process group (its pid is the group's id) and reaps the command.
+fn kill_group(child: &mut Child) {
+    match i32::try_from(child.id()) {
+        // SAFETY: kill has no memory preconditions; pid > 0, so -pid names exactly that group.
+        Ok(pid) if pid > 0 => unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        },
+        _ => {
+            let _ = child.kill();
+        }
+    }
+    let _ = child.wait();
 }
 
 fn read_all(file: &mut File) -> String {
@@ -117,6 +133,27 @@ mod tests {
         assert!(err.contains("did not finish within"), "{err}");
         assert!(err.contains("stdout: early"), "{err}");
         assert!(err.contains("stderr: oops"), "{err}");
+    }
+
+    #[test]
+    fn an_overrun_kills_the_children_of_the_command_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        sh(&script, Duration::from_millis(500), false).unwrap_err();
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::process::running(pid) && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        assert!(
+            !crate::process::running(pid),
+            "the command's child {pid} outlived it"
+        );
     }
 
     #[test]

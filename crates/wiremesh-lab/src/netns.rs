@@ -1,21 +1,21 @@
 //! Throwaway network namespaces: listing them, finding the ones a killed run left behind, and
 //! deleting one after stopping what still runs in it.
 
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::command::run_bounded;
+use crate::process::running;
 
 /// The bound on each `ip netns` command.
 const IP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
-/// `ip ARGS`, bounded, in its own process group: a Ctrl-C at the terminal (the demo's second one,
-/// say) must not kill it halfway through a teardown.
+/// `ip ARGS`, bounded. `run_bounded` gives it a process group of its own, so a Ctrl-C at the
+/// terminal (the demo's second one, say) cannot kill it halfway through a teardown.
 fn ip(args: &[&str]) -> Result<crate::Output, String> {
-    run_bounded(Command::new("ip").args(args).process_group(0), IP_TIMEOUT)
+    run_bounded(Command::new("ip").args(args), IP_TIMEOUT)
 }
 
 /// The names of all network namespaces (`ip netns list`).
@@ -77,12 +77,11 @@ fn kill_all(pids: &[i32], grace: Duration) {
         // SAFETY: kill has no memory preconditions; these pids live in a namespace we made.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
-    let alive = |pid: &&i32| Path::new(&format!("/proc/{pid}")).exists();
     let deadline = Instant::now() + grace;
-    while pids.iter().any(|p| alive(&p)) && Instant::now() < deadline {
+    while pids.iter().any(|&p| running(p)) && Instant::now() < deadline {
         std::thread::sleep(POLL);
     }
-    for &pid in pids.iter().filter(alive) {
+    for &pid in pids.iter().filter(|&&p| running(p)) {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }

@@ -248,15 +248,15 @@ impl Drop for Lab {
     }
 }
 
-/// Runs `cmd` in its own process group (so Ctrl-C reaches only the demo) with a time bound; Ctrl-C
+/// Runs `cmd` with a time bound (in its own process group, so Ctrl-C reaches only the demo); Ctrl-C
 /// kills it too and makes the error "interrupted".
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    wiremesh_lab::run_bounded_until(cmd.process_group(0), timeout, signal::requested).map_err(|e| {
-        match signal::check() {
+    wiremesh_lab::run_bounded_until(cmd, timeout, signal::requested).map_err(
+        |e| match signal::check() {
             Ok(()) => e,
             Err(interrupted) => interrupted,
-        }
-    })
+        },
+    )
 }
 
 /// `ip ARGS` in the host namespace (always with `-n` or `netns`), `Err` with its stderr on failure.
