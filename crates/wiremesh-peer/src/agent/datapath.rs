@@ -9,7 +9,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
@@ -49,6 +49,22 @@ pub struct Shared {
     /// Largest packet the TUN hands us (the interface MTU).
     pub mtu: usize,
     pub info: Mutex<super::Info>,
+}
+
+// A thread that panicked while holding one of these locks cannot leave the value in a state
+// worse than stopping the agent would: every user takes the value as it is.
+impl Shared {
+    pub fn mesh(&self) -> RwLockReadGuard<'_, Mesh> {
+        self.mesh.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn mesh_mut(&self) -> RwLockWriteGuard<'_, Mesh> {
+        self.mesh.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn info(&self) -> MutexGuard<'_, super::Info> {
+        self.info.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 struct Warner(Option<Instant>);
@@ -171,10 +187,6 @@ impl Train {
     }
 }
 
-fn read_mesh(shared: &Shared) -> std::sync::RwLockReadGuard<'_, Mesh> {
-    shared.mesh.read().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Reads one packet (with its vnet header when the TUN has one) into `buf`.
 fn read_tun(tun: &SyncDevice, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length.
@@ -236,7 +248,7 @@ pub fn tx_loop(shared: &Shared) {
         // When this look at the queue began: the spinner must not count the time spent
         // encrypting and sending a batch as idle time.
         let now = Instant::now();
-        let mesh = read_mesh(shared);
+        let mesh = shared.mesh();
         let mut reads = 0;
         while reads < TX_READS_PER_BATCH {
             match read_tun(&shared.tun, &mut buf) {
@@ -308,7 +320,7 @@ pub fn rx_loop(shared: &Shared) {
                 continue;
             }
         };
-        let mesh = read_mesh(shared);
+        let mesh = shared.mesh();
         for (i, meta) in metas.iter().enumerate().take(n) {
             let data = &recv_buf[i * chunk..i * chunk + meta.len.min(chunk)];
             for datagram in data.chunks(meta.stride.max(1)) {

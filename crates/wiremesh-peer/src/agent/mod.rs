@@ -194,7 +194,7 @@ fn timer_loop(shared: &Shared) {
             continue;
         }
         next = now + TICK;
-        let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
+        let mesh = shared.mesh();
         mesh.tick(now, &mut out, &mut |packet, to| {
             if let Err(e) = shared.udp.send(packet, to, None) {
                 tracing::debug!("timer packet to {to} not sent: {e}");
@@ -306,7 +306,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Reloader {
     options: Options,
     state: Option<StateDir>,
-    shared: Arc<Shared>,
     /// Shared with the main thread, which removes the routes at shutdown. Held while a reload
     /// applies its changes, never while it resolves names.
     routes: Arc<Mutex<Routes>>,
@@ -314,83 +313,74 @@ struct Reloader {
 }
 
 impl Reloader {
-    /// Reloads once per request until the main thread hangs up. Requests that arrive during a
-    /// reload are merged into one more reload, which sees the files as they are then.
-    fn serve(mut self, requests: Receiver<()>) {
-        while requests.recv().is_ok() {
-            if let Err(e) = self.reload() {
+    /// Reloads once per request until the main thread hangs up or the agent stops. Requests that
+    /// arrive during a reload are merged into one more reload, which sees the files as they are
+    /// then.
+    fn serve(mut self, shared: &Shared, requests: Receiver<()>) {
+        while requests.recv().is_ok() && !shared.stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.reload(shared) {
                 tracing::error!("reload failed, keeping the running configuration: {e:#}");
             }
         }
     }
 
-    /// SIGHUP: re-read the config (and the netmap file) and apply the difference.
-    fn reload(&mut self) -> Result<()> {
-        let Reloader {
-            options,
-            state,
-            shared,
-            routes,
-            netmap,
-        } = self;
-        let state = state.as_ref();
+    /// SIGHUP: re-read the config (and the netmap file) and apply the difference. Nothing is
+    /// applied or stored once the agent is stopping.
+    fn reload(&mut self, shared: &Shared) -> Result<()> {
+        let options = &self.options;
         let (text, config) = config::read(&options.config)?;
+        let mut new_netmap = None;
         if let Some(path) = &options.netmap {
             let candidate = config::read_netmap(path).and_then(|c| {
-                config::accept(&c, &config, netmap.as_ref(), now_unix())
+                config::accept(&c, &config, self.netmap.as_ref(), now_unix())
                     .map(|new| (c, new))
                     .map_err(|e| anyhow!("{}: refused: {e}", path.display()))
             });
             match candidate {
-                Ok((c, true)) => {
-                    tracing::info!(epoch = c.content().epoch, "new netmap");
-                    if let Some(state) = state {
-                        state.save_netmap(&c)?;
-                    }
-                    *netmap = Some(c);
-                }
+                Ok((c, true)) => new_netmap = Some(c),
                 Ok((_, false)) => {}
                 Err(e) => tracing::warn!("{e:#}; keeping the netmap in use"),
             }
         }
-        let own_key = shared
-            .mesh
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .public_key();
+        let own_key = shared.mesh().public_key();
         // Endpoint names are resolved here, which may take seconds.
-        let spec = spec_of(options, &config, netmap.as_ref(), &own_key);
-        let mut routes = lock(routes);
+        let spec = spec_of(
+            options,
+            &config,
+            new_netmap.as_ref().or(self.netmap.as_ref()),
+            &own_key,
+        );
+        let mut routes = lock(&self.routes);
         if shared.stop.load(Ordering::Relaxed) {
             tracing::info!("shutting down: the reload is not applied");
             return Ok(());
         }
+        if let Some(c) = new_netmap {
+            tracing::info!(epoch = c.content().epoch, "new netmap");
+            if let Some(state) = &self.state {
+                state.save_netmap(&c)?;
+            }
+            self.netmap = Some(c);
+        }
         {
-            let info = lock(&shared.info);
+            let info = shared.info();
             if info.interface != config.interface || info.listen_port != config.listen_port {
                 tracing::warn!(
                     "interface name and listen port changes take effect only after a restart"
                 );
             }
         }
-        let old_addresses = {
-            let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
-            mesh.spec().addresses.clone()
-        };
+        let old_addresses = shared.mesh().spec().addresses.clone();
         sync_addresses(&shared.tun, &old_addresses, &spec.addresses);
         routes.sync(&wanted_routes(&spec));
-        let report = shared
-            .mesh
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(&spec, &mut OsIndexSource);
+        let report = shared.mesh_mut().apply(&spec, &mut OsIndexSource);
         log_report(&report);
         {
-            let mut info = lock(&shared.info);
+            let mut info = shared.info();
             info.instance = config.instance.clone();
             info.machine = config.machine.clone();
         }
-        if let Some(state) = state {
+        if let Some(state) = &self.state {
             state.save_config(&text)?;
         }
         tracing::info!("reloaded {}", options.config.display());
@@ -462,12 +452,14 @@ pub fn run(options: Options) -> Result<()> {
         let reloader = Reloader {
             options,
             state,
-            shared: shared.clone(),
             routes: routes.clone(),
             netmap,
         };
         // Never joined: at shutdown it may be waiting for a name server (see `shut_down`).
-        spawn(&shared, "wm-reload", move |_| reloader.serve(requests)).map(drop)
+        spawn(&shared, "wm-reload", move |shared| {
+            reloader.serve(shared, requests)
+        })
+        .map(drop)
     });
     if let Err(e) = started {
         shut_down(&shared, threads, &routes, &socket_path);
@@ -484,27 +476,29 @@ pub fn run(options: Options) -> Result<()> {
         "ready"
     );
 
-    loop {
+    let outcome = loop {
         match wait_signal(&signals) {
             libc::SIGHUP => match request_reload.try_send(()) {
                 // Full: a reload is already due, and it will read the files as they are now.
                 Ok(()) | Err(TrySendError::Full(())) => {}
+                // Only a panic ends it early, perhaps halfway through applying a change: stop with
+                // an error, so that the service manager starts the agent afresh.
                 Err(TrySendError::Disconnected(())) => {
-                    tracing::error!("the reload thread has ended; SIGHUP is ignored");
+                    break Err(anyhow!("the reload thread has ended unexpectedly"));
                 }
             },
             sig => {
                 tracing::info!(signal = sig, "shutting down");
-                break;
+                break Ok(());
             }
         }
-    }
+    };
 
     let _ = notify::notify("STOPPING=1");
     drop(request_reload);
     shut_down(&shared, threads, &routes, &socket_path);
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
 /// Starts a named thread that runs `f` on the shared state.

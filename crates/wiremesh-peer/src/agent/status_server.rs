@@ -87,8 +87,8 @@ fn answer(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
-                let mesh = shared.mesh.read().unwrap_or_else(|e| e.into_inner());
-                let info = shared.info.lock().unwrap_or_else(|e| e.into_inner());
+                let mesh = shared.mesh();
+                let info = shared.info();
                 status(&mesh, &info, now)
             }),
             error: None,
