@@ -1,11 +1,11 @@
 //! SIGHUP re-reads the agent's configuration and applies only the difference: removing and adding
-//! a member leaves the sessions with the others untouched, and a broken file is refused while the
-//! running mesh carries on.
+//! a member leaves the sessions with the others untouched, a new MTU is applied to the interface
+//! without disturbing the session, and a broken file is refused while the running mesh carries on.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use wiremesh_netns_tests::{Lab, assert_reload_changed, serial};
+use wiremesh_netns_tests::{Lab, TUN_NAME, assert_reload_changed, serial};
 
 /// Handshake times in the status are whole seconds derived from "time since", so they may move by
 /// one; a session redone at least [`SETTLE`] later moves them by two or more.
@@ -100,4 +100,68 @@ fn an_agent_whose_config_broke_while_it_was_down_starts_from_the_last_good_one()
         .ns
         .wait_ping(beta4, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("alpha → beta from the last good config: {e}"));
+}
+
+#[test]
+fn a_new_mtu_on_sighup_is_applied_to_the_interface_and_packets_of_that_size_pass() {
+    let _one_at_a_time = serial();
+    let mut lab = Lab::planned(&["alpha", "beta"]);
+    lab.start_all();
+    let beta4 = IpAddr::V4(lab.members[1].overlay4());
+    lab.members[0]
+        .ns
+        .wait_ping(beta4, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("alpha → beta: {e}"));
+    std::thread::sleep(SETTLE);
+    let beta_before = lab.members[0].peer_status("beta");
+
+    let mut config = lab.members[0].config.clone().expect("planned");
+    let old_mtu = config.mtu;
+    let new_mtu = old_mtu - 100;
+    config.mtu = new_mtu;
+    lab.members[0].write_config(config);
+    let logged = lab.members[0].reload("reloaded");
+    assert!(
+        logged.contains("MTU changed"),
+        "alpha did not log the MTU change:\n{logged}"
+    );
+    let alpha = &lab.members[0];
+    let link = alpha.ns.run(&["ip", "link", "show", TUN_NAME]);
+    assert!(
+        link.contains(&format!(" mtu {new_mtu} ")),
+        "{TUN_NAME} does not have the new MTU {new_mtu}:\n{link}"
+    );
+    // Full-size packets of the new MTU pass unfragmented; those of the old one no longer fit.
+    let ping = |size: u32| {
+        alpha
+            .ns
+            .try_run(
+                &[
+                    "ping",
+                    "-c",
+                    "1",
+                    "-W",
+                    "2",
+                    "-M",
+                    "do",
+                    "-s",
+                    &(size - 28).to_string(),
+                    &beta4.to_string(),
+                ],
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|e| panic!("ping: {e}"))
+    };
+    let fits = ping(new_mtu);
+    assert!(
+        fits.success(),
+        "a {new_mtu}-byte packet did not pass: {}{}",
+        fits.stdout,
+        fits.stderr
+    );
+    assert!(
+        !ping(old_mtu).success(),
+        "a {old_mtu}-byte packet passed unfragmented through an interface of MTU {new_mtu}"
+    );
+    alpha.assert_same_session("beta", &beta_before);
 }

@@ -298,6 +298,24 @@ fn sync_addresses(tun: &tun_rs::SyncDevice, old: &[IpNet], new: &[IpNet]) {
     }
 }
 
+/// Applies an MTU that changed in a reload to the TUN device. The data path needs no change: it
+/// splits and encrypts whatever segment size the kernel hands it, and its receive buffers hold
+/// any datagram.
+fn sync_mtu(tun: &tun_rs::SyncDevice, mtu: u32) {
+    let Ok(mtu) = u16::try_from(mtu) else {
+        tracing::warn!("MTU {mtu} is out of range; keeping the current one");
+        return;
+    };
+    match tun.mtu() {
+        Ok(current) if current == mtu => {}
+        Ok(current) => match tun.set_mtu(mtu) {
+            Ok(()) => tracing::info!(from = current, to = mtu, "MTU changed"),
+            Err(e) => tracing::warn!("cannot change the MTU from {current} to {mtu}: {e}"),
+        },
+        Err(e) => tracing::warn!("cannot read the MTU of the TUN device: {e}"),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -371,6 +389,7 @@ impl Reloader {
             }
         }
         let old_addresses = shared.mesh().spec().addresses.clone();
+        sync_mtu(&shared.tun, config.mtu);
         sync_addresses(&shared.tun, &old_addresses, &spec.addresses);
         routes.sync(&wanted_routes(&spec));
         let report = shared.mesh_mut().apply(&spec, &mut OsIndexSource);
