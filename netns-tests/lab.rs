@@ -503,6 +503,19 @@ impl Lab {
         }
     }
 
+    /// Starts every member's agent and waits (10 s at most) until the first member pings the
+    /// second over IPv4; returns the second's IPv4 overlay address.
+    pub fn start_all_and_ping_second(&mut self) -> IpAddr {
+        self.start_all();
+        let (first, second) = (&self.members[0], &self.members[1]);
+        let dst = IpAddr::V4(second.overlay4());
+        first
+            .ns
+            .wait_ping(dst, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{} → {}: {e}", first.name, second.name));
+        dst
+    }
+
     /// Asserts that every ordered pair of members exchanges pings over IPv4 and IPv6, each within
     /// 10 s; the panic lists every pair that failed.
     pub fn assert_all_pairs_ping(&self) {

@@ -53,12 +53,7 @@ fn removing_and_adding_a_member_on_sighup_leaves_the_other_sessions_alone() {
 fn a_broken_configuration_on_sighup_is_refused_and_the_mesh_keeps_working() {
     let _one_at_a_time = serial();
     let mut lab = Lab::planned(&["alpha", "beta"]);
-    lab.start_all();
-    let beta4 = IpAddr::V4(lab.members[1].overlay4());
-    lab.members[0]
-        .ns
-        .wait_ping(beta4, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("alpha → beta: {e}"));
+    let beta4 = lab.start_all_and_ping_second();
     std::fs::write(
         lab.members[0].config_path(),
         "{\"version\": 1, \"peers\": [",
@@ -77,12 +72,7 @@ fn a_broken_configuration_on_sighup_is_refused_and_the_mesh_keeps_working() {
 fn an_agent_whose_config_broke_while_it_was_down_starts_from_the_last_good_one() {
     let _one_at_a_time = serial();
     let mut lab = Lab::planned(&["alpha", "beta"]);
-    lab.start_all();
-    let beta4 = IpAddr::V4(lab.members[1].overlay4());
-    lab.members[0]
-        .ns
-        .wait_ping(beta4, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("alpha → beta: {e}"));
+    let beta4 = lab.start_all_and_ping_second();
     let status = lab.members[0].stop();
     assert!(
         status.success(),
@@ -106,12 +96,7 @@ fn an_agent_whose_config_broke_while_it_was_down_starts_from_the_last_good_one()
 fn a_new_mtu_on_sighup_is_applied_to_the_interface_and_packets_of_that_size_pass() {
     let _one_at_a_time = serial();
     let mut lab = Lab::planned(&["alpha", "beta"]);
-    lab.start_all();
-    let beta4 = IpAddr::V4(lab.members[1].overlay4());
-    lab.members[0]
-        .ns
-        .wait_ping(beta4, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("alpha → beta: {e}"));
+    let beta4 = lab.start_all_and_ping_second();
     std::thread::sleep(SETTLE);
     let beta_before = lab.members[0].peer_status("beta");
 

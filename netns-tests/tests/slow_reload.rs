@@ -251,12 +251,7 @@ fn timers_keep_running_while_a_reload_waits_for_dns() {
 fn sigterm_does_not_wait_for_a_reload_stuck_on_dns() {
     let _one_at_a_time = serial();
     let mut dead = DeadDnsLab::new(&["alpha", "beta"]);
-    dead.lab.start_all();
-    let beta_addr = IpAddr::V4(dead.lab.members[1].overlay4());
-    dead.lab.members[0]
-        .ns
-        .wait_ping(beta_addr, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("alpha → beta: {e}"));
+    dead.lab.start_all_and_ping_second();
 
     let alpha = &mut dead.lab.members[0];
     let mut config = alpha.config.clone().expect("planned");
