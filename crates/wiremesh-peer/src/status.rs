@@ -3,14 +3,18 @@
 //! One request per connection over a unix stream socket, one JSON document per line: the client
 //! writes `{"request":"status"}\n`, the agent answers with one [`Response`] line and closes. Plain
 //! std + serde so the CLI needs no async runtime. The socket is root-only (mode 0600 in a 0700
-//! directory) because it reveals endpoints and traffic counters.
+//! directory) because it reveals endpoints and traffic counters. The client bounds the whole
+//! exchange in time and the answer in size, so a hung or broken agent cannot hold it, and escapes
+//! control characters in what it prints.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -92,26 +96,50 @@ pub struct MemberStatus {
     pub dropped_spoofed: u64,
 }
 
+/// How long `wiremesh status` waits for one agent, from connecting to the last byte.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer the client reads; far above any real mesh's status, low enough that a
+/// broken agent cannot exhaust memory.
+pub const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
+
 /// Asks the agent behind `socket` for its status.
 pub fn query(socket: &Path) -> Result<Status, String> {
-    let fail = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", socket.display());
-    let mut stream = UnixStream::connect(socket).map_err(|e| fail("cannot connect", e))?;
-    let timeout = Some(Duration::from_secs(5));
-    stream
-        .set_read_timeout(timeout)
-        .and_then(|()| stream.set_write_timeout(timeout))
-        .map_err(|e| fail("cannot set timeouts", e))?;
+    query_within(socket, QUERY_TIMEOUT, MAX_RESPONSE)
+}
+
+/// [`query`] with the whole exchange bounded by `timeout` and the answer by `limit` bytes.
+fn query_within(socket: &Path, timeout: Duration, limit: u64) -> Result<Status, String> {
+    let deadline = Instant::now() + timeout;
+    let fail = |what: &str, e: io::Error| {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            format!("{}: no answer within {timeout:?}", socket.display())
+        } else {
+            format!("{}: {what}: {e}", socket.display())
+        }
+    };
+    let stream = connect(socket, deadline).map_err(|e| fail("cannot connect", e))?;
     let mut request = serde_json::to_string(&Request::Status)
         .map_err(|e| format!("cannot encode request: {e}"))?;
     request.push('\n');
-    stream
-        .write_all(request.as_bytes())
+    remaining(deadline)
+        .and_then(|left| stream.set_write_timeout(Some(left)))
+        .and_then(|()| (&stream).write_all(request.as_bytes()))
         .map_err(|e| fail("cannot send request", e))?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(|e| fail("no answer", e))?;
-    let response: Response = serde_json::from_str(&line).map_err(|e| {
+    let mut line = Vec::new();
+    // One byte over the limit tells a too-large answer from one of exactly `limit` bytes.
+    BufReader::new(DeadlineReader { stream, deadline }.take(limit.saturating_add(1)))
+        .read_until(b'\n', &mut line)
+        .map_err(|e| fail("cannot read the answer", e))?;
+    if line.len() as u64 > limit {
+        return Err(format!(
+            "{}: the agent's answer is larger than {limit} bytes",
+            socket.display()
+        ));
+    }
+    let response: Response = serde_json::from_slice(&line).map_err(|e| {
         format!(
             "{}: the agent's answer is not a status response: {e}",
             socket.display()
@@ -119,9 +147,80 @@ pub fn query(socket: &Path) -> Result<Status, String> {
     })?;
     match (response.status, response.error) {
         (Some(status), _) => Ok(status),
-        (None, Some(error)) => Err(format!("{}: the agent says: {error}", socket.display())),
+        (None, Some(error)) => Err(format!(
+            "{}: the agent says: {}",
+            socket.display(),
+            printable(&error)
+        )),
         (None, None) => Err(format!("{}: empty answer", socket.display())),
     }
+}
+
+/// The time left until `deadline`; a `TimedOut` error once it has passed (a zero socket
+/// timeout would mean "wait forever").
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(io::ErrorKind::TimedOut.into())
+    } else {
+        Ok(left)
+    }
+}
+
+/// Connects before `deadline`. Connecting to a unix socket blocks while the agent's accept
+/// backlog is full (a hung agent), and std offers no connect timeout, so the connect runs on a
+/// helper thread. A thread given up on ends when the agent accepts or goes away, or with the
+/// process; the stream it may still get is dropped.
+fn connect(socket: &Path, deadline: Instant) -> io::Result<UnixStream> {
+    let (done, result) = mpsc::sync_channel(1);
+    let path = socket.to_path_buf();
+    thread::Builder::new()
+        .name("status-connect".into())
+        .spawn(move || {
+            // The receiver is gone when the caller stopped waiting.
+            let _ = done.send(UnixStream::connect(path));
+        })?;
+    match result.recv_timeout(remaining(deadline)?) {
+        Ok(connected) => connected,
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(io::ErrorKind::TimedOut.into()),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(io::Error::other(
+            "the connecting thread ended without a result",
+        )),
+    }
+}
+
+/// Reads with each read's timeout set to the time left, so the deadline bounds the whole answer
+/// rather than each read (an agent dribbling a byte at a time cannot hold the client).
+struct DeadlineReader {
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream
+            .set_read_timeout(Some(remaining(self.deadline)?))?;
+        self.stream.read(buf)
+    }
+}
+
+/// Text for a terminal: control characters in names and other strings from the config or the
+/// socket (escape sequences, line breaks, NUL) are written escaped, like `\u{1b}`.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`printable`] for a list, comma-separated.
+fn printable_list(items: &[String]) -> String {
+    printable(&items.join(", "))
 }
 
 fn bytes(n: u64) -> String {
@@ -177,11 +276,13 @@ impl Status {
         let _ = writeln!(
             out,
             "interface: {} (instance {}, machine {})",
-            self.interface, self.instance, self.machine
+            printable(&self.interface),
+            printable(&self.instance),
+            printable(&self.machine)
         );
-        let _ = writeln!(out, "  public key: {}", self.public_key);
+        let _ = writeln!(out, "  public key: {}", printable(&self.public_key));
         let _ = writeln!(out, "  listening port: {}", self.listen_port);
-        let _ = writeln!(out, "  addresses: {}", self.addresses.join(", "));
+        let _ = writeln!(out, "  addresses: {}", printable_list(&self.addresses));
         if self.ipv6_only {
             let _ = writeln!(
                 out,
@@ -212,23 +313,23 @@ impl Status {
             .drops
             .iter()
             .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
+            .map(|(k, n)| format!("{} {n}", printable(k)))
             .collect();
         if !dropped.is_empty() {
             let _ = writeln!(out, "  dropped packets: {}", dropped.join(", "));
         }
         for m in &self.members {
             let _ = writeln!(out);
-            let _ = writeln!(out, "member: {}", m.name);
-            let _ = writeln!(out, "  public key: {}", m.public_key);
-            let _ = writeln!(out, "  addresses: {}", m.addresses.join(", "));
+            let _ = writeln!(out, "member: {}", printable(&m.name));
+            let _ = writeln!(out, "  public key: {}", printable(&m.public_key));
+            let _ = writeln!(out, "  addresses: {}", printable_list(&m.addresses));
             if !m.routes.is_empty() {
-                let _ = writeln!(out, "  routes: {}", m.routes.join(", "));
+                let _ = writeln!(out, "  routes: {}", printable_list(&m.routes));
             }
             match &m.endpoint {
                 Some(e) => {
                     let path = if m.direct { "direct" } else { "relayed" };
-                    let _ = writeln!(out, "  endpoint: {e} ({path})");
+                    let _ = writeln!(out, "  endpoint: {} ({path})", printable(e));
                 }
                 None => {
                     let _ = writeln!(out, "  endpoint: (unknown until it connects)");
@@ -323,6 +424,137 @@ mod tests {
         );
         assert!(text.contains("IPv6 only"), "{text}");
         assert!(text.contains("dropped packets: spoofed-source 2"), "{text}");
+    }
+
+    #[test]
+    fn text_escapes_control_characters_from_the_config() {
+        let mut status = sample();
+        status.members[0].name = "\x1b[31mevil\nmember: fake".into();
+        status.members[0].endpoint = Some("198.18.0.1:1\x07".into());
+        status.machine = "lap\x1b]0;title\x07top".into();
+        let text = status.render();
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text}");
+        assert!(
+            text.contains("member: \\u{1b}[31mevil\\nmember: fake\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("endpoint: 198.18.0.1:1\\u{7} (direct)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("machine lap\\u{1b}]0;title\\u{7}top)"),
+            "{text}"
+        );
+    }
+
+    /// A listener in a fresh directory whose first connection `agent` handles on a thread.
+    fn fake_agent(
+        agent: impl FnOnce(UnixStream) + Send + 'static,
+    ) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wm-test.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let handle = thread::spawn(move || agent(listener.accept().unwrap().0));
+        (dir, path, handle)
+    }
+
+    /// Bound on how long a fake agent keeps a connection open, so no test can hang.
+    const AGENT_BOUND: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn query_reads_the_status_answer() {
+        let (_dir, path, agent) = fake_agent(|stream| {
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request).unwrap();
+            assert_eq!(request, "{\"request\":\"status\"}\n");
+            let response = Response {
+                version: PROTOCOL_VERSION,
+                status: Some(sample()),
+                error: None,
+            };
+            let line = serde_json::to_string(&response).unwrap() + "\n";
+            (&stream).write_all(line.as_bytes()).unwrap();
+        });
+        assert_eq!(query(&path).unwrap(), sample());
+        agent.join().unwrap();
+    }
+
+    #[test]
+    fn an_agent_that_never_answers_times_out() {
+        let (_dir, path, agent) = fake_agent(|mut stream| {
+            stream.set_read_timeout(Some(AGENT_BOUND)).unwrap();
+            // Holds the connection until the client gives up and closes it.
+            let _ = io::copy(&mut stream, &mut io::sink());
+        });
+        let start = Instant::now();
+        let err = query_within(&path, Duration::from_millis(300), MAX_RESPONSE).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+        assert_eq!(
+            err,
+            format!("{}: no answer within 300ms", path.display()),
+            "{err}"
+        );
+        agent.join().unwrap();
+    }
+
+    #[test]
+    fn the_deadline_bounds_the_whole_answer_not_each_read() {
+        let (_dir, path, agent) = fake_agent(|mut stream| {
+            let start = Instant::now();
+            while start.elapsed() < AGENT_BOUND && stream.write_all(b"x").is_ok() {
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let start = Instant::now();
+        let err = query_within(&path, Duration::from_millis(300), MAX_RESPONSE).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+        assert!(err.contains("no answer within 300ms"), "{err}");
+        agent.join().unwrap();
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_at_the_limit() {
+        let (_dir, path, agent) = fake_agent(|mut stream| {
+            stream.set_write_timeout(Some(AGENT_BOUND)).unwrap();
+            while stream.write_all(&[b'x'; 4096]).is_ok() {}
+        });
+        let err = query_within(&path, Duration::from_secs(5), 65_536).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "{}: the agent's answer is larger than 65536 bytes",
+                path.display()
+            )
+        );
+        agent.join().unwrap();
+    }
+
+    /// A hung agent whose accept backlog is full: connecting itself would block forever.
+    #[cfg(feature = "agent")]
+    #[test]
+    fn connecting_to_a_full_backlog_times_out() {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wm-test.sock");
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+        listener.listen(0).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let client = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            client.set_nonblocking(true).unwrap();
+            match client.connect(&SockAddr::unix(&path).unwrap()) {
+                Ok(()) => queued.push(client),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("connect: {e}"),
+            }
+            assert!(queued.len() < 64, "the backlog never filled");
+        }
+        let start = Instant::now();
+        let err = query_within(&path, Duration::from_millis(300), MAX_RESPONSE).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+        assert_eq!(err, format!("{}: no answer within 300ms", path.display()));
     }
 
     #[test]

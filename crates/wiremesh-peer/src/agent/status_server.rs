@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use wiremesh_peer::spec::SpecSource;
@@ -39,11 +39,23 @@ impl StatusServer {
                     format!("{}: cannot create the socket directory", dir.display())
                 })?;
         }
-        // A socket left by a crashed agent; a live agent would hold the same TUN name, which
-        // failed earlier.
-        if fs::symlink_metadata(path).is_ok() {
-            fs::remove_file(path)
-                .with_context(|| format!("{}: cannot remove the stale socket", path.display()))?;
+        // A socket there was left by a crashed agent (a live agent would hold the same TUN name,
+        // which failed earlier). Anything else is not ours to delete: a mistyped --status-socket
+        // must not remove a regular file.
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path)
+                .with_context(|| format!("{}: cannot remove the stale socket", path.display()))?,
+            Ok(_) => bail!(
+                "{}: something other than a unix socket is there; expected the status socket \
+                 or nothing at this path (choose another with --status-socket)",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("{}: cannot inspect the status socket path", path.display())
+                });
+            }
         }
         let listener = UnixListener::bind(path)
             .with_context(|| format!("{}: cannot bind the status socket", path.display()))?;
@@ -165,6 +177,32 @@ mod tests {
     use super::*;
     use wiremesh_peer::mesh::OsIndexSource;
     use wiremesh_peer::spec::{MemberSpec, MeshSpec};
+
+    #[test]
+    fn bind_refuses_to_replace_what_is_not_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("foo");
+        fs::write(&path, "keep me").unwrap();
+        let err = format!("{:#}", StatusServer::bind(&path).err().unwrap());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("expected the status socket"), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn bind_replaces_a_stale_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wm-test.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(
+            UnixStream::connect(&path).is_err(),
+            "the old socket is dead"
+        );
+        let _server = StatusServer::bind(&path).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     #[test]
     fn status_lists_members_and_flags_ipv6_only() {
