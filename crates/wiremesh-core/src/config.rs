@@ -21,6 +21,10 @@
 //! | `peers` | `[peer]` | every other member: name, wireguardPublicKey, nodePublicKey, addresses, endpoints (`host:port`, `[v6]:port`), routes, persistentKeepalive |
 //! | `controllers` | [{name, endpoint}] | control endpoints (`host:port`) |
 //! | `networkPublicKey` | base64 | the pinned network key that signs netmaps |
+//!
+//! Names (`instance`, `machine`, peer and controller names) and endpoints follow the netmap's rules:
+//! names are 1 to [`MAX_NAME_LEN`] bytes, endpoints at most [`MAX_ENDPOINT_LEN`], neither with
+//! control characters. A text over [`MAX_CONFIG_BYTES`] is refused.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -29,9 +33,13 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{NetworkPublicKey, NodePublicKey, WireguardPublicKey};
+use crate::netmap::{MAX_ENDPOINT_LEN, MAX_NAME_LEN};
 
 /// The schema version this crate writes and reads.
 pub const CONFIG_VERSION: u32 = 1;
+/// The largest configuration text accepted: room for the netmap's 100,000 members as peers at
+/// about 500 bytes each, and a bound for readers of the file.
+pub const MAX_CONFIG_BYTES: usize = 64 << 20;
 
 /// One machine's agent configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,14 +101,22 @@ pub struct ControllerConfig {
 /// Why a configuration text was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{0} bytes; at most {MAX_CONFIG_BYTES} are allowed")]
+    TooLarge(usize),
     #[error("not valid JSON: {0}")]
     Json(serde_json::Error),
     #[error("\"version\" is missing; expected {CONFIG_VERSION}")]
     MissingVersion,
     #[error("\"version\" is {found}, but this build reads only version {CONFIG_VERSION}")]
     UnsupportedVersion { found: serde_json::Value },
-    #[error("{0}")]
-    Schema(serde_json::Error),
+    /// A field does not fit the schema; `path` is where, like `"peers"[0]."addresses"."ipv4"`.
+    #[error("{}{message} (line {line}, column {column})", path_prefix(.path))]
+    Schema {
+        path: String,
+        message: String,
+        line: usize,
+        column: usize,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -109,6 +125,9 @@ impl AgentConfig {
     /// Parses a configuration; checks `version` first so an old agent reading a new file says so
     /// instead of reporting a confusing field error. The caller adds the file name.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge(text.len()));
+        }
         let value: serde_json::Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
         match value.get("version") {
             None => return Err(ConfigError::MissingVersion),
@@ -117,18 +136,36 @@ impl AgentConfig {
             }
             Some(_) => {}
         }
-        // Parsed again from the text, not from `value`, so that errors carry a line and column.
-        let config: AgentConfig = serde_json::from_str(text).map_err(ConfigError::Schema)?;
+        // Parsed again from the text, not from `value`, so that errors carry a line and column,
+        // and through serde_path_to_error so that they also name the field. (Trailing text was
+        // already refused by the first parse.)
+        let config: AgentConfig =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+                .map_err(schema_error)?;
         config.check().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
 
-    /// A rule serde cannot express: peers are unique by name and by key and are not this machine.
-    /// (The agent checks the interface name and MTU against what its platform allows.)
+    /// Rules serde cannot express: names and endpoints are printable and within the netmap's
+    /// limits, and peers are unique by name and by key and are not this machine. (The agent checks
+    /// the interface name and MTU against what its platform allows.)
     fn check(&self) -> Result<(), String> {
+        check_name("\"instance\"", &self.instance)?;
+        check_name("\"machine\"", &self.machine)?;
+        for (i, controller) in self.controllers.iter().enumerate() {
+            check_name(&format!("\"controllers\"[{i}].\"name\""), &controller.name)?;
+            check_endpoint(
+                &format!("\"controllers\"[{i}].\"endpoint\""),
+                &controller.endpoint,
+            )?;
+        }
         let mut names = std::collections::BTreeSet::new();
         let mut keys = std::collections::BTreeSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
+            check_name(&format!("\"peers\"[{i}].\"name\""), &peer.name)?;
+            for (j, endpoint) in peer.endpoints.iter().enumerate() {
+                check_endpoint(&format!("\"peers\"[{i}].\"endpoints\"[{j}]"), endpoint)?;
+            }
             if peer.name == self.machine {
                 return Err(format!("\"peers\"[{i}] is this machine ({:?})", peer.name));
             }
@@ -154,6 +191,82 @@ impl AgentConfig {
             .unwrap_or_else(|e| unreachable!("AgentConfig always serialises: {e}"));
         text.push('\n');
         text
+    }
+}
+
+/// Names end up on terminals and in logs, where control characters could rewrite what the reader
+/// sees; the limits are the netmap's, so a configured peer fits a netmap entry.
+fn check_name(path: &str, name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        "is empty".to_string()
+    } else if name.len() > MAX_NAME_LEN {
+        format!("is {} bytes long", name.len())
+    } else if name.contains(char::is_control) {
+        format!("is {name:?}, which holds control characters")
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "{path} {problem}; allowed: 1 to {MAX_NAME_LEN} bytes with no control characters"
+    ))
+}
+
+/// Endpoints are printed in warnings when they do not resolve: the same reasoning as names.
+fn check_endpoint(path: &str, endpoint: &str) -> Result<(), String> {
+    let problem = if endpoint.len() > MAX_ENDPOINT_LEN {
+        format!("is {} bytes long", endpoint.len())
+    } else if endpoint.contains(char::is_control) {
+        format!("is {endpoint:?}, which holds control characters")
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "{path} {problem}; allowed: host:port or [v6]:port, at most {MAX_ENDPOINT_LEN} bytes with no control characters"
+    ))
+}
+
+/// A schema error with the JSON path in the quoting the other config errors use, and serde's
+/// message without its own position suffix (the position is kept in separate fields).
+fn schema_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let path = json_path(e.path());
+    let inner = e.into_inner();
+    let (line, column) = (inner.line(), inner.column());
+    let text = inner.to_string();
+    let message = text
+        .strip_suffix(&format!(" at line {line} column {column}"))
+        .unwrap_or(&text)
+        .to_string();
+    ConfigError::Schema {
+        path,
+        message,
+        line,
+        column,
+    }
+}
+
+/// `"peers"[0]."addresses"`; keys are quoted with escapes, so a key holding control characters
+/// prints harmlessly.
+fn json_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        let dot = if out.is_empty() { "" } else { "." };
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => out.push_str(&format!("{dot}{key:?}")),
+            Segment::Enum { variant } => out.push_str(&format!("{dot}{variant:?}")),
+            Segment::Unknown => out.push_str(&format!("{dot}?")),
+        }
+    }
+    out
+}
+
+/// `path: ` before a schema message, or nothing for an error about the whole document.
+fn path_prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
     }
 }
 
@@ -269,7 +382,103 @@ mod tests {
         let e = AgentConfig::from_json(&text).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid IP address syntax at line 19 column 18"
+            "\"network\".\"ipv6\": invalid IP address syntax (line 19, column 18)"
+        );
+    }
+
+    #[test]
+    fn nested_schema_errors_name_the_peer_field() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["peers"][0]["addresses"]["ipv4"] = serde_json::json!("100.77.0.300");
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        let e = AgentConfig::from_json(&text).unwrap_err();
+        let ConfigError::Schema { line, column, .. } = e else {
+            panic!("not a schema error: {e:?}");
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "\"peers\"[0].\"addresses\".\"ipv4\": invalid IPv4 address syntax (line {line}, column {column})"
+            )
+        );
+        assert!(text.lines().nth(line - 1).unwrap().contains("100.77.0.300"));
+        // A missing field is reported at the object that lacks it.
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["peers"][0].as_object_mut().unwrap().remove("name");
+        let e = AgentConfig::from_json(&value.to_string()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("\"peers\"[0]: missing field `name`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_and_endpoints_with_control_characters_are_refused() {
+        let allowed = "allowed: 1 to 253 bytes with no control characters";
+        let mut c = sample();
+        c.peers[0].name = "m\u{1b}[2J".into();
+        let e = AgentConfig::from_json(&c.to_json()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "\"peers\"[0].\"name\" is \"m\\u{{1b}}[2J\", which holds control characters; {allowed}"
+            )
+        );
+        let mut c = sample();
+        c.machine = "lap\ntop".into();
+        let e = AgentConfig::from_json(&c.to_json()).unwrap_err();
+        assert!(
+            e.to_string().starts_with("\"machine\" is \"lap\\ntop\""),
+            "{e}"
+        );
+        let mut c = sample();
+        c.instance = "x".repeat(254);
+        let e = AgentConfig::from_json(&c.to_json()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("\"instance\" is 254 bytes long; {allowed}")
+        );
+        let mut c = sample();
+        c.controllers[0].name = String::new();
+        let e = AgentConfig::from_json(&c.to_json()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("\"controllers\"[0].\"name\" is empty; {allowed}")
+        );
+        let mut c = sample();
+        c.peers[0].endpoints.push("host\u{7}:1".into());
+        let e = AgentConfig::from_json(&c.to_json()).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "\"peers\"[0].\"endpoints\"[1] is \"host\\u{7}:1\", which holds control characters; allowed: host:port"
+            ),
+            "{e}"
+        );
+        let mut c = sample();
+        c.controllers[0].endpoint = format!("{}:1", "h".repeat(261));
+        let e = AgentConfig::from_json(&c.to_json()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("\"controllers\"[0].\"endpoint\" is 263 bytes long"),
+            "{e}"
+        );
+        // Non-ASCII printable text is a name like any other.
+        let mut c = sample();
+        c.peers[0].name = "sérvér-Ω".into();
+        assert!(AgentConfig::from_json(&c.to_json()).is_ok());
+    }
+
+    #[test]
+    fn oversized_text_is_refused_before_parsing() {
+        let text = " ".repeat(MAX_CONFIG_BYTES + 1);
+        let e = AgentConfig::from_json(&text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} bytes; at most {MAX_CONFIG_BYTES} are allowed",
+                MAX_CONFIG_BYTES + 1
+            )
         );
     }
 
