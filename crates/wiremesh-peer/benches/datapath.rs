@@ -1,11 +1,13 @@
 //! Per-packet cost of the sans-IO core: route + encrypt on one side, demux + decrypt + source
 //! filter on the other, for 1420-byte packets between two members of a mesh of 1,000. The
 //! difference to boringtun's bare seal/open (research notes: ~0.8 + ~0.9 µs per packet on this
-//! machine) is what the member table, routing and filtering add.
+//! machine) is what the member table, routing and filtering add. Also the cost of one handshake
+//! initiation of a flood, once the rate limiter is under load.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ipnet::IpNet;
@@ -122,5 +124,50 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A handshake initiation to member 2 from key `secret`.
+fn initiation(secret: [u8; 32]) -> Vec<u8> {
+    let mut tunn = Tunn::new(
+        x25519::StaticSecret::from(secret),
+        x25519::PublicKey::from(public(2)),
+        None,
+        None,
+        1,
+        None,
+    );
+    let mut buf = [0u8; 256];
+    let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut buf, false) else {
+        panic!("no initiation")
+    };
+    init.to_vec()
+}
+
+fn flood(c: &mut Criterion) {
+    let (_, b) = connected();
+    let mut out = vec![0u8; FLUSH_OUT_LEN];
+    let stranger = initiation([99; 32]);
+    let spoofed_from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)), 51820);
+    // Past the limiter's threshold and this period's budget of identifications.
+    for _ in 0..1000 {
+        b.decapsulate(spoofed_from, &stranger, &mut out);
+    }
+    let mut group = c.benchmark_group("handshake initiation under load");
+    group.bench_function("stranger at an unknown address (dropped)", |bench| {
+        bench.iter(|| {
+            let result = b.decapsulate(spoofed_from, black_box(&stranger), &mut out);
+            assert!(matches!(result, Inbound::Drop(_)));
+            black_box(result)
+        })
+    });
+    let member = initiation(key(1));
+    group.bench_function("member at its configured endpoint (cookie)", |bench| {
+        bench.iter(|| {
+            let result = b.decapsulate(endpoint(1), black_box(&member), &mut out);
+            assert!(matches!(result, Inbound::Reply { .. }));
+            black_box(result)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, flood);
 criterion_main!(benches);

@@ -36,6 +36,11 @@ pub const MAX_IP_PACKET: usize = 65_535;
 pub const FLUSH_OUT_LEN: usize = MAX_IP_PACKET + WG_OVERHEAD;
 /// How often the shared rate limiter's counter is reset.
 const LIMITER_RESET: Duration = Duration::from_secs(1);
+/// Handshakes per [`LIMITER_RESET`] that may be identified (one Diffie-Hellman each) while the
+/// limiter is under load and they come from an address that is no member's configured endpoint.
+/// Beyond it they are dropped, so a flood of spoofed initiations cannot take the receive thread
+/// away from the sessions already up.
+const UNDER_LOAD_IDENTIFY_LIMIT: u64 = 100;
 
 /// The size `out` must have for [`Mesh::encapsulate`] of a `len`-byte packet.
 pub fn encapsulate_out_len(len: usize) -> usize {
@@ -64,10 +69,12 @@ pub enum DropReason {
     OutsideRanges,
     /// Buffer handed in by the caller is too small for this packet.
     BufferTooSmall,
+    /// Handshake under load from an unknown address after this second's identifications ran out.
+    HandshakeFlood,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::NoRoute,
         DropReason::NoEndpoint,
         DropReason::UnknownKey,
@@ -76,6 +83,7 @@ impl DropReason {
         DropReason::SpoofedSource,
         DropReason::OutsideRanges,
         DropReason::BufferTooSmall,
+        DropReason::HandshakeFlood,
     ];
 
     /// Stable kebab-case name used in status output.
@@ -89,6 +97,7 @@ impl DropReason {
             DropReason::SpoofedSource => "spoofed-source",
             DropReason::OutsideRanges => "outside-ip-ranges",
             DropReason::BufferTooSmall => "buffer-too-small",
+            DropReason::HandshakeFlood => "handshake-flood",
         }
     }
 
@@ -209,6 +218,10 @@ pub struct Mesh {
     /// one never limits, so handshakes are counted once (by `limiter`).
     mac_only: Arc<RateLimiter>,
     last_limiter_reset: Mutex<Option<Instant>>,
+    /// Identifications done under load since the last reset (see [`UNDER_LOAD_IDENTIFY_LIMIT`]).
+    identified_under_load: AtomicU64,
+    /// Every member's configured endpoints: under load these get a cookie without identification.
+    member_endpoints: HashSet<SocketAddr>,
     slots: Vec<Option<Member>>,
     by_key: HashMap<[u8; 32], MemberId>,
     by_index: FxHashMap<u32, MemberId>,
@@ -255,6 +268,8 @@ impl Mesh {
             secret,
             public,
             last_limiter_reset: Mutex::new(None),
+            identified_under_load: AtomicU64::new(0),
+            member_endpoints: HashSet::new(),
             slots: Vec::new(),
             by_key: HashMap::new(),
             by_index: FxHashMap::default(),
@@ -395,20 +410,7 @@ impl Mesh {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 let len = cookie.len();
-                // Under load: a cookie reply is still an answer, so only members get one. Telling
-                // who sent an initiation costs one Diffie-Hellman; that is the price of never
-                // answering strangers, and it is still less than processing the handshake.
-                return match Tunn::parse_incoming_packet(datagram) {
-                    Ok(p) => match self.identify(&p) {
-                        Ok(_) => Inbound::Reply {
-                            len,
-                            to: from,
-                            member: None,
-                        },
-                        Err(reason) => Inbound::Drop(self.drop(reason)),
-                    },
-                    Err(_) => Inbound::Drop(self.drop(DropReason::Invalid)),
-                };
+                return self.under_load(from, datagram, len);
             }
             Err(_) => return Inbound::Drop(self.drop(DropReason::Invalid)),
         };
@@ -467,6 +469,32 @@ impl Mesh {
         result
     }
 
+    /// A handshake arrived under load without a valid cookie, and `len` bytes of cookie reply are
+    /// ready in `out`. A cookie reply is still an answer, so only members get one:
+    /// - to a member's configured endpoint it goes at once. Should the handshake be forged, the
+    ///   reply reaches that member, never the forger;
+    /// - from any other address, telling who sent it costs one Diffie-Hellman. That is the price of
+    ///   never answering strangers, and it is paid at most [`UNDER_LOAD_IDENTIFY_LIMIT`] times a
+    ///   period; the rest are dropped.
+    fn under_load(&self, from: SocketAddr, datagram: &[u8], len: usize) -> Inbound {
+        let reply = Inbound::Reply {
+            len,
+            to: from,
+            member: None,
+        };
+        if self.member_endpoints.contains(&from) {
+            return reply;
+        }
+        if self.identified_under_load.fetch_add(1, Ordering::Relaxed) >= UNDER_LOAD_IDENTIFY_LIMIT {
+            return Inbound::Drop(self.drop(DropReason::HandshakeFlood));
+        }
+        match Tunn::parse_incoming_packet(datagram).map(|p| self.identify(&p)) {
+            Ok(Ok(_)) => reply,
+            Ok(Err(reason)) => Inbound::Drop(self.drop(reason)),
+            Err(_) => Inbound::Drop(self.drop(DropReason::Invalid)),
+        }
+    }
+
     /// Sends the next packet that waited for `member`'s session: `Some((len, to))` for
     /// `out[..len]`, `None` when the queue is empty. Call until `None` after an
     /// [`Inbound::Reply`] with a member. `out` must hold [`FLUSH_OUT_LEN`] bytes (a queued
@@ -496,6 +524,7 @@ impl Mesh {
                 .unwrap_or_else(|e| e.into_inner());
             if last.is_none_or(|t| now.duration_since(t) >= LIMITER_RESET) {
                 self.limiter.reset_count();
+                self.identified_under_load.store(0, Ordering::Relaxed);
                 *last = Some(now);
             }
         }
@@ -682,6 +711,12 @@ impl Mesh {
             }
         }
         self.routes = routes;
+        self.member_endpoints = self
+            .members()
+            .flat_map(|(_, m)| m.spec.endpoints.iter())
+            // Source addresses reach `decapsulate` canonical (IPv4, not v4-mapped).
+            .map(|e| SocketAddr::new(e.ip().to_canonical(), e.port()))
+            .collect();
         self.ip_ranges = spec.ip_ranges.iter().copied().collect();
         self.spec = spec.clone();
         report

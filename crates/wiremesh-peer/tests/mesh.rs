@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
@@ -409,7 +409,10 @@ fn unknown_key_gets_no_answer_even_under_load() {
         "bravo answered an unknown key: {:?}",
         net.log
     );
-    assert_eq!(net.drops("bravo", DropReason::UnknownKey), 300);
+    // 100 within the limit and 100 under load were identified (one Diffie-Hellman each); the
+    // last 100 exceeded this period's budget and were dropped without any work.
+    assert_eq!(net.drops("bravo", DropReason::UnknownKey), 200);
+    assert_eq!(net.drops("bravo", DropReason::HandshakeFlood), 100);
 
     // A member under the same load still gets an answer (a cookie reply, type 3).
     net.log.clear();
@@ -422,6 +425,97 @@ fn unknown_key_gets_no_answer_even_under_load() {
         "{:?}",
         net.log
     );
+}
+
+/// A fresh handshake initiation from a stranger's key to bravo.
+fn stranger_initiation(stranger: &mut Tunn) -> Vec<u8> {
+    let mut buf = [0u8; 256];
+    let TunnResult::WriteToNetwork(init) = stranger.format_handshake_initiation(&mut buf, true)
+    else {
+        panic!("no initiation");
+    };
+    init.to_vec()
+}
+
+#[test]
+fn a_handshake_flood_leaves_sessions_up_and_members_answered() {
+    let all = machines();
+    let mut net = Net::new(&all);
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"before"));
+    net.pump();
+    assert_eq!(net.node("bravo").delivered.len(), 1);
+
+    let mut stranger = Tunn::new(
+        x25519::StaticSecret::from(secret(99)),
+        x25519::PublicKey::from(public(2)),
+        None,
+        None,
+        7,
+        None,
+    );
+    let flood_from = sock("198.18.0.99:51820");
+    for _ in 0..1000 {
+        let init = stranger_initiation(&mut stranger);
+        net.put(flood_from, sock("198.18.0.2:51820"), &init);
+    }
+    net.pump();
+    // Alpha's handshake was one of the 100 within the limit. The next 99 and this period's
+    // budget of 100 under load cost a Diffie-Hellman each; the other 801 only a MAC check.
+    assert_eq!(net.drops("bravo", DropReason::UnknownKey), 199);
+    assert_eq!(net.drops("bravo", DropReason::HandshakeFlood), 801);
+
+    // The session that was up keeps carrying data.
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"during"));
+    net.pump();
+    assert_eq!(net.node("bravo").delivered.len(), 2);
+
+    // Alpha rehandshakes (its key is a member) from its configured endpoint: still under load,
+    // it gets a cookie at once, without identification. From an address bravo does not know
+    // (alpha roamed), the budget is spent: nothing, until the next period.
+    let mut alpha_tunn = Tunn::new(
+        x25519::StaticSecret::from(secret(1)),
+        x25519::PublicKey::from(public(2)),
+        None,
+        None,
+        9,
+        None,
+    );
+    let roamed = sock("198.18.0.77:40000");
+    net.log.clear();
+    let init = stranger_initiation(&mut alpha_tunn);
+    net.put(sock("198.18.0.1:51820"), sock("198.18.0.2:51820"), &init);
+    net.put(roamed, sock("198.18.0.2:51820"), &init);
+    net.pump();
+    // Bravo's answers to `to`: cookie replies (3) or, once the load is gone, responses (2).
+    let answers_to = |net: &Net, to: SocketAddr, kinds: &[u8]| {
+        net.log
+            .iter()
+            .filter(|(from, dst, kind)| {
+                *from == sock("198.18.0.2:51820") && *dst == to && kinds.contains(kind)
+            })
+            .count()
+    };
+    assert_eq!(
+        answers_to(&net, sock("198.18.0.1:51820"), &[3]),
+        1,
+        "{:?}",
+        net.log
+    );
+    assert_eq!(answers_to(&net, roamed, &[2, 3]), 0, "{:?}", net.log);
+    assert_eq!(net.drops("bravo", DropReason::HandshakeFlood), 802);
+
+    // The next period brings a new budget: the roamed member is identified and answered (with a
+    // cookie, or with a response if the shared limiter's own second has passed meanwhile).
+    let mut out = vec![0u8; 256];
+    net.node("bravo").mesh.tick(
+        Instant::now() + Duration::from_secs(2),
+        &mut out,
+        &mut |_, _| {},
+    );
+    net.log.clear();
+    net.put(roamed, sock("198.18.0.2:51820"), &init);
+    net.pump();
+    assert_eq!(answers_to(&net, roamed, &[2, 3]), 1, "{:?}", net.log);
 }
 
 #[test]
