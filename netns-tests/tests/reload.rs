@@ -1,6 +1,7 @@
 //! SIGHUP re-reads the agent's configuration and applies only the difference: removing and adding
 //! a member leaves the sessions with the others untouched, a new MTU is applied to the interface
 //! without disturbing the session, and a broken file is refused while the running mesh carries on.
+//! A state directory that cannot be written costs a warning, never the mesh.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -90,6 +91,31 @@ fn an_agent_whose_config_broke_while_it_was_down_starts_from_the_last_good_one()
         .ns
         .wait_ping(beta4, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("alpha → beta from the last good config: {e}"));
+}
+
+#[test]
+fn a_state_directory_that_cannot_be_written_stops_neither_the_start_nor_a_reload() {
+    let _one_at_a_time = serial();
+    let mut lab = Lab::planned(&["alpha", "beta"]);
+    // A directory where the last good config goes: every atomic rename onto it fails.
+    let blocker = lab.members[0].state_dir().join("last-good-config.json");
+    std::fs::create_dir_all(blocker.join("x")).expect("the lab dir is writable");
+    let beta4 = lab.start_all_and_ping_second();
+    let alpha = &mut lab.members[0];
+    assert!(
+        alpha.agent_log().contains("cannot store the config"),
+        "alpha's agent did not warn about its state directory:\n{}",
+        alpha.agent_log()
+    );
+    let logged = alpha.reload("reloaded");
+    assert!(
+        logged.contains("cannot store the config") && !logged.contains("reload failed"),
+        "the reload should apply and only warn about the state directory:\n{logged}"
+    );
+    assert!(
+        alpha.ns.ping_once(beta4),
+        "alpha → beta broke after the reload"
+    );
 }
 
 #[test]

@@ -73,11 +73,8 @@ fn initial_netmap(
     match config::read_netmap(path) {
         Ok(candidate) => match config::accept(&candidate, config, stored.as_ref(), now_unix()) {
             Ok(new) => {
-                if new
-                    && let Some(state) = state
-                    && let Err(e) = state.save_netmap(&candidate)
-                {
-                    tracing::warn!("{e:#}");
+                if new && let Some(state) = state {
+                    store("netmap", state.save_netmap(&candidate));
                 }
                 Some(candidate)
             }
@@ -320,6 +317,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The state directory is a cache for starts without a usable config or controller: a full or
+/// broken disk must not stop (or half-apply) the mesh that runs, so a failed write only warns.
+fn store(what: &str, result: Result<()>) {
+    if let Err(e) = result {
+        tracing::warn!("cannot store the {what} in the state directory: {e:#}");
+    }
+}
+
 /// What reloads need, owned by the reload thread.
 struct Reloader {
     options: Options,
@@ -376,7 +381,7 @@ impl Reloader {
         if let Some(c) = new_netmap {
             tracing::info!(epoch = c.content().epoch, "new netmap");
             if let Some(state) = &self.state {
-                state.save_netmap(&c)?;
+                store("netmap", state.save_netmap(&c));
             }
             self.netmap = Some(c);
         }
@@ -400,7 +405,7 @@ impl Reloader {
             info.machine = config.machine.clone();
         }
         if let Some(state) = &self.state {
-            state.save_config(&text)?;
+            store("config", state.save_config(&text));
         }
         tracing::info!("reloaded {}", options.config.display());
         Ok(())
@@ -447,7 +452,7 @@ pub fn run(options: Options) -> Result<()> {
     );
     log_report(&report);
     if let Some(state) = &state {
-        state.save_config(&text)?;
+        store("config", state.save_config(&text));
     }
 
     let shared = Arc::new(Shared {
