@@ -361,11 +361,16 @@ fn netmap_build_show_verify() {
     let stale = verify(&["--now", "1050", "--last-epoch", "5"]);
     assert!(!stale.status.success());
     assert_eq!(
-        stdout(&stale),
-        "rejected: epoch 5 is not newer than the last accepted epoch 5\n"
+        stderr(&stale),
+        format!(
+            "wiremesh netmap verify: {map}: rejected: epoch 5 is not newer than the last accepted epoch 5\n"
+        )
     );
     let expired = verify(&["--now", "1100"]);
-    assert_eq!(stdout(&expired), "rejected: expired at 1100 (now 1100)\n");
+    assert_eq!(
+        stderr(&expired),
+        format!("wiremesh netmap verify: {map}: rejected: expired at 1100 (now 1100)\n")
+    );
 
     let mut bytes = std::fs::read(&map).unwrap();
     let last = bytes.len() - 1;
@@ -374,9 +379,9 @@ fn netmap_build_show_verify() {
     let forged = verify(&["--now", "1050"]);
     assert!(!forged.status.success());
     assert!(
-        stdout(&forged).starts_with("rejected: bad signature"),
+        stderr(&forged).contains(": rejected: bad signature"),
         "{}",
-        stdout(&forged)
+        stderr(&forged)
     );
     std::fs::write(&map, &bytes[..10]).unwrap();
     let truncated = wm(&["netmap", "show", &map]);

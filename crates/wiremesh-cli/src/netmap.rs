@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wiremesh_core::keys::{MAX_KEY_FILE_BYTES, NetworkKey, NetworkPublicKey, permission_warning};
-use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Member, Netmap, NetmapContent};
+use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Member, Netmap, NetmapContent, Rejection};
 use wiremesh_core::plan::{CONTROLLER_ROLE, network_key_path};
 
 use crate::keys::{read_limited, read_text_limited};
@@ -18,7 +18,11 @@ pub enum Command {
     Build(BuildArgs),
     /// Print a netmap (without checking its signature).
     Show(ShowArgs),
-    /// Check a netmap's network, signature, epoch and expiry; exit 1 if it is refused.
+    /// Check a netmap's network, signature, epoch and expiry.
+    #[command(after_help = "Exit status:\n  \
+        0  accepted\n  \
+        1  refused: read and decoded, but for another network, badly signed, expired or not newer than --last-epoch\n  \
+        2  not checked: the netmap or key file is missing, unreadable, too large or malformed, or the arguments are wrong")]
     Verify(VerifyArgs),
 }
 
@@ -56,6 +60,7 @@ pub struct ShowArgs {
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
+    /// The netmap file.
     file: PathBuf,
     /// The pinned network public key (base64).
     #[arg(long, value_name = "BASE64", required_unless_present = "keys")]
@@ -77,21 +82,32 @@ pub struct VerifyArgs {
     /// The time to check expiry against, Unix seconds (default: now).
     #[arg(long, value_name = "UNIX")]
     now: Option<u64>,
+    /// Print the verdict as one JSON object (when the netmap could be checked).
+    #[arg(long)]
+    json: bool,
 }
 
+/// Exit status of `verify` when the netmap could not be checked at all, kept apart from 1 (refused)
+/// so scripts can tell a bad netmap from a bad invocation; clap uses 2 for usage errors too.
+const NOT_CHECKED: u8 = 2;
+
 pub fn run(cmd: Command) -> ExitCode {
-    let result = match cmd {
-        Command::Build(args) => build(args),
-        Command::Show(args) => show(args),
-        Command::Verify(args) => verify(args),
+    let (result, prefix, error_code) = match cmd {
+        Command::Build(args) => (build(args), "wiremesh netmap", ExitCode::FAILURE),
+        Command::Show(args) => (show(args), "wiremesh netmap", ExitCode::FAILURE),
+        Command::Verify(args) => (
+            verify(args),
+            "wiremesh netmap verify",
+            ExitCode::from(NOT_CHECKED),
+        ),
     };
     match result {
         Ok(code) => code,
         Err(lines) => {
             for line in lines {
-                eprintln!("wiremesh netmap: {line}");
+                eprintln!("{prefix}: {line}");
             }
-            ExitCode::FAILURE
+            error_code
         }
     }
 }
@@ -227,6 +243,46 @@ fn flag_names(flags: Flags) -> String {
     dash_if_empty(names.join(","))
 }
 
+/// `netmap verify --json`: the verdict and what the netmap says; when it is refused these fields
+/// are as decoded, not vouched for by the signature.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Verdict<'a> {
+    accepted: bool,
+    /// camelCase name of the refusal, stable for scripts: the reason's text may change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    network: NetworkPublicKey,
+    instance: &'a str,
+    epoch: u64,
+    issued_at: u64,
+    expires_at: u64,
+    members: usize,
+}
+
+impl<'a> Verdict<'a> {
+    fn new(c: &'a NetmapContent, rejection: Option<&Rejection>) -> Self {
+        Verdict {
+            accepted: rejection.is_none(),
+            rejection: rejection.map(|r| match r {
+                Rejection::WrongNetwork { .. } => "wrongNetwork",
+                Rejection::BadSignature(_) => "badSignature",
+                Rejection::StaleEpoch { .. } => "staleEpoch",
+                Rejection::Expired { .. } => "expired",
+            }),
+            reason: rejection.map(ToString::to_string),
+            network: c.network,
+            instance: &c.instance,
+            epoch: c.epoch,
+            issued_at: c.issued_at,
+            expires_at: c.expires_at,
+            members: c.members.len(),
+        }
+    }
+}
+
 fn verify(args: VerifyArgs) -> Result<ExitCode, Vec<String>> {
     let map = load(&args.file)?;
     let pinned = match (args.network_public_key, &args.keys, &args.instance) {
@@ -246,21 +302,30 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Vec<String>> {
         }
     };
     let now = args.now.unwrap_or_else(now);
-    match map.verify(&pinned, args.last_epoch, now) {
-        Ok(c) => {
-            println!(
-                "accepted: {} epoch {}, {} members, expires at {} ({} s from now)",
-                c.instance,
-                c.epoch,
-                c.members.len(),
-                c.expires_at,
-                c.expires_at - now
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(rejection) => {
-            println!("rejected: {rejection}");
-            Ok(ExitCode::FAILURE)
-        }
+    let verdict = map.verify(&pinned, args.last_epoch, now);
+    if let Err(rejection) = &verdict {
+        eprintln!(
+            "wiremesh netmap verify: {}: rejected: {rejection}",
+            args.file.display()
+        );
     }
+    if args.json {
+        let summary = Verdict::new(map.content(), verdict.as_ref().err());
+        let text = serde_json::to_string_pretty(&summary).map_err(|e| vec![e.to_string()])?;
+        println!("{text}");
+    } else if let Ok(c) = &verdict {
+        println!(
+            "accepted: {} epoch {}, {} members, expires at {} ({} s from now)",
+            c.instance,
+            c.epoch,
+            c.members.len(),
+            c.expires_at,
+            c.expires_at.saturating_sub(now)
+        );
+    }
+    Ok(if verdict.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
