@@ -1,7 +1,7 @@
 //! `wiremesh keygen` and `wiremesh pubkey`: create key files and print their public halves, plus
-//! the file reader and atomic writer the other subcommands share.
+//! the atomic writer the other subcommands share.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -95,25 +95,6 @@ fn identity_publics(id: &Identity) -> String {
 fn fail(message: &str) -> ExitCode {
     eprintln!("wiremesh: {message}");
     ExitCode::FAILURE
-}
-
-/// Reads the file at `path` if it holds at most `limit` bytes; a larger (or endless) file is an
-/// error after reading `limit + 1` bytes.
-pub fn read_limited(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() > limit {
-        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
-    }
-    Ok(bytes)
-}
-
-/// [`read_limited`] of UTF-8 text.
-pub fn read_text_limited(path: &Path, limit: usize) -> std::io::Result<String> {
-    String::from_utf8(read_limited(path, limit)?)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the whole new one: a temporary

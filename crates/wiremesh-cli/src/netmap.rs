@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use wiremesh_core::files::{read_bounded, read_text_bounded};
 use wiremesh_core::keys::{MAX_KEY_FILE_BYTES, NetworkKey, NetworkPublicKey, permission_warning};
 use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Member, Netmap, NetmapContent, Rejection};
 use wiremesh_core::plan::{CONTROLLER_ROLE, network_key_path};
 
-use crate::keys::{read_limited, read_text_limited};
 use crate::plan::{Inputs, compute};
 
 #[derive(clap::Subcommand)]
@@ -184,8 +184,7 @@ fn build(args: BuildArgs) -> Result<ExitCode, Vec<String>> {
 }
 
 fn load(file: &Path) -> Result<Netmap, Vec<String>> {
-    let bytes = read_limited(file, MAX_NETMAP_BYTES)
-        .map_err(|e| vec![format!("cannot read {}: {e}", file.display())])?;
+    let bytes = read_bounded(file, MAX_NETMAP_BYTES).map_err(|e| vec![e.to_string()])?;
     Netmap::decode(&bytes).map_err(|e| vec![format!("{}: not a netmap: {e}", file.display())])
 }
 
@@ -289,8 +288,8 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Vec<String>> {
         (Some(key), _, _) => key,
         (None, Some(dir), Some(instance)) => {
             let path = dir.join(network_key_path(instance));
-            let text = read_text_limited(&path, MAX_KEY_FILE_BYTES)
-                .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+            let text =
+                read_text_bounded(&path, MAX_KEY_FILE_BYTES).map_err(|e| vec![e.to_string()])?;
             text.trim()
                 .parse()
                 .map_err(|e| vec![format!("{}: {e}", path.display())])?

@@ -6,11 +6,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use wiremesh_core::files::read_text_bounded;
 use wiremesh_core::keys::MAX_KEY_FILE_BYTES;
 use wiremesh_core::plan::{Plan, plan};
 use wiremesh_inventory::{Catalog, MAX_INPUT_BYTES, Resolution, ResolveOptions};
-
-use crate::keys::read_text_limited;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,8 +47,10 @@ pub fn compute(inputs: &Inputs) -> Result<Plan, Vec<String>> {
         eprintln!("warning: {warning}");
     }
     let roles = instance_roles(&resolution, &inputs.instance).map_err(|e| vec![e])?;
-    let mut read_key =
-        |path: &Path| read_text_limited(path, MAX_KEY_FILE_BYTES).map_err(|e| e.to_string());
+    // The plan error names the file itself.
+    let mut read_key = |path: &Path| {
+        read_text_bounded(path, MAX_KEY_FILE_BYTES).map_err(|e| e.problem.to_string())
+    };
     plan(&inputs.instance, &roles, &inputs.keys, &mut read_key)
         .map_err(|errors| errors.iter().map(|e| format!("error: {e}")).collect())
 }
@@ -88,8 +89,7 @@ fn fail(message: &str) -> ExitCode {
 
 fn resolve(args: &Inputs) -> Result<Resolution, String> {
     let name = args.inventory.display();
-    let text = read_text_limited(&args.inventory, MAX_INPUT_BYTES)
-        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    let text = read_text_bounded(&args.inventory, MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
     let opts = ResolveOptions {
         only: vec![wiremesh_inventory::builtin::MODULE_NAME.to_string()],
         wiremesh_input: args.wiremesh_input.clone(),

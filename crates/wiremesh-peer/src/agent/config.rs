@@ -3,13 +3,14 @@
 //! unreadable (or the controller unreachable).
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
 use wiremesh_core::config::{Addresses, AgentConfig, MAX_CONFIG_BYTES};
+use wiremesh_core::files::{read_bounded, read_text_bounded};
 use wiremesh_core::keys::WireguardPublicKey;
 use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Netmap, NetmapContent, Rejection};
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
@@ -45,13 +46,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<AgentConfig> {
 }
 
 pub fn read(path: &Path) -> Result<(String, AgentConfig)> {
-    let bytes = read_bounded(path, MAX_CONFIG_BYTES, "the agent config")?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow!(
-            "{}: the agent config is not UTF-8 text: {e}",
-            path.display()
-        )
-    })?;
+    let text = read_text_bounded(path, MAX_CONFIG_BYTES).context("the agent config")?;
     let config = parse(&text, path)?;
     Ok((text, config))
 }
@@ -195,24 +190,8 @@ pub fn netmap_spec(
 
 /// Reads and decodes a netmap file (the signature is checked by [`accept`]).
 pub fn read_netmap(path: &Path) -> Result<Netmap> {
-    let bytes = read_bounded(path, MAX_NETMAP_BYTES, "the netmap")?;
+    let bytes = read_bounded(path, MAX_NETMAP_BYTES).context("the netmap")?;
     Netmap::decode(&bytes).map_err(|e| anyhow!("{}: not a netmap: {e}", path.display()))
-}
-
-/// Reads `what` from `path` if it holds at most `limit` bytes. Reading stops after `limit + 1`
-/// bytes, so a huge or endless file (`--netmap /dev/zero`) is refused instead of filling memory.
-fn read_bounded(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    fs::File::open(path)
-        .and_then(|file| file.take(limit as u64 + 1).read_to_end(&mut bytes))
-        .with_context(|| format!("{}: cannot read {what}", path.display()))?;
-    if bytes.len() > limit {
-        bail!(
-            "{}: {what} is larger than {limit} bytes, the most allowed",
-            path.display()
-        );
-    }
-    Ok(bytes)
 }
 
 /// Whether `candidate` may replace `current`: `Ok(true)` when it is a new, valid netmap,
@@ -382,43 +361,22 @@ mod tests {
     }
 
     #[test]
-    fn files_over_the_limit_are_refused_without_reading_them_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("map.bin");
-        fs::write(&path, [0u8; 11]).unwrap();
-        let err = read_bounded(&path, 10, "the netmap")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            format!(
-                "{}: the netmap is larger than 10 bytes, the most allowed",
-                path.display()
-            )
-        );
-        assert_eq!(read_bounded(&path, 11, "the netmap").unwrap().len(), 11);
-        // An endless file stops at the limit.
-        let err = read_bounded(Path::new("/dev/zero"), 1024, "the agent config")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.ends_with("larger than 1024 bytes, the most allowed"),
-            "{err}"
-        );
-        let err = read_bounded(&dir.path().join("absent"), 10, "the netmap")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("absent: cannot read the netmap"), "{err}");
-    }
-
-    #[test]
-    fn config_files_must_be_utf8() {
+    fn file_errors_say_which_file_is_meant() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
         fs::write(&path, b"{\xff}").unwrap();
-        let err = read(&path).unwrap_err().to_string();
+        let err = format!("{:#}", read(&path).unwrap_err());
+        assert_eq!(
+            err,
+            format!(
+                "the agent config: cannot read {}: not UTF-8 text (invalid byte at offset 1)",
+                path.display()
+            )
+        );
+        let absent = dir.path().join("absent");
+        let err = format!("{:#}", read_netmap(&absent).unwrap_err());
         assert!(
-            err.contains("c.json: the agent config is not UTF-8 text"),
+            err.starts_with(&format!("the netmap: cannot read {}: ", absent.display())),
             "{err}"
         );
     }
