@@ -33,7 +33,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{NetworkPublicKey, NodePublicKey, WireguardPublicKey};
-use crate::netmap::{MAX_ENDPOINT_LEN, MAX_NAME_LEN};
+use crate::netmap::{MAX_ENDPOINT_LEN, MAX_NAME_LEN, check_endpoint, check_name};
 
 /// The schema version this crate writes and reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -150,11 +150,11 @@ impl AgentConfig {
     /// limits, and peers are unique by name and by key and are not this machine. (The agent checks
     /// the interface name and MTU against what its platform allows.)
     fn check(&self) -> Result<(), String> {
-        check_name("\"instance\"", &self.instance)?;
-        check_name("\"machine\"", &self.machine)?;
+        name_at("\"instance\"", &self.instance)?;
+        name_at("\"machine\"", &self.machine)?;
         for (i, controller) in self.controllers.iter().enumerate() {
-            check_name(&format!("\"controllers\"[{i}].\"name\""), &controller.name)?;
-            check_endpoint(
+            name_at(&format!("\"controllers\"[{i}].\"name\""), &controller.name)?;
+            endpoint_at(
                 &format!("\"controllers\"[{i}].\"endpoint\""),
                 &controller.endpoint,
             )?;
@@ -162,9 +162,9 @@ impl AgentConfig {
         let mut names = std::collections::BTreeSet::new();
         let mut keys = std::collections::BTreeSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
-            check_name(&format!("\"peers\"[{i}].\"name\""), &peer.name)?;
+            name_at(&format!("\"peers\"[{i}].\"name\""), &peer.name)?;
             for (j, endpoint) in peer.endpoints.iter().enumerate() {
-                check_endpoint(&format!("\"peers\"[{i}].\"endpoints\"[{j}]"), endpoint)?;
+                endpoint_at(&format!("\"peers\"[{i}].\"endpoints\"[{j}]"), endpoint)?;
             }
             if peer.name == self.machine {
                 return Err(format!("\"peers\"[{i}] is this machine ({:?})", peer.name));
@@ -194,35 +194,20 @@ impl AgentConfig {
     }
 }
 
-/// Names end up on terminals and in logs, where control characters could rewrite what the reader
-/// sees; the limits are the netmap's, so a configured peer fits a netmap entry.
-fn check_name(path: &str, name: &str) -> Result<(), String> {
-    let problem = if name.is_empty() {
-        "is empty".to_string()
-    } else if name.len() > MAX_NAME_LEN {
-        format!("is {} bytes long", name.len())
-    } else if name.contains(char::is_control) {
-        format!("is {name:?}, which holds control characters")
-    } else {
-        return Ok(());
-    };
-    Err(format!(
-        "{path} {problem}; allowed: 1 to {MAX_NAME_LEN} bytes with no control characters"
-    ))
+/// The netmap's name rule, so a configured peer fits a netmap entry; `path` says where.
+fn name_at(path: &str, name: &str) -> Result<(), String> {
+    check_name(name).map_err(|problem| {
+        format!("{path} {problem}; allowed: 1 to {MAX_NAME_LEN} bytes with no control characters")
+    })
 }
 
-/// Endpoints are printed in warnings when they do not resolve: the same reasoning as names.
-fn check_endpoint(path: &str, endpoint: &str) -> Result<(), String> {
-    let problem = if endpoint.len() > MAX_ENDPOINT_LEN {
-        format!("is {} bytes long", endpoint.len())
-    } else if endpoint.contains(char::is_control) {
-        format!("is {endpoint:?}, which holds control characters")
-    } else {
-        return Ok(());
-    };
-    Err(format!(
-        "{path} {problem}; allowed: host:port or [v6]:port, at most {MAX_ENDPOINT_LEN} bytes with no control characters"
-    ))
+/// The netmap's endpoint rule; `path` says where.
+fn endpoint_at(path: &str, endpoint: &str) -> Result<(), String> {
+    check_endpoint(endpoint).map_err(|problem| {
+        format!(
+            "{path} {problem}; allowed: host:port or [v6]:port, at most {MAX_ENDPOINT_LEN} bytes with no control characters"
+        )
+    })
 }
 
 /// A schema error with the JSON path in the quoting the other config errors use, and serde's

@@ -40,6 +40,43 @@ pub const MAX_ENDPOINTS: usize = 16;
 pub const MAX_ENDPOINT_LEN: usize = 262;
 pub const MAX_ROUTES: usize = 1024;
 
+/// Why a name or endpoint is refused; reads after the field it describes ("\"machine\" is empty").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TextProblem {
+    #[error("is empty")]
+    Empty,
+    #[error("is {0} bytes long")]
+    TooLong(usize),
+    #[error("is {0:?}, which holds control characters")]
+    ControlCharacters(String),
+}
+
+/// The rule for instance, member and peer names: 1 to [`MAX_NAME_LEN`] bytes, no control
+/// characters. Names end up on terminals (`netmap show`) and in logs, where control characters
+/// could rewrite what the reader sees.
+pub(crate) fn check_name(name: &str) -> Result<(), TextProblem> {
+    if name.is_empty() {
+        return Err(TextProblem::Empty);
+    }
+    check_printable(name, MAX_NAME_LEN)
+}
+
+/// The rule for endpoints: at most [`MAX_ENDPOINT_LEN`] bytes, no control characters (they are
+/// printed in warnings when they do not resolve).
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), TextProblem> {
+    check_printable(endpoint, MAX_ENDPOINT_LEN)
+}
+
+fn check_printable(text: &str, max_len: usize) -> Result<(), TextProblem> {
+    if text.len() > max_len {
+        Err(TextProblem::TooLong(text.len()))
+    } else if text.contains(char::is_control) {
+        Err(TextProblem::ControlCharacters(text.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
 /// Member flags, a bit set. Unknown bits are kept, so an older agent passes them through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -140,7 +177,7 @@ pub enum ContentError {
     TooManyMembers(usize),
     #[error("member {0:?}: {1}")]
     BadMember(String, String),
-    #[error("the instance name must be at most {MAX_NAME_LEN} bytes with no control characters")]
+    #[error("the instance name must be 1 to {MAX_NAME_LEN} bytes with no control characters")]
     BadInstanceName,
     #[error("expires_at {expires_at} is not after issued_at {issued_at}")]
     BadValidity { issued_at: u64, expires_at: u64 },
@@ -158,9 +195,7 @@ impl NetmapContent {
         if self.members.len() > MAX_MEMBERS {
             return Err(ContentError::TooManyMembers(self.members.len()));
         }
-        // Names and endpoints end up on terminals (`netmap show`) and in logs: no control
-        // characters, which could rewrite what the reader sees.
-        if self.instance.len() > MAX_NAME_LEN || self.instance.contains(char::is_control) {
+        if check_name(&self.instance).is_err() {
             return Err(ContentError::BadInstanceName);
         }
         if self.expires_at <= self.issued_at {
@@ -189,8 +224,7 @@ impl NetmapContent {
         let mut ipv4: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
         for m in &self.members {
             let bad = |what: String| ContentError::BadMember(m.name.clone(), what);
-            if m.name.is_empty() || m.name.len() > MAX_NAME_LEN || m.name.contains(char::is_control)
-            {
+            if check_name(&m.name).is_err() {
                 return Err(bad(format!(
                     "name must be 1 to {MAX_NAME_LEN} bytes with no control characters"
                 )));
@@ -198,10 +232,7 @@ impl NetmapContent {
             if m.endpoints.len() > MAX_ENDPOINTS {
                 return Err(bad(format!("more than {MAX_ENDPOINTS} endpoints")));
             }
-            if m.endpoints
-                .iter()
-                .any(|e| e.len() > MAX_ENDPOINT_LEN || e.contains(char::is_control))
-            {
+            if m.endpoints.iter().any(|e| check_endpoint(e).is_err()) {
                 return Err(bad(format!(
                     "an endpoint is longer than {MAX_ENDPOINT_LEN} bytes or holds control characters"
                 )));
@@ -666,9 +697,37 @@ mod tests {
         let mut bad = c.clone();
         bad.members[1].endpoints = vec!["198.18.0.1:1\n".into()];
         assert!(bad.canonicalize().is_err());
-        let mut bad = c;
+        let mut bad = c.clone();
         bad.instance = "a\rb".into();
         assert_eq!(bad.canonicalize(), Err(ContentError::BadInstanceName));
+        let mut bad = c;
+        bad.instance = String::new();
+        assert_eq!(bad.canonicalize(), Err(ContentError::BadInstanceName));
+    }
+
+    #[test]
+    fn name_and_endpoint_rules() {
+        assert_eq!(check_name(""), Err(TextProblem::Empty));
+        assert_eq!(check_name(&"n".repeat(MAX_NAME_LEN)), Ok(()));
+        assert_eq!(
+            check_name(&"n".repeat(MAX_NAME_LEN + 1)),
+            Err(TextProblem::TooLong(MAX_NAME_LEN + 1))
+        );
+        assert_eq!(
+            check_name("a\u{7f}b").unwrap_err().to_string(),
+            "is \"a\\u{7f}b\", which holds control characters"
+        );
+        assert_eq!(check_name("sérvér-Ω"), Ok(()));
+        assert_eq!(check_endpoint(""), Ok(()));
+        assert_eq!(check_endpoint(&"h".repeat(MAX_ENDPOINT_LEN)), Ok(()));
+        assert_eq!(
+            check_endpoint(&"h".repeat(MAX_ENDPOINT_LEN + 1)),
+            Err(TextProblem::TooLong(MAX_ENDPOINT_LEN + 1))
+        );
+        assert!(matches!(
+            check_endpoint("198.18.0.1:1\n"),
+            Err(TextProblem::ControlCharacters(_))
+        ));
     }
 
     #[test]
