@@ -1,7 +1,8 @@
 //! A reload that waits seconds for DNS must hold up nothing else. While the agent resolves an
 //! endpoint name through a name server that never answers, its persistent keepalives keep going
-//! out, and once the lookup gives up the reload is applied without touching the sessions. SIGTERM
-//! meanwhile stops the agent at once, cleanly, and the reload is not applied.
+//! out, and once the agent stops waiting (after 5 s) the reload is applied without touching the
+//! sessions. SIGTERM meanwhile stops the agent at once, cleanly, and the reload is not applied.
+//! A name that did not resolve is looked up again without a SIGHUP, and used once it resolves.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -17,10 +18,10 @@ const DEAD_DNS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x53);
 const SLOW_NAME: &str = "slow.wiremesh.test";
 /// What follows the name server in alpha's resolv.conf: `search .` with a high `ndots` makes
 /// glibc ask for the name once, as given, whatever the machine's host name, so a lookup gives up
-/// after exactly timeout × attempts = 6 s.
+/// after timeout × attempts = 6 s, later than the agent's own 5 s deadline.
 const RESOLVER_OPTIONS: &str = "search .\noptions ndots:5 timeout:3 attempts:2\n";
-/// The stall the resolver configuration above causes, less a margin.
-const MIN_STALL: Duration = Duration::from_secs(5);
+/// The stall a reload has when its lookup gets no answer (the agent waits 5 s), less a margin.
+const MIN_STALL: Duration = Duration::from_secs(4);
 /// alpha's persistent keepalive towards beta, in seconds.
 const KEEPALIVE_SECS: u16 = 1;
 /// Keepalives beta must get from alpha while alpha's reload stalls (about five are due).
@@ -28,16 +29,17 @@ const MIN_KEEPALIVES_DURING_STALL: u64 = 3;
 /// A WireGuard keepalive: 32 bytes of transport message, 40 with the UDP header.
 const KEEPALIVE_UDP_LEN: u16 = 40;
 
-/// `/etc/netns/<namespace>/resolv.conf`, which `ip netns exec` mounts over /etc/resolv.conf for
-/// the programs it starts in that namespace; removed on drop, also when the test fails.
-struct NetnsResolvConf {
+/// Files in `/etc/netns/<namespace>/`, which `ip netns exec` mounts over those of /etc for the
+/// programs it starts in that namespace; removed on drop, also when the test fails. A file is
+/// mounted by inode, so rewriting it in place changes what a running program reads.
+struct NetnsEtc {
     dir: PathBuf,
     /// Whether /etc/netns itself was made here (then it is removed too, when empty).
     made_parent: bool,
 }
 
-impl NetnsResolvConf {
-    fn install(ns: &Netns, text: &str) -> Self {
+impl NetnsEtc {
+    fn install(ns: &Netns, files: &[(&str, &str)]) -> Self {
         let parent = Path::new("/etc/netns");
         let guard = Self {
             dir: parent.join(ns.name()),
@@ -45,14 +47,21 @@ impl NetnsResolvConf {
         };
         std::fs::create_dir_all(&guard.dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", guard.dir.display()));
-        let file = guard.dir.join("resolv.conf");
+        for (name, text) in files {
+            guard.write(name, text);
+        }
+        guard
+    }
+
+    /// Writes `/etc/netns/<namespace>/<name>` in place.
+    fn write(&self, name: &str, text: &str) {
+        let file = self.dir.join(name);
         std::fs::write(&file, text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
-        guard
     }
 }
 
-impl Drop for NetnsResolvConf {
+impl Drop for NetnsEtc {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
         if self.made_parent {
@@ -98,7 +107,7 @@ struct DeadDnsLab {
     // Fields drop in order: the agents stop before the name server and resolv.conf go.
     lab: Lab,
     dead_dns: Netns,
-    _resolv_conf: NetnsResolvConf,
+    _resolv_conf: NetnsEtc,
 }
 
 impl DeadDnsLab {
@@ -115,9 +124,12 @@ impl DeadDnsLab {
              \tchain in { type filter hook input priority 0; meta l4proto { udp, tcp } th dport 53 counter drop; }\n\
              }\n",
         );
-        let resolv_conf = NetnsResolvConf::install(
+        let resolv_conf = NetnsEtc::install(
             &lab.members[0].ns,
-            &format!("nameserver {DEAD_DNS4}\n{RESOLVER_OPTIONS}"),
+            &[(
+                "resolv.conf",
+                &format!("nameserver {DEAD_DNS4}\n{RESOLVER_OPTIONS}"),
+            )],
         );
         DeadDnsLab {
             lab,
@@ -299,5 +311,67 @@ fn sigterm_does_not_wait_for_a_reload_stuck_on_dns() {
     assert!(
         !link.success(),
         "alpha's interface {TUN_NAME} outlived the agent"
+    );
+}
+
+#[test]
+fn a_name_that_did_not_resolve_is_looked_up_again_and_used_without_a_sighup() {
+    let _one_at_a_time = serial();
+    let mut lab = Lab::planned(&["alpha", "beta"]);
+    const NAME: &str = "beta.wiremesh.test";
+    // Beta does not know where alpha is, so only alpha can start the session, and alpha knows
+    // beta only by a name that is not in its hosts file yet. Its name server is on its own
+    // loopback, where nothing answers: a lookup fails at once instead of waiting.
+    let mut alpha_config = lab.members[0].config.clone().expect("planned");
+    let beta = peer(&alpha_config, "beta");
+    alpha_config.peers[beta].endpoints = vec![format!("{NAME}:{AGENT_PORT}")];
+    lab.members[0].write_config(alpha_config);
+    let mut beta_config = lab.members[1].config.clone().expect("planned");
+    let alpha = peer(&beta_config, "alpha");
+    beta_config.peers[alpha].endpoints = Vec::new();
+    lab.members[1].write_config(beta_config);
+    let hosts = "127.0.0.1 localhost\n";
+    let etc = NetnsEtc::install(
+        &lab.members[0].ns,
+        &[
+            (
+                "resolv.conf",
+                "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+            ),
+            ("hosts", hosts),
+        ],
+    );
+    lab.start_all();
+    let beta4 = IpAddr::V4(lab.members[1].overlay4());
+    assert!(
+        lab.members[0]
+            .agent_log()
+            .contains(&format!("endpoint '{NAME}:{AGENT_PORT}'")),
+        "alpha did not warn about the name it could not resolve:\n{}",
+        lab.members[0].agent_log()
+    );
+    assert!(
+        !lab.members[0].ns.ping_once(beta4),
+        "alpha reached beta without knowing where it is"
+    );
+
+    etc.write(
+        "hosts",
+        &format!("{hosts}{} {NAME}\n", lab.members[1].underlay4),
+    );
+    let took = lab.members[0]
+        .ns
+        .wait_ping(beta4, Duration::from_secs(20))
+        .unwrap_or_else(|e| {
+            panic!(
+                "alpha → beta after {NAME} became resolvable: {e}\n{}",
+                lab.members[0].agent_log()
+            )
+        });
+    eprintln!("alpha reached beta {took:?} after the name became resolvable");
+    let log = lab.members[0].agent_log();
+    assert!(
+        log.contains("endpoint names resolve differently now") && !log.contains("reloaded"),
+        "alpha should have picked the name up on its own, without a reload:\n{log}"
     );
 }

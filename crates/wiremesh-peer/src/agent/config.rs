@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -14,6 +14,8 @@ use wiremesh_core::files::{read_bounded, read_text_bounded};
 use wiremesh_core::keys::WireguardPublicKey;
 use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Netmap, NetmapContent, Rejection};
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
+
+use super::resolve::Resolved;
 
 /// Smallest MTU the agent accepts (IPv6 needs 1280).
 const MIN_MTU: u32 = 1280;
@@ -51,27 +53,6 @@ pub fn read(path: &Path) -> Result<(String, AgentConfig)> {
     Ok((text, config))
 }
 
-/// Resolves `host:port` / `[v6]:port`; logs and skips what does not resolve.
-fn resolve(peer: &str, endpoint: &str, warnings: &mut Vec<String>) -> Option<SocketAddr> {
-    match endpoint.to_socket_addrs() {
-        Ok(mut addrs) => {
-            let first = addrs.next();
-            if first.is_none() {
-                warnings.push(format!(
-                    "peer '{peer}': endpoint '{endpoint}' resolves to no address"
-                ));
-            }
-            first
-        }
-        Err(e) => {
-            warnings.push(format!(
-                "peer '{peer}': endpoint '{endpoint}' is not usable (expected host:port or [v6]:port): {e}"
-            ));
-            None
-        }
-    }
-}
-
 fn addresses(a: &Addresses) -> Vec<IpAddr> {
     a.ipv4
         .map(IpAddr::V4)
@@ -102,33 +83,64 @@ fn base(config: &AgentConfig, own: &Addresses) -> MeshSpec {
     }
 }
 
-/// A member as its config peer entry or netmap entry describes it; endpoints that do not resolve
-/// become warnings.
+/// The addresses of a member's endpoints, each once; endpoints that did not resolve become
+/// warnings.
+fn endpoint_addresses(
+    name: &str,
+    endpoints: &[String],
+    resolved: &Resolved,
+    warnings: &mut Vec<String>,
+) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for endpoint in endpoints {
+        match resolved.get(endpoint) {
+            Ok(found) => {
+                for addr in found {
+                    if !addrs.contains(addr) {
+                        addrs.push(*addr);
+                    }
+                }
+            }
+            Err(why) => warnings.push(format!("peer '{name}': endpoint '{endpoint}' {why}")),
+        }
+    }
+    addrs
+}
+
+/// A member as its config peer entry or netmap entry describes it.
 fn member_spec(
     name: &str,
     public_key: &WireguardPublicKey,
     member_addresses: &Addresses,
     routes: &[IpNet],
-    endpoints: &[String],
+    endpoints: Vec<SocketAddr>,
     persistent_keepalive: Option<u16>,
-    warnings: &mut Vec<String>,
 ) -> MemberSpec {
     MemberSpec {
         name: name.to_owned(),
         public_key: *public_key.as_bytes(),
         addresses: addresses(member_addresses),
         routes: routes.to_vec(),
-        endpoints: endpoints
-            .iter()
-            .filter_map(|e| resolve(name, e, warnings))
-            .collect(),
+        endpoints,
         persistent_keepalive,
     }
 }
 
+/// Every endpoint the spec will need: the netmap's members' when there is a netmap, else the
+/// config's peers'.
+pub fn endpoints<'a>(
+    config: &'a AgentConfig,
+    netmap: Option<&'a NetmapContent>,
+) -> Vec<&'a String> {
+    match netmap {
+        Some(n) => n.members.iter().flat_map(|m| &m.endpoints).collect(),
+        None => config.peers.iter().flat_map(|p| &p.endpoints).collect(),
+    }
+}
+
 /// The mesh a config describes, with its precomputed peer list. Returns warnings for endpoints
-/// that could not be resolved.
-pub fn spec(config: &AgentConfig) -> (MeshSpec, Vec<String>) {
+/// that did not resolve.
+pub fn spec(config: &AgentConfig, resolved: &Resolved) -> (MeshSpec, Vec<String>) {
     let mut warnings = Vec::new();
     let mut spec = base(config, &config.addresses);
     spec.members = config
@@ -140,9 +152,8 @@ pub fn spec(config: &AgentConfig) -> (MeshSpec, Vec<String>) {
                 &peer.wireguard_public_key,
                 &peer.addresses,
                 &peer.routes,
-                &peer.endpoints,
+                endpoint_addresses(&peer.name, &peer.endpoints, resolved, &mut warnings),
                 peer.persistent_keepalive.or(config.persistent_keepalive),
-                &mut warnings,
             )
         })
         .collect();
@@ -155,6 +166,7 @@ pub fn netmap_spec(
     config: &AgentConfig,
     netmap: &NetmapContent,
     own_key: &[u8; 32],
+    resolved: &Resolved,
 ) -> (MeshSpec, Vec<String>) {
     let mut warnings = Vec::new();
     let own = netmap
@@ -175,9 +187,8 @@ pub fn netmap_spec(
                 &m.wireguard_public_key,
                 &m.addresses,
                 &m.routes,
-                &m.endpoints,
+                endpoint_addresses(&m.name, &m.endpoints, resolved, &mut warnings),
                 config.persistent_keepalive,
-                &mut warnings,
             )
         })
         .collect();
@@ -316,10 +327,14 @@ mod tests {
       "networkPublicKey": "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
     }"#;
 
+    fn lookup(config: &AgentConfig, netmap: Option<&NetmapContent>) -> Resolved {
+        Resolved::lookup(endpoints(config, netmap), super::super::resolve::DEADLINE)
+    }
+
     #[test]
     fn config_becomes_a_spec() {
         let config = parse(CONFIG, Path::new("c.json")).unwrap();
-        let (spec, warnings) = spec(&config);
+        let (spec, warnings) = spec(&config, &lookup(&config, None));
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("'no port'"), "{warnings:?}");
         let addresses: Vec<String> = spec.addresses.iter().map(|a| a.to_string()).collect();
@@ -422,7 +437,12 @@ mod tests {
     fn netmap_members_replace_the_peer_list() {
         let (config, key) = keyed_config();
         let map = netmap(&config, &key, 7, 1_000);
-        let (spec, _) = netmap_spec(&config, map.content(), &[5; 32]);
+        let (spec, _) = netmap_spec(
+            &config,
+            map.content(),
+            &[5; 32],
+            &lookup(&config, Some(map.content())),
+        );
         let names: Vec<&str> = spec.members.iter().map(|m| m.name.as_str()).collect();
         // Ourselves (key 5) and the revoked member are not peers.
         assert_eq!(names, ["server"]);

@@ -9,6 +9,7 @@ mod config;
 mod datapath;
 mod netlink;
 mod notify;
+mod resolve;
 mod spin;
 mod status_server;
 mod udp;
@@ -16,7 +17,7 @@ mod udp;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use wiremesh_peer::spec::MeshSpec;
 
 use config::StateDir;
 use datapath::Shared;
+use resolve::Resolved;
 
 /// How often every member's WireGuard timers run.
 const TICK: Duration = Duration::from_millis(200);
@@ -84,21 +86,28 @@ fn initial_netmap(
     }
 }
 
-/// The spec from the netmap when there is one, else from the config's peer list.
+/// The spec from the netmap when there is one, else from the config's peer list, with its
+/// endpoint names looked up now (waiting [`resolve::DEADLINE`] at most); `quiet` leaves out the
+/// warnings about endpoints that did not resolve.
 fn spec_of(
     options: &Options,
     config: &AgentConfig,
     netmap: Option<&Netmap>,
     own_key: &[u8; 32],
-) -> MeshSpec {
-    let (spec, warnings) = match netmap {
-        Some(n) => config::netmap_spec(config, n.content(), own_key),
-        None => config::spec(config),
+    quiet: bool,
+) -> (MeshSpec, Resolved) {
+    let content = netmap.map(Netmap::content);
+    let resolved = Resolved::lookup(config::endpoints(config, content), resolve::DEADLINE);
+    let (spec, warnings) = match content {
+        Some(n) => config::netmap_spec(config, n, own_key, &resolved),
+        None => config::spec(config, &resolved),
     };
-    for w in &warnings {
-        tracing::warn!("{}: {w}", options.config.display());
+    if !quiet {
+        for w in &warnings {
+            tracing::warn!("{}: {w}", options.config.display());
+        }
     }
-    spec
+    (spec, resolved)
 }
 
 /// Descriptive facts for status output, refreshed on reload.
@@ -333,18 +342,61 @@ struct Reloader {
     /// applies its changes, never while it resolves names.
     routes: Arc<Mutex<Routes>>,
     netmap: Option<Netmap>,
+    /// The config in use: names are looked up again from it, not from the file, whose changes
+    /// wait for a SIGHUP.
+    config: AgentConfig,
+    /// What the endpoint names in use resolved to.
+    resolved: Resolved,
 }
 
 impl Reloader {
     /// Reloads once per request until the main thread hangs up or the agent stops. Requests that
     /// arrive during a reload are merged into one more reload, which sees the files as they are
-    /// then.
+    /// then. Between requests, endpoint names are looked up again when due.
     fn serve(mut self, shared: &Shared, requests: Receiver<()>) {
-        while requests.recv().is_ok() && !shared.stop.load(Ordering::Relaxed) {
-            if let Err(e) = self.reload(shared) {
-                tracing::error!("reload failed, keeping the running configuration: {e:#}");
+        loop {
+            let request = match self.resolved.next_lookup() {
+                Some(due) => requests.recv_timeout(due),
+                None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            if shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match request {
+                Ok(()) => {
+                    if let Err(e) = self.reload(shared) {
+                        tracing::error!("reload failed, keeping the running configuration: {e:#}");
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => self.look_up_again(shared),
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+
+    /// Looks the endpoint names of the config and netmap in use up again, and applies the
+    /// members whose addresses changed (a name that now resolves, or resolves elsewhere).
+    fn look_up_again(&mut self, shared: &Shared) {
+        let own_key = shared.mesh().public_key();
+        let (spec, resolved) = spec_of(
+            &self.options,
+            &self.config,
+            self.netmap.as_ref(),
+            &own_key,
+            true,
+        );
+        if resolved.same_as(&self.resolved) {
+            return;
+        }
+        // Held like a reload does, so a shutdown that removes the routes never races an apply.
+        let _routes = lock(&self.routes);
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tracing::info!("endpoint names resolve differently now");
+        let report = shared.mesh_mut().apply(&spec, &mut OsIndexSource);
+        log_report(&report);
+        self.resolved = resolved;
     }
 
     /// SIGHUP: re-read the config (and the netmap file) and apply the difference. Nothing is
@@ -367,11 +419,12 @@ impl Reloader {
         }
         let own_key = shared.mesh().public_key();
         // Endpoint names are resolved here, which may take seconds.
-        let spec = spec_of(
+        let (spec, resolved) = spec_of(
             options,
             &config,
             new_netmap.as_ref().or(self.netmap.as_ref()),
             &own_key,
+            false,
         );
         let mut routes = lock(&self.routes);
         if shared.stop.load(Ordering::Relaxed) {
@@ -408,6 +461,8 @@ impl Reloader {
             store("config", state.save_config(&text));
         }
         tracing::info!("reloaded {}", options.config.display());
+        self.config = config;
+        self.resolved = resolved;
         Ok(())
     }
 }
@@ -427,7 +482,7 @@ pub fn run(options: Options) -> Result<()> {
     let (text, config) = load_config(&options, state.as_ref())?;
     let netmap = initial_netmap(&options, &config, state.as_ref());
     let own_key = *identity.wireguard_public_key().as_bytes();
-    let spec = spec_of(&options, &config, netmap.as_ref(), &own_key);
+    let (spec, resolved) = spec_of(&options, &config, netmap.as_ref(), &own_key, false);
 
     let tun = create_tun(&config, &spec)?;
     let mut routes = Routes {
@@ -470,6 +525,7 @@ pub fn run(options: Options) -> Result<()> {
     let status = status_server::StatusServer::bind(&socket_path)?;
 
     let routes = Arc::new(Mutex::new(routes));
+    let interface = config.interface.clone();
     let mut threads = Vec::new();
     let (request_reload, requests) = mpsc::sync_channel::<()>(1);
     let started = start_threads(&shared, status, &mut threads).and_then(|()| {
@@ -478,6 +534,8 @@ pub fn run(options: Options) -> Result<()> {
             state,
             routes: routes.clone(),
             netmap,
+            config,
+            resolved,
         };
         // Never joined: at shutdown it may be waiting for a name server (see `shut_down`).
         spawn(&shared, "wm-reload", move |shared| {
@@ -494,7 +552,7 @@ pub fn run(options: Options) -> Result<()> {
         tracing::warn!("cannot notify systemd: {e}");
     }
     tracing::info!(
-        interface = %config.interface,
+        interface = %interface,
         members = spec.members.len(),
         status_socket = %socket_path.display(),
         "ready"
