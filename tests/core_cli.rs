@@ -299,34 +299,44 @@ fn plan_writes_one_config_per_member() {
     );
 }
 
-#[test]
-fn netmap_build_show_verify() {
-    let dir = Scratch::new("netmap");
-    example_vars(&dir);
+/// Builds `map.bin` for the example vars (see [`example_vars`]) signed with `network.key`: epoch 5,
+/// issued at 1000, expiring at 1100, plus `extra` options. Returns its path.
+fn build_netmap(dir: &Scratch, extra: &[&str]) -> String {
     let inventory = workspace_file("examples/inventory.json");
-    let map = dir.s("map.bin");
-    ok(wm(&[
+    let (keys, network_key, map) = (dir.s(""), dir.s("network.key"), dir.s("map.bin"));
+    let mut args = vec![
         "netmap",
         "build",
         "--inventory",
         inventory.to_str().unwrap(),
-        "--instance",
-        "my-vpn",
-        "--keys",
-        &dir.s(""),
-        "--network-key",
-        &dir.s("network.key"),
-        "--epoch",
-        "5",
-        "--issued-at",
-        "1000",
-        "--valid-for",
-        "100",
-        "--revoke",
-        "desktop",
-        "--out",
-        &map,
-    ]));
+    ];
+    args.extend(["--instance", "my-vpn", "--keys", &keys]);
+    args.extend(["--network-key", &network_key, "--epoch", "5"]);
+    args.extend(["--issued-at", "1000", "--valid-for", "100", "--out", &map]);
+    args.extend_from_slice(extra);
+    ok(wm(&args));
+    map
+}
+
+/// `wiremesh netmap verify FILE --keys DIR --instance my-vpn EXTRA`.
+fn verify(dir: &Scratch, file: &str, extra: &[&str]) -> Output {
+    let keys = dir.s("");
+    let mut args = vec!["netmap", "verify", file, "--keys", &keys];
+    args.extend(["--instance", "my-vpn"]);
+    args.extend_from_slice(extra);
+    wm(&args)
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
+}
+
+#[test]
+fn netmap_build_show_verify() {
+    let dir = Scratch::new("netmap");
+    example_vars(&dir);
+    let map = build_netmap(&dir, &["--revoke", "desktop"]);
     let shown = ok(wm(&["netmap", "show", &map]));
     assert!(shown.contains("epoch = 5\n"), "{shown}");
     assert!(shown.contains("\nserver\t"), "{shown}");
@@ -341,24 +351,11 @@ fn netmap_build_show_verify() {
     assert_eq!(json["members"].as_array().unwrap().len(), 3);
     assert_eq!(json["expiresAt"], 1100);
 
-    let verify = |extra: &[&str]| {
-        let mut args = vec![
-            "netmap",
-            "verify",
-            map.as_str(),
-            "--keys",
-            dir.0.to_str().unwrap(),
-            "--instance",
-            "my-vpn",
-        ];
-        args.extend_from_slice(extra);
-        wm(&args)
-    };
     assert!(
-        ok(verify(&["--now", "1050", "--last-epoch", "4"]))
+        ok(verify(&dir, &map, &["--now", "1050", "--last-epoch", "4"]))
             .starts_with("accepted: my-vpn epoch 5, 3 members")
     );
-    let stale = verify(&["--now", "1050", "--last-epoch", "5"]);
+    let stale = verify(&dir, &map, &["--now", "1050", "--last-epoch", "5"]);
     assert!(!stale.status.success());
     assert_eq!(
         stderr(&stale),
@@ -366,7 +363,7 @@ fn netmap_build_show_verify() {
             "wiremesh netmap verify: {map}: rejected: epoch 5 is not newer than the last accepted epoch 5\n"
         )
     );
-    let expired = verify(&["--now", "1100"]);
+    let expired = verify(&dir, &map, &["--now", "1100"]);
     assert_eq!(
         stderr(&expired),
         format!("wiremesh netmap verify: {map}: rejected: expired at 1100 (now 1100)\n")
@@ -376,7 +373,7 @@ fn netmap_build_show_verify() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&map, &bytes).unwrap();
-    let forged = verify(&["--now", "1050"]);
+    let forged = verify(&dir, &map, &["--now", "1050"]);
     assert!(!forged.status.success());
     assert!(
         stderr(&forged).contains(": rejected: bad signature"),
@@ -392,6 +389,149 @@ fn netmap_build_show_verify() {
         stderr(&truncated)
     );
     assert!(Path::new(&map).exists());
+}
+
+/// `netmap verify` as scripts use it: exit 0 accepted, 1 refused, 2 not checked; the refusal on
+/// standard error.
+#[test]
+fn netmap_verify_exit_status_tells_accepted_refused_and_unchecked_apart() {
+    let dir = Scratch::new("verify-status");
+    example_vars(&dir);
+    let map = build_netmap(&dir, &[]);
+
+    let accepted = verify(&dir, &map, &["--now", "1050", "--last-epoch", "4"]);
+    assert_eq!(
+        ok(accepted),
+        "accepted: my-vpn epoch 5, 3 members, expires at 1100 (50 s from now)\n"
+    );
+
+    let stale = verify(&dir, &map, &["--now", "1050", "--last-epoch", "5"]);
+    assert_eq!(stale.status.code(), Some(1), "{}", stderr(&stale));
+    assert_eq!(stdout(&stale), "");
+    assert_eq!(
+        stderr(&stale),
+        format!(
+            "wiremesh netmap verify: {map}: rejected: epoch 5 is not newer than the last accepted epoch 5\n"
+        )
+    );
+
+    // Another network's key: read and decoded fine, so refused (1), not "could not check" (2).
+    ok(wm(&["keygen", "--network", "--out", &dir.s("other.key")]));
+    let other = ok(wm(&["pubkey", &dir.s("other.key")]));
+    let foreign = wm(&[
+        "netmap",
+        "verify",
+        &map,
+        "--network-public-key",
+        other.trim(),
+        "--now",
+        "1050",
+    ]);
+    assert_eq!(foreign.status.code(), Some(1), "{}", stderr(&foreign));
+    assert!(
+        stderr(&foreign).contains(": rejected: netmap is for network "),
+        "{}",
+        stderr(&foreign)
+    );
+
+    let missing = verify(&dir, &dir.s("absent.bin"), &["--now", "1050"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert_eq!(stdout(&missing), "");
+    assert!(
+        stderr(&missing).starts_with(&format!(
+            "wiremesh netmap verify: cannot read {}: ",
+            dir.s("absent.bin")
+        )),
+        "{}",
+        stderr(&missing)
+    );
+
+    std::fs::write(dir.s("garbage.bin"), b"not a netmap at all").unwrap();
+    let garbage = verify(&dir, &dir.s("garbage.bin"), &[]);
+    assert_eq!(garbage.status.code(), Some(2), "{}", stderr(&garbage));
+    assert!(
+        stderr(&garbage).contains("not a netmap"),
+        "{}",
+        stderr(&garbage)
+    );
+
+    let too_big = verify(&dir, "/dev/zero", &[]);
+    assert_eq!(too_big.status.code(), Some(2), "{}", stderr(&too_big));
+
+    let no_key = wm(&[
+        "netmap",
+        "verify",
+        &map,
+        "--keys",
+        &dir.s("nowhere"),
+        "--instance",
+        "my-vpn",
+    ]);
+    assert_eq!(no_key.status.code(), Some(2), "{}", stderr(&no_key));
+
+    let usage = wm(&["netmap", "verify", &map, "--keys", &dir.s("")]);
+    assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
+}
+
+/// `netmap verify --json`: one object on standard output whenever the netmap was checked.
+#[test]
+fn netmap_verify_json_reports_the_verdict_and_the_netmap() {
+    let dir = Scratch::new("verify-json");
+    example_vars(&dir);
+    let map = build_netmap(&dir, &[]);
+    let network = ok(wm(&["pubkey", &dir.s("network.key")]));
+    let network = network.trim();
+
+    let accepted = verify(&dir, &map, &["--now", "1050", "--json"]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
+    assert_eq!(stderr(&accepted), "");
+    assert_eq!(
+        json(&accepted),
+        serde_json::json!({
+            "accepted": true,
+            "network": network,
+            "instance": "my-vpn",
+            "epoch": 5,
+            "issuedAt": 1000,
+            "expiresAt": 1100,
+            "members": 3,
+        })
+    );
+
+    let expired = verify(&dir, &map, &["--now", "1100", "--json"]);
+    assert_eq!(expired.status.code(), Some(1), "{}", stderr(&expired));
+    let value = json(&expired);
+    assert_eq!(value["accepted"], false);
+    assert_eq!(value["rejection"], "expired");
+    assert_eq!(value["reason"], "expired at 1100 (now 1100)");
+    assert_eq!(value["epoch"], 5);
+    assert_eq!(value["members"], 3);
+    assert!(
+        stderr(&expired).ends_with(": rejected: expired at 1100 (now 1100)\n"),
+        "{}",
+        stderr(&expired)
+    );
+
+    let mut bytes = std::fs::read(&map).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(dir.s("forged.bin"), &bytes).unwrap();
+    let forged = verify(&dir, &dir.s("forged.bin"), &["--now", "1050", "--json"]);
+    assert_eq!(forged.status.code(), Some(1), "{}", stderr(&forged));
+    let value = json(&forged);
+    assert_eq!(value["accepted"], false);
+    assert_eq!(value["rejection"], "badSignature");
+    assert!(
+        value["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("bad signature")),
+        "{value}"
+    );
+
+    // Nothing was checked: the error is on standard error only, as with the CLI's other --json.
+    let missing = verify(&dir, &dir.s("absent.bin"), &["--json"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert_eq!(stdout(&missing), "");
 }
 
 /// Endless or huge inputs are refused after a bounded read, not read into memory whole.

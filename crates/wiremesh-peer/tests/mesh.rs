@@ -383,24 +383,11 @@ fn sources_outside_ip_ranges_are_dropped() {
 fn unknown_key_gets_no_answer_even_under_load() {
     let all = machines();
     let mut net = Net::new(&all);
-    let bravo_pub = x25519::PublicKey::from(public(2));
     let stranger_addr = sock("198.18.0.99:51820");
-    let mut stranger = Tunn::new(
-        x25519::StaticSecret::from(secret(99)),
-        bravo_pub,
-        None,
-        None,
-        7,
-        None,
-    );
+    let mut stranger = towards_bravo(99, 7);
     // 300 initiations: far beyond the rate limit, so the last ones hit the cookie path.
     for _ in 0..300 {
-        let mut buf = [0u8; 256];
-        let TunnResult::WriteToNetwork(init) = stranger.format_handshake_initiation(&mut buf, true)
-        else {
-            panic!("no initiation");
-        };
-        let init = init.to_vec();
+        let init = initiation(&mut stranger);
         net.put(stranger_addr, sock("198.18.0.2:51820"), &init);
     }
     net.pump();
@@ -427,8 +414,20 @@ fn unknown_key_gets_no_answer_even_under_load() {
     );
 }
 
-/// A fresh handshake initiation from a stranger's key to bravo.
-fn stranger_initiation(stranger: &mut Tunn) -> Vec<u8> {
+/// A WireGuard session of key `key` (not necessarily a member's) towards bravo.
+fn towards_bravo(key: u8, index: u32) -> Tunn {
+    Tunn::new(
+        x25519::StaticSecret::from(secret(key)),
+        x25519::PublicKey::from(public(2)),
+        None,
+        None,
+        index,
+        None,
+    )
+}
+
+/// A fresh handshake initiation from `tunn` (see [`towards_bravo`]).
+fn initiation(stranger: &mut Tunn) -> Vec<u8> {
     let mut buf = [0u8; 256];
     let TunnResult::WriteToNetwork(init) = stranger.format_handshake_initiation(&mut buf, true)
     else {
@@ -445,17 +444,10 @@ fn a_handshake_flood_leaves_sessions_up_and_members_answered() {
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 1);
 
-    let mut stranger = Tunn::new(
-        x25519::StaticSecret::from(secret(99)),
-        x25519::PublicKey::from(public(2)),
-        None,
-        None,
-        7,
-        None,
-    );
+    let mut stranger = towards_bravo(99, 7);
     let flood_from = sock("198.18.0.99:51820");
     for _ in 0..1000 {
-        let init = stranger_initiation(&mut stranger);
+        let init = initiation(&mut stranger);
         net.put(flood_from, sock("198.18.0.2:51820"), &init);
     }
     net.pump();
@@ -472,17 +464,10 @@ fn a_handshake_flood_leaves_sessions_up_and_members_answered() {
     // Alpha rehandshakes (its key is a member) from its configured endpoint: still under load,
     // it gets a cookie at once, without identification. From an address bravo does not know
     // (alpha roamed), the budget is spent: nothing, until the next period.
-    let mut alpha_tunn = Tunn::new(
-        x25519::StaticSecret::from(secret(1)),
-        x25519::PublicKey::from(public(2)),
-        None,
-        None,
-        9,
-        None,
-    );
+    let mut alpha_tunn = towards_bravo(1, 9);
     let roamed = sock("198.18.0.77:40000");
     net.log.clear();
-    let init = stranger_initiation(&mut alpha_tunn);
+    let init = initiation(&mut alpha_tunn);
     net.put(sock("198.18.0.1:51820"), sock("198.18.0.2:51820"), &init);
     net.put(roamed, sock("198.18.0.2:51820"), &init);
     net.pump();

@@ -14,7 +14,8 @@ mod spin;
 mod status_server;
 mod udp;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TrySendError};
@@ -192,6 +193,9 @@ fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
 /// ticking, so a reload's write lock waits at most one tick.
 fn timer_loop(shared: &Shared) {
     let mut out = vec![0u8; WG_MAX_CONTROL.max(256)];
+    // This tick's packets, back to back, and where each goes.
+    let mut packets: Vec<u8> = Vec::new();
+    let mut sends: Vec<(Range<usize>, SocketAddr)> = Vec::new();
     let mut next = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -200,12 +204,19 @@ fn timer_loop(shared: &Shared) {
             continue;
         }
         next = now + TICK;
-        let mesh = shared.mesh();
-        mesh.tick(now, &mut out, &mut |packet, to| {
-            if let Err(e) = shared.udp.send(packet, to, None) {
+        shared.mesh().tick(now, &mut out, &mut |packet, to| {
+            let start = packets.len();
+            packets.extend_from_slice(packet);
+            sends.push((start..packets.len(), to));
+        });
+        // Sent once the mesh lock is released: a send may wait for room in a full socket buffer,
+        // and a reload waiting for the lock would hold up the hot threads behind it.
+        for (range, to) in sends.drain(..) {
+            if let Err(e) = shared.udp.send(&packets[range], to, None) {
                 tracing::debug!("timer packet to {to} not sent: {e}");
             }
-        });
+        }
+        packets.clear();
     }
 }
 
