@@ -7,6 +7,7 @@
 
 pub mod addresses;
 mod bounded;
+pub mod claims;
 pub mod config;
 pub mod files;
 pub mod frame;

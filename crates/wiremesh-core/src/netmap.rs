@@ -23,6 +23,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::claims::{PrefixClash, find_clashes, owned_prefixes};
 use crate::config::{Addresses, PeerConfig};
 use crate::keys::{
     NetworkPublicKey, NetworkSecret, NodePublicKey, Signature, VerifyError, WireguardPublicKey,
@@ -181,6 +182,8 @@ pub enum ContentError {
     BadInstanceName,
     #[error("expires_at {expires_at} is not after issued_at {issued_at}")]
     BadValidity { issued_at: u64, expires_at: u64 },
+    #[error("{0}")]
+    SharedPrefix(PrefixClash),
 }
 
 impl NetmapContent {
@@ -258,7 +261,14 @@ impl NetmapContent {
                 dup(ipv4.insert(a, &m.name), "IPv4 address")?;
             }
         }
-        Ok(())
+        let claims = self
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), owned_prefixes(&m.addresses, &m.routes)));
+        match find_clashes(claims).into_iter().next() {
+            Some(clash) => Err(ContentError::SharedPrefix(clash)),
+            None => Ok(()),
+        }
     }
 
     /// The canonical encoding: postcard of the content.
@@ -510,8 +520,11 @@ mod tests {
                 ipv6: Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)),
             },
             endpoints: vec![format!("198.18.{}.{}:51820", i / 256 % 256, i % 256)],
+            // A prefix of its own: two members may not claim the same one.
             routes: if i.is_multiple_of(3) {
-                vec!["100.100.0.0/24".parse().unwrap()]
+                vec![IpNet::from(std::net::IpAddr::V6(Ipv6Addr::from(
+                    0xfd01_u128 << 112 | u128::from(i),
+                )))]
             } else {
                 vec![]
             },
@@ -703,6 +716,35 @@ mod tests {
         let mut bad = c;
         bad.instance = String::new();
         assert_eq!(bad.canonicalize(), Err(ContentError::BadInstanceName));
+    }
+
+    #[test]
+    fn a_prefix_claimed_by_two_members_is_refused() {
+        let mut a = member(1);
+        let mut b = member(2);
+        a.routes = vec!["100.77.9.0/24".parse().unwrap()];
+        // b's route is a's IPv6 address: the same prefix as a's /128.
+        b.routes = vec![IpNet::from(std::net::IpAddr::V6(a.addresses.ipv6))];
+        let unchecked = |members: Vec<Member>| NetmapContent {
+            network: key().public_key(),
+            instance: "my-vpn".into(),
+            epoch: 1,
+            issued_at: 1_000,
+            expires_at: 2_000,
+            members,
+        };
+        let err = unchecked(vec![a.clone(), b]).canonicalize().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "members \"m00001\" and \"m00002\" both claim {}/128: a prefix has one owner (a \
+                 prefix nested inside another member's is allowed, and the longest one decides)",
+                a.addresses.ipv6
+            )
+        );
+        let mut nested = member(2);
+        nested.routes = vec!["100.77.9.128/25".parse().unwrap()];
+        assert!(unchecked(vec![a, nested]).canonicalize().is_ok());
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn member(i: u8) -> Member {
             ipv6: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(i)),
         },
         endpoints: vec![format!("198.18.0.{i}:51820")],
-        routes: vec!["100.100.0.0/24".parse().unwrap()],
+        routes: vec![format!("100.100.{i}.0/24").parse().unwrap()],
         flags: Flags::CONTROLLER,
     }
 }

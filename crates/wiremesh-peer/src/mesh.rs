@@ -63,7 +63,8 @@ pub enum DropReason {
     UnknownIndex,
     /// Malformed datagram, bad MAC/AEAD tag, replay, or a message the session did not expect.
     Invalid,
-    /// Decrypted packet whose inner source is not an address or route of the sending member.
+    /// Decrypted packet whose inner source does not belong to the sending member: the longest
+    /// prefix containing it is another member's, or nobody's (WireGuard's cryptokey routing).
     SpoofedSource,
     /// Decrypted packet whose inner source is outside this machine's `ipRanges`.
     OutsideRanges,
@@ -158,8 +159,6 @@ pub struct Member {
     spec: MemberSpec,
     /// This side's 24-bit receiver-index slot for the member (boringtun uses `index << 8 | n`).
     index: u32,
-    /// Prefixes the member may use as inner source.
-    owned: PrefixSet,
     session: Mutex<Session>,
 }
 
@@ -458,7 +457,9 @@ impl Mesh {
             s.endpoint = Some(from);
         }
         if let Some(src) = src {
-            if !m.owned.contains(src) {
+            // Cryptokey routing: the source must route back to this very member, so a member
+            // whose route covers another member's address cannot send as that member.
+            if self.routes.longest_match(src) != Some(&id) {
                 s.dropped_spoofed += 1;
                 return Inbound::Drop(self.drop(DropReason::SpoofedSource));
             }
@@ -623,7 +624,6 @@ impl Mesh {
         }
 
         for ms in wanted {
-            let owned: PrefixSet = ms.owned_prefixes().collect();
             if let Some(&id) = self.by_key.get(&ms.public_key) {
                 let Some(old) = self.slots[id].take() else {
                     continue;
@@ -647,7 +647,6 @@ impl Mesh {
                     Member {
                         spec: ms.clone(),
                         index,
-                        owned,
                         session: Mutex::new(session),
                     }
                 } else {
@@ -660,7 +659,6 @@ impl Mesh {
                     Member {
                         spec: ms.clone(),
                         index: old.index,
-                        owned,
                         session: Mutex::new(session),
                     }
                 };
@@ -671,7 +669,6 @@ impl Mesh {
                 let member = Member {
                     spec: ms.clone(),
                     index,
-                    owned,
                     session: Mutex::new(self.new_session(ms, index)),
                 };
                 let id = match self.slots.iter().position(Option::is_none) {

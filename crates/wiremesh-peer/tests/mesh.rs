@@ -368,6 +368,52 @@ fn spoofed_inner_source_is_dropped_and_counted() {
 }
 
 #[test]
+fn a_route_over_another_members_address_does_not_let_its_owner_send_as_that_member() {
+    let mut all = machines();
+    // alpha's route covers charlie's address; charlie's own route nests inside alpha's.
+    all[0].routes = vec![net("100.77.0.0/24")];
+    all[2].routes = vec![net("100.77.0.128/25")];
+    let mut net = Net::new(&all);
+    let delivered = |net: &mut Net| net.node("bravo").delivered.len();
+
+    // As charlie (its /32 is longer than alpha's /24): dropped and counted.
+    net.send_ip("alpha", &packet("100.77.0.3", "100.77.0.2", b"as charlie"));
+    net.pump();
+    assert_eq!(delivered(&mut net), 0);
+    assert_eq!(net.node("bravo").dropped, vec![DropReason::SpoofedSource]);
+    // From inside charlie's nested /25: also charlie's.
+    net.send_ip(
+        "alpha",
+        &packet("100.77.0.200", "100.77.0.2", b"as charlie"),
+    );
+    net.pump();
+    assert_eq!(delivered(&mut net), 0);
+    assert_eq!(net.drops("bravo", DropReason::SpoofedSource), 2);
+    assert_eq!(net.snapshot("bravo", 1).dropped_spoofed, 2);
+
+    // What is alpha's: an address inside its route that no longer prefix claims.
+    net.send_ip("alpha", &packet("100.77.0.9", "100.77.0.2", b"alpha's"));
+    net.pump();
+    assert_eq!(delivered(&mut net), 1);
+    // charlie sends from its own address and its nested route.
+    net.send_ip("charlie", &packet("100.77.0.3", "100.77.0.2", b"charlie"));
+    net.send_ip("charlie", &packet("100.77.0.200", "100.77.0.2", b"charlie"));
+    net.pump();
+    assert_eq!(delivered(&mut net), 3);
+
+    // The same longest prefix decides the way out.
+    let bravo = &net.node("bravo").mesh;
+    let to = |dst: &str| {
+        bravo
+            .route(&packet("100.77.0.2", dst, b""))
+            .map(|id| bravo.member(id).unwrap().spec().name.clone())
+    };
+    assert_eq!(to("100.77.0.3").as_deref(), Some("charlie"));
+    assert_eq!(to("100.77.0.200").as_deref(), Some("charlie"));
+    assert_eq!(to("100.77.0.9").as_deref(), Some("alpha"));
+}
+
+#[test]
 fn sources_outside_ip_ranges_are_dropped() {
     let all = machines();
     let mut net = Net::new(&all);

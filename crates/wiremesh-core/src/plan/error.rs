@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::claims::PrefixClash;
 use crate::keys::KeyParseError;
 
 /// Something that stops the plan. Every variant names the machine(s) and, for keys, the file.
@@ -59,6 +60,8 @@ pub enum PlanError {
         path: PathBuf,
         problem: KeyParseError,
     },
+    /// Two members claim the identical prefix (an address or a route).
+    SharedPrefix(PrefixClash),
 }
 
 impl fmt::Display for PlanError {
@@ -139,6 +142,7 @@ impl fmt::Display for PlanError {
                 }
                 write!(f, "{what} in {}: {problem}", path.display())
             }
+            Self::SharedPrefix(clash) => write!(f, "{clash}"),
         }
     }
 }

@@ -26,6 +26,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 
 use crate::addresses::{self, AddressProblem, DynamicRange};
+use crate::claims::{find_clashes, owned_prefixes};
 use crate::config::{
     Addresses, AgentConfig, CONFIG_VERSION, ControllerConfig, Networks, PeerConfig,
 };
@@ -242,6 +243,22 @@ pub fn plan(
             },
         );
     }
+    let claims = members
+        .iter()
+        .map(|(name, m)| (*name, owned_prefixes(&m.addresses, &m.routes)));
+    let is_address = |machine: &str, prefix: &IpNet| {
+        let own = members[machine].addresses;
+        prefix.prefix_len() == prefix.max_prefix_len()
+            && (own.ipv4.map(IpAddr::V4) == Some(prefix.addr())
+                || IpAddr::V6(own.ipv6) == prefix.addr())
+    };
+    errors.extend(
+        find_clashes(claims)
+            .into_iter()
+            // Two members with one address are already an address problem.
+            .filter(|c| !(is_address(&c.first, &c.prefix) && is_address(&c.second, &c.prefix)))
+            .map(PlanError::SharedPrefix),
+    );
     // A missing network key has pushed an error, so `None` never comes with an empty list.
     let network_public_key = match network_key {
         Some(key) if errors.is_empty() => key,
@@ -743,6 +760,30 @@ mod tests {
             errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             [
                 "machines \"laptop\" and \"server\" have the same WireGuard public key; each machine needs its own (regenerate the vars of one)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_identical_prefix_claimed_twice_names_both_machines() {
+        let mut roles = example();
+        roles
+            .get_mut("laptop")
+            .unwrap()
+            .insert("peer".into(), peer(json!({"routes": ["100.100.0.7/24"]})));
+        roles.get_mut("server").unwrap().insert(
+            "peer".into(),
+            peer(json!({"routes": ["fd00:99::/64", "100.100.0.0/25"]})),
+        );
+        let errors = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        // desktop's 100.100.0.0/24 (see `example`) is laptop's too; server's /25 nests inside it.
+        assert_eq!(
+            text,
+            [
+                "members \"desktop\" and \"laptop\" both claim 100.100.0.0/24: a prefix has one \
+              owner (a prefix nested inside another member's is allowed, and the longest one \
+              decides)"
             ]
         );
     }
