@@ -1,5 +1,6 @@
 //! What an agent refuses: a handshake from a key that is not a member gets no answer at all, and a
-//! decrypted packet whose inner source is not the sender's address is dropped and counted.
+//! decrypted packet whose inner source is not the sender's address is dropped and counted, even
+//! when the sender's own route covers that address (cryptokey routing: the longest prefix owns).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -171,4 +172,93 @@ fn packets_whose_inner_source_is_not_the_senders_are_dropped_and_counted() {
         "alpha counted {} spoofed drops for 6 spoofed packets",
         dropped_after - dropped_before
     );
+}
+
+#[test]
+fn a_member_whose_route_covers_another_members_address_cannot_send_as_it() {
+    let _one_at_a_time = serial();
+    let mut lab = Lab::planned(&["alpha", "beta"]);
+    let go = lab.wireguard_go("router", 70, true);
+    // The router advertises 100.77.0.0/24, which holds beta's address: beta's /32 is longer.
+    let route = "100.77.0.0/24".parse().expect("a prefix");
+    for m in &mut lab.members {
+        let mut config = m
+            .config
+            .clone()
+            .expect("a planned member has a configuration");
+        for peer in config.peers.iter_mut().filter(|p| p.name == "router") {
+            peer.routes = vec![route];
+        }
+        m.write_config(config);
+    }
+    lab.start_all();
+    let alpha = &lab.members[0];
+    let alpha4 = alpha.overlay4();
+    let beta4 = lab.members[1].overlay4();
+    assert!(
+        route.contains(&IpAddr::V4(beta4)),
+        "beta {beta4} is outside {route}"
+    );
+    go.ns
+        .wait_ping(IpAddr::V4(alpha4), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("router → alpha from its own address: {e}"));
+
+    // An address of the route that no member holds is the router's; beta's is not.
+    let routed = Ipv4Addr::new(100, 77, 0, 200);
+    for addr in [routed, beta4] {
+        go.wg.add_address(&go.ns, IpAddr::V4(addr));
+    }
+    let dropped_before = alpha.peer_status("router").dropped_spoofed;
+    let cap = Capture::start(&alpha.ns, TUN_NAME, "icmp", lab.dir(), "route-spoof");
+    let ping_from = |src: Ipv4Addr| {
+        go.ns
+            .try_run(
+                &[
+                    "ping",
+                    "-c",
+                    "3",
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "1",
+                    "-q",
+                    "-I",
+                    &src.to_string(),
+                    &alpha4.to_string(),
+                ],
+                Duration::from_secs(10),
+            )
+            .expect("ping runs")
+    };
+    let routed_ping = ping_from(routed);
+    let spoofed_ping = ping_from(beta4);
+    let lines = cap.finish();
+    assert!(
+        routed_ping.success(),
+        "a ping from the router's routed {routed} was not answered: {}",
+        routed_ping.stdout
+    );
+    assert!(
+        !spoofed_ping.success(),
+        "a ping from beta's {beta4} sent by the router was answered: {}",
+        spoofed_ping.stdout
+    );
+    let leaked: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(&format!("{beta4} > ")))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "beta's address came out of the router's tunnel: {leaked:?}"
+    );
+    let dropped = alpha.peer_status("router").dropped_spoofed - dropped_before;
+    assert!(
+        dropped >= 3,
+        "alpha counted {dropped} spoofed drops for 3 pings as beta"
+    );
+    // Beta itself is still beta.
+    lab.members[1]
+        .ns
+        .wait_ping(IpAddr::V4(alpha4), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("beta → alpha: {e}"));
 }
