@@ -6,6 +6,7 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
@@ -82,17 +83,20 @@ fn connected() -> (Mesh, Mesh) {
     let Outbound::Send { len, .. } = a.encapsulate(to_b, &first, &mut out) else {
         panic!("no initiation")
     };
-    let Inbound::Reply { len, .. } = b.decapsulate(endpoint(1), &out[..len], &mut reply) else {
+    let Inbound::Reply { len, .. } =
+        b.decapsulate(endpoint(1), &out[..len], &mut reply, Instant::now())
+    else {
         panic!("no response")
     };
-    let Inbound::Reply { len, member, .. } = a.decapsulate(endpoint(2), &reply[..len], &mut out)
+    let Inbound::Reply { len, member, .. } =
+        a.decapsulate(endpoint(2), &reply[..len], &mut out, Instant::now())
     else {
         panic!("no keepalive")
     };
-    b.decapsulate(endpoint(1), &out[..len], &mut reply);
+    b.decapsulate(endpoint(1), &out[..len], &mut reply, Instant::now());
     let member = member.unwrap();
     while let Some((len, _)) = a.flush_queued(member, &mut out) {
-        b.decapsulate(endpoint(1), &out[..len], &mut reply);
+        b.decapsulate(endpoint(1), &out[..len], &mut reply, Instant::now());
     }
     (a, b)
 }
@@ -102,6 +106,7 @@ fn bench(c: &mut Criterion) {
     let packet = ipv4_packet(overlay(1), overlay(2));
     let mut wire = vec![0u8; encapsulate_out_len(PACKET)];
     let mut inner = vec![0u8; encapsulate_out_len(PACKET)];
+    let now = Instant::now();
     let mut group = c.benchmark_group("1420-byte packet, 1000 members");
     group.throughput(Throughput::Bytes(PACKET as u64));
     group.bench_function("route + encapsulate", |bench| {
@@ -116,7 +121,7 @@ fn bench(c: &mut Criterion) {
             let Outbound::Send { len, .. } = a.encapsulate(member, &packet, &mut wire) else {
                 panic!("not sent")
             };
-            let result = b.decapsulate(endpoint(1), &wire[..len], &mut inner);
+            let result = b.decapsulate(endpoint(1), &wire[..len], &mut inner, now);
             assert!(matches!(result, Inbound::Tunnel { .. }));
             black_box(result)
         })
@@ -146,14 +151,15 @@ fn flood(c: &mut Criterion) {
     let mut out = vec![0u8; FLUSH_OUT_LEN];
     let stranger = initiation([99; 32]);
     let spoofed_from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)), 51820);
+    let now = Instant::now();
     // Past the limiter's threshold and this period's budget of identifications.
     for _ in 0..1000 {
-        b.decapsulate(spoofed_from, &stranger, &mut out);
+        b.decapsulate(spoofed_from, &stranger, &mut out, now);
     }
     let mut group = c.benchmark_group("handshake initiation under load");
     group.bench_function("stranger at an unknown address (dropped)", |bench| {
         bench.iter(|| {
-            let result = b.decapsulate(spoofed_from, black_box(&stranger), &mut out);
+            let result = b.decapsulate(spoofed_from, black_box(&stranger), &mut out, now);
             assert!(matches!(result, Inbound::Drop(_)));
             black_box(result)
         })
@@ -161,7 +167,7 @@ fn flood(c: &mut Criterion) {
     let member = initiation(key(1));
     group.bench_function("member at its configured endpoint (cookie)", |bench| {
         bench.iter(|| {
-            let result = b.decapsulate(endpoint(1), black_box(&member), &mut out);
+            let result = b.decapsulate(endpoint(1), black_box(&member), &mut out, now);
             assert!(matches!(result, Inbound::Reply { .. }));
             black_box(result)
         })

@@ -3,11 +3,13 @@
 //! The data plane is split into a sans-IO core and a thin Linux shell (the `wiremesh-peer`
 //! binary). The core — [`prefix`] (longest-prefix tables), [`spec`] (the desired mesh),
 //! [`mesh`] (member table, boringtun sessions, routing, demux, inbound filtering, roaming, timers,
-//! diffs) and [`offload`] (splitting TUN super-packets, coalescing received packets) — takes
-//! packets, buffers and time as arguments and is tested by wiring several cores together in
-//! memory. [`status`] holds the local status socket's protocol, shared with
+//! diffs), [`budget`] (what handshakes under load may cost) and [`offload`] (splitting TUN
+//! super-packets, coalescing received packets) — takes packets, buffers and time as arguments and
+//! is tested by wiring several cores together in memory. [`status`] holds the local status socket's protocol, shared with
 //! `wiremesh status`; it is all that is built without the `agent` feature.
 
+#[cfg(feature = "agent")]
+pub mod budget;
 #[cfg(feature = "agent")]
 pub mod mesh;
 #[cfg(feature = "agent")]

@@ -20,6 +20,7 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 use rustc_hash::FxHashMap;
 
+use crate::budget::HandshakeBudget;
 use crate::prefix::{PrefixMap, PrefixSet};
 use crate::spec::{MemberSpec, MeshSpec, SpecSource};
 
@@ -70,7 +71,9 @@ pub enum DropReason {
     OutsideRanges,
     /// Buffer handed in by the caller is too small for this packet.
     BufferTooSmall,
-    /// Handshake under load from an unknown address after this second's identifications ran out.
+    /// Handshake under load beyond a budget: from an unknown address without a cookie after this
+    /// second's identifications ran out, or with a cookie beyond its source's or the shared
+    /// [`HandshakeBudget`].
     HandshakeFlood,
 }
 
@@ -142,6 +145,12 @@ pub enum Inbound {
     Drop(DropReason),
 }
 
+/// Locks a mutex of the mesh. A panic while holding one cannot leave the value (a `Tunn`, a
+/// counter) half-updated in a way that matters more than losing it, so keep going with it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A member's session state, behind the member's mutex.
 struct Session {
     tunn: Tunn,
@@ -178,9 +187,7 @@ impl Member {
     }
 
     fn lock(&self) -> MutexGuard<'_, Session> {
-        // A panic while holding the lock cannot leave Tunn half-updated in a way that matters more
-        // than losing the member, so keep going with the inner value.
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.session)
     }
 
     pub fn snapshot(&self) -> MemberSnapshot {
@@ -217,8 +224,13 @@ pub struct Mesh {
     /// one never limits, so handshakes are counted once (by `limiter`).
     mac_only: Arc<RateLimiter>,
     last_limiter_reset: Mutex<Option<Instant>>,
+    /// Handshake messages with a valid mac1 since the last reset, counted as `limiter` counts
+    /// them: past [`HANDSHAKE_RATE_LIMIT`] we are under load.
+    handshakes: AtomicU64,
     /// Identifications done under load since the last reset (see [`UNDER_LOAD_IDENTIFY_LIMIT`]).
     identified_under_load: AtomicU64,
+    /// What cookie-carrying handshakes under load may still cost.
+    budget: Mutex<HandshakeBudget>,
     /// Every member's configured endpoints: under load these get a cookie without identification.
     member_endpoints: HashSet<SocketAddr>,
     slots: Vec<Option<Member>>,
@@ -267,7 +279,9 @@ impl Mesh {
             secret,
             public,
             last_limiter_reset: Mutex::new(None),
+            handshakes: AtomicU64::new(0),
             identified_under_load: AtomicU64::new(0),
+            budget: Mutex::new(HandshakeBudget::default()),
             member_endpoints: HashSet::new(),
             slots: Vec::new(),
             by_key: HashMap::new(),
@@ -399,20 +413,39 @@ impl Mesh {
             .ok_or(DropReason::UnknownIndex)
     }
 
-    /// Handles one WireGuard datagram from `from`. `out` must be at least as long as the
-    /// datagram and at least [`WG_MAX_CONTROL`] bytes.
-    pub fn decapsulate(&self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Inbound {
+    /// Handles one WireGuard datagram from `from`, received at `now`. `out` must be at least as
+    /// long as the datagram and at least [`WG_MAX_CONTROL`] bytes.
+    pub fn decapsulate(
+        &self,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Inbound {
         if out.len() < datagram.len().max(WG_MAX_CONTROL) {
             return Inbound::Drop(self.drop(DropReason::BufferTooSmall));
         }
         let packet = match self.limiter.verify_packet(Some(from.ip()), datagram, out) {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
+                self.handshakes.fetch_add(1, Ordering::Relaxed);
                 let len = cookie.len();
                 return self.under_load(from, datagram, len);
             }
             Err(_) => return Inbound::Drop(self.drop(DropReason::Invalid)),
         };
+        if matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        ) && self.handshakes.fetch_add(1, Ordering::Relaxed) >= HANDSHAKE_RATE_LIMIT
+        {
+            // Under load, so this one carried a valid cookie: it may still cost Diffie-Hellman
+            // work only within its source's budget and the shared one.
+            let member = self.member_endpoints.contains(&from);
+            if !lock(&self.budget).allow(from.ip(), member, now) {
+                return Inbound::Drop(self.drop(DropReason::HandshakeFlood));
+            }
+        }
         let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
         let id = match self.identify(&packet) {
             Ok(id) => id,
@@ -471,12 +504,14 @@ impl Mesh {
     }
 
     /// A handshake arrived under load without a valid cookie, and `len` bytes of cookie reply are
-    /// ready in `out`. A cookie reply is still an answer, so only members get one:
-    /// - to a member's configured endpoint it goes at once. Should the handshake be forged, the
-    ///   reply reaches that member, never the forger;
-    /// - from any other address, telling who sent it costs one Diffie-Hellman. That is the price of
-    ///   never answering strangers, and it is paid at most [`UNDER_LOAD_IDENTIFY_LIMIT`] times a
-    ///   period; the rest are dropped.
+    /// ready in `out`. A cookie reply goes only to a handshake that names a member's key. That
+    /// keeps a scan from finding us, but it is no proof of membership: keys are public, so a
+    /// stranger can name a member's key and get a cookie for its own address (what it may do
+    /// with that cookie is bounded by the [`HandshakeBudget`]).
+    /// - To a member's configured endpoint the reply goes at once. Should the handshake be
+    ///   forged, the reply reaches that member, never the forger;
+    /// - from any other address, reading the key a handshake names costs one Diffie-Hellman. That
+    ///   is paid at most [`UNDER_LOAD_IDENTIFY_LIMIT`] times a period; the rest are dropped.
     fn under_load(&self, from: SocketAddr, datagram: &[u8], len: usize) -> Inbound {
         let reply = Inbound::Reply {
             len,
@@ -519,16 +554,15 @@ impl Mesh {
     /// `out` must hold at least [`WG_MAX_CONTROL`] bytes.
     pub fn tick(&self, now: Instant, out: &mut [u8], send: &mut dyn FnMut(&[u8], SocketAddr)) {
         {
-            let mut last = self
-                .last_limiter_reset
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut last = lock(&self.last_limiter_reset);
             if last.is_none_or(|t| now.duration_since(t) >= LIMITER_RESET) {
                 self.limiter.reset_count();
+                self.handshakes.store(0, Ordering::Relaxed);
                 self.identified_under_load.store(0, Ordering::Relaxed);
                 *last = Some(now);
             }
         }
+        lock(&self.budget).forget_idle(now);
         if out.len() < WG_MAX_CONTROL {
             return;
         }

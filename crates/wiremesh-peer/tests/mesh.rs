@@ -154,6 +154,8 @@ struct Net {
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// Every datagram put on the wire: (from, to, first byte = message type).
     log: Vec<(SocketAddr, SocketAddr, u8)>,
+    /// When datagrams are delivered.
+    now: Instant,
 }
 
 impl Net {
@@ -172,6 +174,7 @@ impl Net {
             nodes,
             wire: VecDeque::new(),
             log: Vec::new(),
+            now: Instant::now(),
         }
     }
 
@@ -212,7 +215,9 @@ impl Net {
                 continue;
             };
             let mut out = vec![0u8; 2048];
-            let result = self.nodes[i].mesh.decapsulate(from, &datagram, &mut out);
+            let result = self.nodes[i]
+                .mesh
+                .decapsulate(from, &datagram, &mut out, self.now);
             match result {
                 Inbound::Tunnel { len, .. } => self.nodes[i].delivered.push(out[..len].to_vec()),
                 Inbound::Reply {
@@ -547,6 +552,71 @@ fn a_handshake_flood_leaves_sessions_up_and_members_answered() {
     net.put(roamed, sock("198.18.0.2:51820"), &init);
     net.pump();
     assert_eq!(answers_to(&net, roamed, &[2, 3]), 1, "{:?}", net.log);
+}
+
+#[test]
+fn a_stranger_with_a_cookie_gets_only_its_sources_budget_of_handshakes() {
+    let all = machines();
+    let mut net = Net::new(&all);
+    let bravo_addr = sock("198.18.0.2:51820");
+    // Load: past the rate limit, handshakes without a valid cookie get cookie replies.
+    let mut noise = towards_bravo(99, 7);
+    for _ in 0..150 {
+        let init = initiation(&mut noise);
+        net.put(sock("198.18.0.99:51820"), bravo_addr, &init);
+    }
+    net.pump();
+
+    // The attacker names alpha's key (public: crafting that initiation needs no secret; using
+    // alpha's here is the worst case, as each one is then a valid handshake to answer) and
+    // fetches a cookie for its own address.
+    let attacker_addr = sock("198.18.0.66:40000");
+    let mut attacker = towards_bravo(1, 11);
+    let now = net.now;
+    let bravo = &net.node("bravo").mesh;
+    let mut out = vec![0u8; 256];
+    let init = initiation(&mut attacker);
+    let Inbound::Reply { len, to, .. } = bravo.decapsulate(attacker_addr, &init, &mut out, now)
+    else {
+        panic!("no cookie for a handshake naming a member's key");
+    };
+    assert_eq!(
+        (out[0], to),
+        (3, attacker_addr),
+        "not a cookie reply to the attacker"
+    );
+    let mut scratch = [0u8; 256];
+    assert!(matches!(
+        attacker.decapsulate(Some(bravo_addr.ip()), &out[..len], &mut scratch),
+        TunnResult::Done
+    ));
+
+    // With the cookie, every initiation passes the MAC checks; each that gets further costs
+    // Diffie-Hellman work (answered, or refused after the key exchange as a replay).
+    let mut worked = |attacker: &mut Tunn, now: Instant| {
+        let before = bravo.drop_counts();
+        let mut answered = 0u64;
+        for _ in 0..1_000 {
+            let init = initiation(attacker);
+            if let Inbound::Reply { .. } = bravo.decapsulate(attacker_addr, &init, &mut out, now) {
+                answered += 1;
+            }
+        }
+        let flood = |counts: &[(DropReason, u64)]| {
+            counts
+                .iter()
+                .find(|(r, _)| *r == DropReason::HandshakeFlood)
+                .map_or(0, |(_, n)| *n)
+        };
+        let refused = flood(&bravo.drop_counts()) - flood(&before);
+        (1_000 - refused, answered)
+    };
+    let (work, answered) = worked(&mut attacker, now);
+    assert_eq!(work, 5, "the source's burst");
+    assert!(answered >= 1, "the burst itself is served");
+    // A second later, under load still: the bucket has refilled to its burst, never more.
+    let (work, _) = worked(&mut attacker, now + Duration::from_secs(1));
+    assert_eq!(work, 5);
 }
 
 #[test]

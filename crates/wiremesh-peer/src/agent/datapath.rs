@@ -300,13 +300,14 @@ pub fn rx_loop(shared: &Shared) {
                 std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
             shared.udp.recv(&mut iovs, &mut metas)
         };
+        let now = Instant::now();
         let n = match received {
             Ok(n) => {
-                spinner.work(Instant::now());
+                spinner.work(now);
                 n
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if spinner.empty(Instant::now()) == Action::Spin {
+                if spinner.empty(now) == Action::Spin {
                     spin::yield_now();
                 } else if let Err(e) = shared.udp.wait_readable(POLL) {
                     warner.warn("poll on UDP failed", &e);
@@ -328,7 +329,7 @@ pub fn rx_loop(shared: &Shared) {
                     coalescer.flush(|p| write_tun(&shared.tun, p, &mut warner));
                 }
                 let out = coalescer.reserve(datagram.len());
-                match mesh.decapsulate(meta.addr, datagram, out) {
+                match mesh.decapsulate(meta.addr, datagram, out, now) {
                     Inbound::Tunnel { len, .. } => coalescer.commit(len),
                     Inbound::Reply { len, to, member } => {
                         if let Err(e) = shared.udp.send(&out[..len], to, None) {
