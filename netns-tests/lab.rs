@@ -46,6 +46,8 @@ pub struct Member {
     pub config: Option<AgentConfig>,
     /// Passed as `--netmap` when set.
     pub netmap: Option<PathBuf>,
+    /// Start without `--state-dir`, so the agent uses its default directory.
+    pub default_state_dir: bool,
     dir: PathBuf,
 }
 
@@ -115,12 +117,14 @@ impl Member {
             config.to_string_lossy().into_owned(),
             "--identity".into(),
             identity.to_string_lossy().into_owned(),
-            "--state-dir".into(),
-            state.to_string_lossy().into_owned(),
             "--status-socket".into(),
             status.to_string_lossy().into_owned(),
         ];
         let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let state = state.to_string_lossy().into_owned();
+        if !self.default_state_dir {
+            argv.extend(["--state-dir", &state]);
+        }
         let netmap = self
             .netmap
             .as_ref()
@@ -389,6 +393,7 @@ impl Lab {
                 identity,
                 config: None,
                 netmap: None,
+                default_state_dir: false,
                 dir: member_dir,
             };
             write_secret(&member.identity_path(), &member.identity.to_file_text());

@@ -1,10 +1,13 @@
 //! Agents driven by a signed netmap (`wiremesh netmap build`, `--netmap FILE`): a newer netmap that
 //! revokes a member is applied as a diff on SIGHUP, an older one is refused, and an agent restarted
-//! without its netmap file runs from the last good one in its state directory.
+//! without its netmap file runs from the last good one in its state directory. A netmap is trusted
+//! only while the config pins its key, and the epoch floor survives a restart without
+//! `--state-dir`.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use wiremesh_core::keys::NetworkKey;
 use wiremesh_netns_tests::{Lab, assert_reload_changed, serial};
 use wiremesh_peer::status::Source;
 
@@ -83,4 +86,122 @@ fn a_revoking_netmap_is_applied_as_a_diff_an_older_one_refused_and_the_last_good
         !lab.members[0].ns.ping_once(gamma4),
         "the revoked gamma is back after the restart"
     );
+}
+
+#[test]
+fn a_new_network_key_in_the_config_drops_the_netmap_signed_by_the_old_one() {
+    let _one_at_a_time = serial();
+    let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
+    let netmap = lab.build_netmap(2, &["gamma"], "epoch2.netmap");
+    lab.members[0].netmap = Some(netmap);
+    lab.start_all();
+    assert_eq!(epoch_of(&lab, 0), Some(2));
+    let gamma4 = IpAddr::V4(lab.members[2].overlay4());
+    assert!(
+        !lab.members[0].ns.ping_once(gamma4),
+        "revoked gamma answers"
+    );
+
+    // The network key is rotated in the config; the netmap file still holds the old map.
+    let alpha = &mut lab.members[0];
+    let mut config = alpha
+        .config
+        .clone()
+        .expect("a planned member has a configuration");
+    config.network_public_key = NetworkKey::generate().expect("randomness").public_key();
+    alpha.write_config(config);
+    let logged = alpha.reload("reloaded");
+    assert!(
+        logged.contains("the netmap of epoch 2 was dropped"),
+        "alpha did not say why it dropped the netmap:\n{logged}"
+    );
+    assert!(
+        logged.contains("refused: netmap is for network"),
+        "the old netmap file was not refused under the new key:\n{logged}"
+    );
+    let status = alpha.status();
+    assert_eq!(status.source, Source::Config, "alpha kept the old netmap");
+    assert!(
+        status.warnings.iter().any(|w| w.contains("was dropped")),
+        "status does not show it: {:?}",
+        status.warnings
+    );
+    assert!(
+        alpha
+            .status_text()
+            .contains("warning: the netmap of epoch 2 was dropped"),
+        "{}",
+        alpha.status_text()
+    );
+    // The config's peer list is in force: gamma is a member there.
+    alpha
+        .ns
+        .wait_ping(gamma4, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("alpha → gamma from the config's peer list: {e}"));
+}
+
+/// Removes a default state directory under /var/lib/wiremesh, before and after the test.
+struct DefaultStateDir(std::path::PathBuf);
+
+impl DefaultStateDir {
+    fn new(interface: &str) -> Self {
+        let dir = DefaultStateDir(std::path::Path::new("/var/lib/wiremesh").join(interface));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        dir
+    }
+}
+
+impl Drop for DefaultStateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn an_older_netmap_is_refused_after_a_restart_without_state_dir() {
+    let _one_at_a_time = serial();
+    let mut lab = Lab::planned(&["alpha", "beta", "gamma"]);
+    let first = lab.build_netmap(1, &[], "epoch1.netmap");
+    let second = lab.build_netmap(2, &["gamma"], "epoch2.netmap");
+    // A name of this run's own, so the default directory is nobody else's.
+    let interface = format!("wmf{}", std::process::id() % 100_000);
+    let state = DefaultStateDir::new(&interface);
+    let alpha = &mut lab.members[0];
+    let mut config = alpha
+        .config
+        .clone()
+        .expect("a planned member has a configuration");
+    config.interface = interface;
+    alpha.write_config(config);
+    alpha.default_state_dir = true;
+    alpha.netmap = Some(second);
+    lab.start_all();
+    assert_eq!(epoch_of(&lab, 0), Some(2));
+    assert!(
+        state.0.join("epoch-floor.json").exists(),
+        "no epoch floor in {}",
+        state.0.display()
+    );
+
+    // Restarted with epoch 1, which lists gamma and is still valid: refused.
+    let alpha = &mut lab.members[0];
+    assert!(alpha.stop().success(), "alpha's agent did not exit cleanly");
+    alpha.netmap = Some(first);
+    alpha.start();
+    let log = alpha.agent_log();
+    assert!(
+        log.contains("refused: epoch 1 is not newer than the last accepted epoch 2"),
+        "the older netmap was not refused:\n{log}"
+    );
+    assert_eq!(epoch_of(&lab, 0), Some(2), "alpha went back to epoch 1");
+    let gamma4 = IpAddr::V4(lab.members[2].overlay4());
+    assert!(
+        !lab.members[0].ns.ping_once(gamma4),
+        "revoked gamma is back"
+    );
+    let beta4 = IpAddr::V4(lab.members[1].overlay4());
+    lab.members[0]
+        .ns
+        .wait_ping(beta4, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("alpha → beta after the restart: {e}"));
 }

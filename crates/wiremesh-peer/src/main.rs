@@ -26,7 +26,8 @@ enum Command {
         /// The identity file written by `wiremesh keygen` (private keys).
         #[arg(long)]
         identity: PathBuf,
-        /// Directory for state kept across restarts (the last good config and netmap).
+        /// Directory for state kept across restarts (the last good config and netmap, the
+        /// highest netmap epoch accepted) [default: /var/lib/wiremesh/<interface>].
         #[arg(long)]
         state_dir: Option<PathBuf>,
         /// A signed netmap (binary, from `wiremesh netmap build`); its members replace the

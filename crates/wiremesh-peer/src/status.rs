@@ -75,6 +75,10 @@ pub struct Status {
     pub drops: BTreeMap<String, u64>,
     /// The agent's clock when it answered (Unix seconds), so relative times are right.
     pub now_unix: u64,
+    /// Conditions the operator should know of (a netmap dropped, an epoch floor that may be
+    /// stale). Absent from older agents.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,6 +322,9 @@ impl Status {
         if !dropped.is_empty() {
             let _ = writeln!(out, "  dropped packets: {}", dropped.join(", "));
         }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "  warning: {}", printable(warning));
+        }
         for m in &self.members {
             let _ = writeln!(out);
             let _ = writeln!(out, "member: {}", printable(&m.name));
@@ -388,6 +395,7 @@ mod tests {
             }],
             drops: BTreeMap::from([("spoofed-source".to_string(), 2)]),
             now_unix: 1_700_000_000,
+            warnings: vec!["the netmap of epoch 6 was dropped\u{1b}[2J".into()],
         }
     }
 
@@ -424,6 +432,10 @@ mod tests {
         );
         assert!(text.contains("IPv6 only"), "{text}");
         assert!(text.contains("dropped packets: spoofed-source 2"), "{text}");
+        assert!(
+            text.contains("  warning: the netmap of epoch 6 was dropped\\u{1b}[2J\n"),
+            "{text}"
+        );
     }
 
     #[test]

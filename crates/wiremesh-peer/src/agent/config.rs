@@ -205,22 +205,22 @@ pub fn read_netmap(path: &Path) -> Result<Netmap> {
     Netmap::decode(&bytes).map_err(|e| anyhow!("{}: not a netmap: {e}", path.display()))
 }
 
-/// Whether `candidate` may replace `current`: `Ok(true)` when it is a new, valid netmap,
-/// `Ok(false)` when it is the very netmap already in use, the rejection otherwise.
+/// Whether `candidate` may replace `current` (which the caller has checked against the key the
+/// config pins): `Ok(true)` when it is a new, valid netmap above `floor` (the highest epoch
+/// accepted before), `Ok(false)` when it is the very netmap already in use, the rejection
+/// otherwise.
 pub fn accept(
     candidate: &Netmap,
     config: &AgentConfig,
     current: Option<&Netmap>,
+    floor: Option<u64>,
     now_unix: u64,
 ) -> Result<bool, Rejection> {
     if current.is_some_and(|c| c == candidate) {
         return Ok(false);
     }
-    candidate.verify(
-        &config.network_public_key,
-        current.map(|c| c.content().epoch),
-        now_unix,
-    )?;
+    let floor = floor.max(current.map(|c| c.content().epoch));
+    candidate.verify(&config.network_public_key, floor, now_unix)?;
     Ok(true)
 }
 
@@ -232,6 +232,10 @@ impl StateDir {
         fs::create_dir_all(path)
             .with_context(|| format!("{}: cannot create the state directory", path.display()))?;
         Ok(StateDir(path.to_path_buf()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 
     fn config_path(&self) -> PathBuf {
@@ -463,22 +467,31 @@ mod tests {
     fn netmaps_are_accepted_only_when_signed_newer_and_unexpired() {
         let (config, key) = keyed_config();
         let current = netmap(&config, &key, 7, 1_000);
-        assert_eq!(accept(&current, &config, None, 500), Ok(true));
-        assert_eq!(accept(&current, &config, Some(&current), 500), Ok(false));
+        assert_eq!(accept(&current, &config, None, None, 500), Ok(true));
+        assert_eq!(
+            accept(&current, &config, Some(&current), None, 500),
+            Ok(false)
+        );
         let newer = netmap(&config, &key, 8, 1_000);
-        assert_eq!(accept(&newer, &config, Some(&current), 500), Ok(true));
+        assert_eq!(accept(&newer, &config, Some(&current), None, 500), Ok(true));
         assert!(matches!(
-            accept(&current, &config, Some(&newer), 500),
+            accept(&current, &config, Some(&newer), None, 500),
             Err(Rejection::StaleEpoch { .. })
         ));
+        // The floor refuses what it covers even with no netmap in use (after a restart).
         assert!(matches!(
-            accept(&newer, &config, Some(&current), 1_000),
+            accept(&current, &config, None, Some(7), 500),
+            Err(Rejection::StaleEpoch { epoch: 7, last: 7 })
+        ));
+        assert_eq!(accept(&newer, &config, None, Some(7), 500), Ok(true));
+        assert!(matches!(
+            accept(&newer, &config, Some(&current), None, 1_000),
             Err(Rejection::Expired { .. })
         ));
         let other = NetworkKey::generate().unwrap();
         let forged = netmap(&config, &other, 9, 1_000);
         assert!(matches!(
-            accept(&forged, &config, Some(&current), 500),
+            accept(&forged, &config, Some(&current), None, 500),
             Err(Rejection::BadSignature(_))
         ));
     }

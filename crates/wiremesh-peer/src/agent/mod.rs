@@ -7,6 +7,7 @@
 
 mod config;
 mod datapath;
+mod floor;
 mod netlink;
 mod notify;
 mod resolve;
@@ -14,9 +15,10 @@ mod spin;
 mod status_server;
 mod udp;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -26,17 +28,23 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use ipnet::IpNet;
 use wiremesh_core::config::AgentConfig;
-use wiremesh_core::keys::Identity;
+use wiremesh_core::keys::{Identity, NetworkPublicKey};
 use wiremesh_core::netmap::Netmap;
 use wiremesh_peer::mesh::{ApplyReport, Mesh, OsIndexSource, WG_MAX_CONTROL};
 use wiremesh_peer::spec::MeshSpec;
 
 use config::StateDir;
 use datapath::Shared;
+use floor::EpochFloor;
 use resolve::Resolved;
 
 /// How often every member's WireGuard timers run.
 const TICK: Duration = Duration::from_millis(200);
+/// Where the state directory is without `--state-dir`: `<this>/<interface>`.
+const DEFAULT_STATE_ROOT: &str = "/var/lib/wiremesh";
+/// Keys of [`Info::warnings`].
+const NETMAP_WARNING: &str = "netmap";
+const FLOOR_WARNING: &str = "epoch-floor";
 
 /// What `wiremesh-peer run` was told.
 pub struct Options {
@@ -54,12 +62,13 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// The netmap to start from: the `--netmap` file when it is valid and newer than the stored one,
+/// The netmap to start from: the `--netmap` file when it is valid and above the epoch floor,
 /// else the last good netmap in the state directory. None without `--netmap`.
 fn initial_netmap(
     options: &Options,
     config: &AgentConfig,
     state: Option<&StateDir>,
+    highest: Option<u64>,
 ) -> Option<Netmap> {
     let path = options.netmap.as_ref()?;
     let stored = state.and_then(|s| s.load_netmap(config));
@@ -74,15 +83,17 @@ fn initial_netmap(
         stored
     };
     match config::read_netmap(path) {
-        Ok(candidate) => match config::accept(&candidate, config, stored.as_ref(), now_unix()) {
-            Ok(new) => {
-                if new && let Some(state) = state {
-                    store("netmap", state.save_netmap(&candidate));
+        Ok(candidate) => {
+            match config::accept(&candidate, config, stored.as_ref(), highest, now_unix()) {
+                Ok(new) => {
+                    if new && let Some(state) = state {
+                        store("netmap", state.save_netmap(&candidate));
+                    }
+                    Some(candidate)
                 }
-                Some(candidate)
+                Err(e) => fallback(format!("{}: refused: {e}", path.display()), stored),
             }
-            Err(e) => fallback(format!("{}: refused: {e}", path.display()), stored),
-        },
+        }
         Err(e) => fallback(format!("{e:#}"), stored),
     }
 }
@@ -117,6 +128,8 @@ pub struct Info {
     pub machine: String,
     pub interface: String,
     pub listen_port: u16,
+    /// Conditions an operator should see in `wiremesh status`, by topic.
+    pub warnings: BTreeMap<&'static str, String>,
 }
 
 impl Info {
@@ -126,8 +139,14 @@ impl Info {
             machine: config.machine.clone(),
             interface: config.interface.clone(),
             listen_port: config.listen_port,
+            warnings: BTreeMap::new(),
         }
     }
+}
+
+/// The state directory without `--state-dir`, one per interface like other daemons keep theirs.
+fn default_state_dir(interface: &str) -> PathBuf {
+    Path::new(DEFAULT_STATE_ROOT).join(interface)
 }
 
 fn log_report(report: &ApplyReport) {
@@ -345,10 +364,36 @@ fn store(what: &str, result: Result<()>) {
     }
 }
 
+/// Raises the epoch floor to a netmap in use; `warnings` (what status shows) says whether the
+/// floor is behind.
+fn raise_floor(
+    warnings: &mut BTreeMap<&'static str, String>,
+    floor: &mut EpochFloor,
+    network: &NetworkPublicKey,
+    epoch: u64,
+) {
+    match floor.raise(network, epoch) {
+        Ok(()) => match floor.stale(network) {
+            Some(why) => warnings.insert(FLOOR_WARNING, why),
+            None => warnings.remove(FLOOR_WARNING),
+        },
+        Err(e) => {
+            tracing::warn!("cannot store the epoch floor in the state directory: {e:#}");
+            warnings.insert(
+                FLOOR_WARNING,
+                format!(
+                    "netmap epoch {epoch} could not be stored as the epoch floor ({e:#}): after a                      restart, older netmaps may be accepted again"
+                ),
+            )
+        }
+    };
+}
+
 /// What reloads need, owned by the reload thread.
 struct Reloader {
     options: Options,
     state: Option<StateDir>,
+    floor: Option<EpochFloor>,
     /// Shared with the main thread, which removes the routes at shutdown. Held while a reload
     /// applies its changes, never while it resolves names.
     routes: Arc<Mutex<Routes>>,
@@ -415,10 +460,21 @@ impl Reloader {
     fn reload(&mut self, shared: &Shared) -> Result<()> {
         let options = &self.options;
         let (text, config) = config::read(&options.config)?;
+        // The netmap in use is trusted only while the config pins the key it is signed with.
+        let distrusted = self.netmap.as_ref().and_then(|n| {
+            n.verify(&config.network_public_key, None, 0)
+                .err()
+                .map(|why| (n.content().epoch, why))
+        });
+        let current = self.netmap.as_ref().filter(|_| distrusted.is_none());
+        let highest = self
+            .floor
+            .as_ref()
+            .and_then(|f| f.get(&config.network_public_key));
         let mut new_netmap = None;
         if let Some(path) = &options.netmap {
             let candidate = config::read_netmap(path).and_then(|c| {
-                config::accept(&c, &config, self.netmap.as_ref(), now_unix())
+                config::accept(&c, &config, current, highest, now_unix())
                     .map(|new| (c, new))
                     .map_err(|e| anyhow!("{}: refused: {e}", path.display()))
             });
@@ -433,7 +489,7 @@ impl Reloader {
         let (spec, resolved) = spec_of(
             options,
             &config,
-            new_netmap.as_ref().or(self.netmap.as_ref()),
+            new_netmap.as_ref().or(current),
             &own_key,
             false,
         );
@@ -442,11 +498,34 @@ impl Reloader {
             tracing::info!("shutting down: the reload is not applied");
             return Ok(());
         }
+        if let Some((epoch, why)) = distrusted {
+            let instead = match &new_netmap {
+                Some(c) => format!("netmap epoch {}", c.content().epoch),
+                None => "the config's peer list".to_string(),
+            };
+            let warning = format!(
+                "the netmap of epoch {epoch} was dropped: the config now pins network key {} and                  the netmap is refused under it ({why}); running from {instead}",
+                config.network_public_key
+            );
+            tracing::warn!("{warning}");
+            shared.info().warnings.insert(NETMAP_WARNING, warning);
+            self.netmap = None;
+        }
         if let Some(c) = new_netmap {
             tracing::info!(epoch = c.content().epoch, "new netmap");
             if let Some(state) = &self.state {
                 store("netmap", state.save_netmap(&c));
             }
+            if let Some(floor) = &mut self.floor {
+                let warnings = &mut shared.info().warnings;
+                raise_floor(
+                    warnings,
+                    floor,
+                    &config.network_public_key,
+                    c.content().epoch,
+                );
+            }
+            shared.info().warnings.remove(NETMAP_WARNING);
             self.netmap = Some(c);
         }
         {
@@ -485,13 +564,43 @@ pub fn run(options: Options) -> Result<()> {
     if let Some(warning) = wiremesh_core::keys::permission_warning(&options.identity) {
         tracing::warn!("{warning}");
     }
-    let state = options
+    let explicit = options
         .state_dir
         .as_deref()
         .map(StateDir::open)
         .transpose()?;
-    let (text, config) = load_config(&options, state.as_ref())?;
-    let netmap = initial_netmap(&options, &config, state.as_ref());
+    let (text, config) = load_config(&options, explicit.as_ref())?;
+    let state = match explicit {
+        Some(state) => Some(state),
+        // A directory nobody asked for is no reason not to start.
+        None => match StateDir::open(&default_state_dir(&config.interface)) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::warn!(
+                    "{e:#}; running without one: the epoch floor will not survive a restart"
+                );
+                None
+            }
+        },
+    };
+    let network = config.network_public_key;
+    let mut warnings = BTreeMap::new();
+    let mut floor = state.as_ref().map(|s| {
+        let (floor, problems) = EpochFloor::open(s.path());
+        for problem in problems {
+            tracing::warn!("{problem}");
+        }
+        if let Some(why) = floor.stale(&network) {
+            tracing::warn!("{why}");
+            warnings.insert(FLOOR_WARNING, why);
+        }
+        floor
+    });
+    let highest = floor.as_ref().and_then(|f| f.get(&network));
+    let netmap = initial_netmap(&options, &config, state.as_ref(), highest);
+    if let (Some(floor), Some(netmap)) = (&mut floor, &netmap) {
+        raise_floor(&mut warnings, floor, &network, netmap.content().epoch);
+    }
     let own_key = *identity.wireguard_public_key().as_bytes();
     let (spec, resolved) = spec_of(&options, &config, netmap.as_ref(), &own_key, false);
 
@@ -527,7 +636,10 @@ pub fn run(options: Options) -> Result<()> {
         tun,
         stop: AtomicBool::new(false),
         mtu: config.mtu as usize,
-        info: Mutex::new(Info::of(&config)),
+        info: Mutex::new(Info {
+            warnings,
+            ..Info::of(&config)
+        }),
     });
     let socket_path = options
         .status_socket
@@ -543,6 +655,7 @@ pub fn run(options: Options) -> Result<()> {
         let reloader = Reloader {
             options,
             state,
+            floor,
             routes: routes.clone(),
             netmap,
             config,
@@ -643,5 +756,18 @@ fn shut_down(
     lock(routes).sync(&[]);
     if let Err(e) = std::fs::remove_file(socket_path) {
         tracing::warn!("cannot remove {}: {e}", socket_path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_directory_defaults_to_one_per_interface() {
+        assert_eq!(
+            default_state_dir("wm-my-vpn"),
+            Path::new("/var/lib/wiremesh/wm-my-vpn")
+        );
     }
 }

@@ -169,6 +169,7 @@ fn status(mesh: &Mesh, info: &Info, now: u64) -> Status {
         members,
         drops,
         now_unix: now,
+        warnings: info.warnings.values().cloned().collect(),
     }
 }
 
@@ -229,8 +230,10 @@ mod tests {
             machine: "laptop".into(),
             interface: "wm-my-vpn".into(),
             listen_port: 51820,
+            warnings: BTreeMap::from([("netmap", "dropped".to_string())]),
         };
         let s = status(&mesh, &info, 1_000);
+        assert_eq!(s.warnings, ["dropped"]);
         assert!(s.ipv6_only);
         assert_eq!(
             s.source,

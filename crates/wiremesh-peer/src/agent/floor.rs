@@ -1,0 +1,264 @@
+//! The epoch floor: the highest netmap epoch this agent accepted, per network key, kept in the
+//! state directory so that after a restart an older netmap that is still valid (one that lists a
+//! member revoked since) is refused. The floor is saved like the rest of the state: a failed save
+//! only warns. So that the next start knows the floor may be behind, a small marker file is made
+//! while the disk still takes writes (at start) and kept open; a failed save is written into it
+//! in place, which needs no new space, no directory entry and no permission on the directory.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use wiremesh_core::files::read_text_bounded;
+use wiremesh_core::keys::NetworkPublicKey;
+
+use super::config::write_atomically;
+
+const FLOOR_FILE: &str = "epoch-floor.json";
+const MARK_FILE: &str = "epoch-floor.unsaved";
+/// The marker's fixed size: room for a network key and an epoch.
+const MARK_LEN: usize = 128;
+/// The floor file holds a line per network; more than this is not ours.
+const MAX_FLOOR_BYTES: usize = 1 << 20;
+
+/// The floors, and where they are kept.
+pub struct EpochFloor {
+    path: PathBuf,
+    floors: BTreeMap<String, u64>,
+    /// The marker, opened (and sized) at start; none when that failed.
+    mark: Option<File>,
+    /// What the last run left in the marker: the network and epoch it could not store.
+    unsaved: Option<(String, u64)>,
+}
+
+impl EpochFloor {
+    /// Reads the floors in `dir` and prepares the marker. Problems are returned as warnings: the
+    /// agent runs without a floor rather than not at all.
+    pub fn open(dir: &Path) -> (EpochFloor, Vec<String>) {
+        let mut warnings = Vec::new();
+        let path = dir.join(FLOOR_FILE);
+        let floors = match read_floors(&path) {
+            Ok(floors) => floors,
+            Err(e) => {
+                warnings.push(format!("{e:#}; no epoch floor is known"));
+                BTreeMap::new()
+            }
+        };
+        let mark_path = dir.join(MARK_FILE);
+        let (mark, unsaved) = match open_mark(&mark_path) {
+            Ok((file, text)) => (Some(file), parse_mark(&text)),
+            Err(e) => {
+                warnings.push(format!(
+                    "{}: {e:#}; should saving the epoch floor fail, the next start will not know",
+                    mark_path.display()
+                ));
+                (None, None)
+            }
+        };
+        let floor = EpochFloor {
+            path,
+            floors,
+            mark,
+            unsaved,
+        };
+        (floor, warnings)
+    }
+
+    /// The highest epoch accepted for `network`, counting one the last run could not store.
+    pub fn get(&self, network: &NetworkPublicKey) -> Option<u64> {
+        let key = network.to_base64();
+        let unsaved = self
+            .unsaved
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, e)| *e);
+        self.floors.get(&key).copied().max(unsaved)
+    }
+
+    /// Why the floor of `network` may be behind: the last run could not store an epoch above the
+    /// one saved. None when the saved floor is known to be complete.
+    pub fn stale(&self, network: &NetworkPublicKey) -> Option<String> {
+        let (key, epoch) = self.unsaved.as_ref()?;
+        if *key != network.to_base64() || self.floors.get(key).is_some_and(|f| f >= epoch) {
+            return None;
+        }
+        Some(format!(
+            "the epoch floor may be stale: the last run could not store netmap epoch {epoch} in {}; \
+             epochs up to {epoch} are refused, but a later one it accepted may be missing",
+            self.path.display()
+        ))
+    }
+
+    /// Records that `epoch` of `network` was accepted. A failed save is written into the marker,
+    /// for the next start, and returned.
+    pub fn raise(&mut self, network: &NetworkPublicKey, epoch: u64) -> Result<()> {
+        let key = network.to_base64();
+        if self.floors.get(&key).is_some_and(|f| *f >= epoch) {
+            return Ok(());
+        }
+        let mut floors = self.floors.clone();
+        floors.insert(key.clone(), epoch);
+        let text = serde_json::to_string_pretty(&floors)
+            .map_err(|e| anyhow!("cannot encode the epoch floor: {e}"))?;
+        let saved = write_atomically(&self.path, text.as_bytes());
+        match &saved {
+            Ok(()) => {
+                self.floors = floors;
+                if self
+                    .unsaved
+                    .as_ref()
+                    .is_some_and(|(k, e)| *k == key && *e <= epoch)
+                {
+                    self.unsaved = None;
+                    self.write_mark("");
+                }
+            }
+            Err(_) => {
+                let highest = self
+                    .unsaved
+                    .as_ref()
+                    .filter(|(k, _)| *k == key)
+                    .map(|(_, e)| *e);
+                if highest.is_none_or(|e| e < epoch) {
+                    self.unsaved = Some((key.clone(), epoch));
+                    self.write_mark(&format!("{key} {epoch}"));
+                }
+            }
+        }
+        saved
+    }
+
+    /// Overwrites the marker in place (blanks for none).
+    fn write_mark(&mut self, text: &str) {
+        let Some(file) = &mut self.mark else {
+            return;
+        };
+        let mut bytes = [b' '; MARK_LEN];
+        let n = text.len().min(MARK_LEN);
+        bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+        let written = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&bytes))
+            .and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            tracing::warn!("cannot note the unsaved epoch floor for the next start: {e}");
+        }
+    }
+}
+
+fn read_floors(path: &Path) -> Result<BTreeMap<String, u64>> {
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let text = read_text_bounded(path, MAX_FLOOR_BYTES).context("the epoch floor")?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: expected an object of network keys and epochs: {e}",
+            path.display()
+        )
+    })
+}
+
+/// Opens the marker, creating it with its full size so that later writes need no new space.
+fn open_mark(path: &Path) -> Result<(File, String)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mut text = String::new();
+    (&mut file)
+        .take(MARK_LEN as u64)
+        .read_to_string(&mut text)?;
+    if fs::metadata(path)?.len() < MARK_LEN as u64 {
+        file.seek(SeekFrom::Start(0))?;
+        let mut bytes = [b' '; MARK_LEN];
+        let n = text.len().min(MARK_LEN);
+        bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    Ok((file, text))
+}
+
+/// `"<network key> <epoch>"`, or nothing.
+fn parse_mark(text: &str) -> Option<(String, u64)> {
+    let mut words = text.split_whitespace();
+    let key = words.next()?.to_string();
+    let epoch = words.next()?.parse().ok()?;
+    Some((key, epoch))
+}
+
+#[cfg(test)]
+mod tests {
+    use wiremesh_core::keys::NetworkKey;
+
+    use super::*;
+
+    fn network() -> NetworkPublicKey {
+        NetworkKey::generate().unwrap().public_key()
+    }
+
+    #[test]
+    fn floors_survive_a_restart_per_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (network(), network());
+        let (mut floor, warnings) = EpochFloor::open(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(floor.get(&a), None);
+        floor.raise(&a, 7).unwrap();
+        floor.raise(&a, 3).unwrap();
+        floor.raise(&b, 2).unwrap();
+        let (floor, warnings) = EpochFloor::open(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!((floor.get(&a), floor.get(&b)), (Some(7), Some(2)));
+        assert_eq!(floor.stale(&a), None);
+    }
+
+    #[test]
+    fn a_failed_save_is_noted_for_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = network();
+        let (mut floor, _) = EpochFloor::open(dir.path());
+        floor.raise(&net, 4).unwrap();
+        // A directory where the floor file goes: no rename can replace it (root or not).
+        let path = dir.path().join(FLOOR_FILE);
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("x"), "").unwrap();
+        assert!(floor.raise(&net, 9).is_err(), "the save should have failed");
+        fs::remove_dir_all(&path).unwrap();
+        fs::write(&path, format!("{{\"{}\": 4}}", net.to_base64())).unwrap();
+
+        let (floor, _) = EpochFloor::open(dir.path());
+        // The marker carries the epoch that was lost, so it is still refused.
+        assert_eq!(floor.get(&net), Some(9));
+        let stale = floor.stale(&net).expect("the next start knows");
+        assert!(stale.contains("could not store netmap epoch 9"), "{stale}");
+        assert_eq!(floor.stale(&network()), None);
+
+        // Once a save works again, the note is gone.
+        let (mut floor, _) = EpochFloor::open(dir.path());
+        floor.raise(&net, 10).unwrap();
+        let (floor, _) = EpochFloor::open(dir.path());
+        assert_eq!((floor.get(&net), floor.stale(&net)), (Some(10), None));
+    }
+
+    #[test]
+    fn a_damaged_floor_file_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FLOOR_FILE), "[1, 2]").unwrap();
+        let (floor, warnings) = EpochFloor::open(dir.path());
+        assert_eq!(floor.get(&network()), None);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("epoch-floor.json: expected an object of network keys"),
+            "{warnings:?}"
+        );
+    }
+}
