@@ -22,6 +22,7 @@ use wiremesh_peer::offload::coalesce::Coalescer;
 use wiremesh_peer::offload::split::split;
 use wiremesh_peer::offload::{MAX_TUN_READ, VNET_HDR_LEN, VnetHdr};
 
+use super::backlog::Backlog;
 use super::spin::{self, Action, Spinner};
 use super::udp::{self, MAX_GSO_BYTES, Udp};
 
@@ -137,27 +138,21 @@ impl Train {
         }
     }
 
-    fn flush(&mut self, udp: &Udp, warner: &mut Warner) {
+    /// Sends the train, or queues it in `backlog` when the socket is full.
+    fn flush(&mut self, udp: &Udp, backlog: &mut Backlog, warner: &mut Warner) {
         let layout = std::mem::take(&mut self.layout);
         if let (Some(to), true) = (layout.to, layout.len > 0)
-            && let Err(e) = udp.send(&self.buf[..layout.len], to, Some(layout.segment))
+            && let Err(e) = backlog.send(udp, &self.buf[..layout.len], to, Some(layout.segment))
         {
             warner.warn("UDP send failed", &e);
         }
     }
 
     /// Encrypts `packet` for `member` in place at the end of the train.
-    fn push(
-        &mut self,
-        mesh: &Mesh,
-        udp: &Udp,
-        member: MemberId,
-        packet: &[u8],
-        warner: &mut Warner,
-    ) {
+    fn push(&mut self, mesh: &Mesh, out: &mut Sender<'_>, member: MemberId, packet: &[u8]) {
         let need = encapsulate_out_len(packet.len());
         if !self.layout.has_room(need) {
-            self.flush(udp, warner);
+            self.flush(out.udp, out.backlog, out.warner);
         }
         let start = self.layout.len;
         match mesh.encapsulate(member, packet, &mut self.buf[start..start + need]) {
@@ -168,18 +163,21 @@ impl Train {
             } => {
                 if !self
                     .layout
-                    .fits(to, len, udp.max_segments(self.layout.segment))
+                    .fits(to, len, out.udp.max_segments(self.layout.segment))
                 {
                     // Send what came before, then move this datagram to the front.
-                    self.flush(udp, warner);
+                    self.flush(out.udp, out.backlog, out.warner);
                     self.buf.copy_within(start..start + len, 0);
                 }
                 self.layout.append(to, len);
             }
             Outbound::Send { len, to, .. } => {
                 // A handshake initiation goes out on its own; the train is unchanged.
-                if let Err(e) = udp.send(&self.buf[start..start + len], to, None) {
-                    warner.warn("UDP send failed", &e);
+                if let Err(e) = out
+                    .backlog
+                    .send(out.udp, &self.buf[start..start + len], to, None)
+                {
+                    out.warner.warn("UDP send failed", &e);
                 }
             }
             Outbound::Nothing | Outbound::Drop(_) => {}
@@ -206,15 +204,15 @@ fn write_tun(tun: &SyncDevice, packet: &[u8], warner: &mut Warner) {
     }
 }
 
+/// Where the TX thread's datagrams go: the socket, or the backlog while it is full.
+struct Sender<'a> {
+    udp: &'a Udp,
+    backlog: &'a mut Backlog,
+    warner: &'a mut Warner,
+}
+
 /// Routes one packet read from the TUN and encrypts what it stands for into `train`.
-fn send_read(
-    mesh: &Mesh,
-    udp: &Udp,
-    vnet: bool,
-    read: &mut [u8],
-    train: &mut Train,
-    warner: &mut Warner,
-) {
+fn send_read(mesh: &Mesh, out: &mut Sender<'_>, vnet: bool, read: &mut [u8], train: &mut Train) {
     let (hdr, packet) = if vnet {
         let Some(hdr) = VnetHdr::decode(read) else {
             return;
@@ -229,11 +227,11 @@ fn send_read(
         return;
     };
     let result = split(&hdr, packet, |segment| {
-        train.push(mesh, udp, member, segment, warner)
+        train.push(mesh, out, member, segment)
     });
     if let Err(e) = result {
         mesh.count_drop(DropReason::Invalid);
-        warner.warn("TUN packet dropped", &e);
+        out.warner.warn("TUN packet dropped", &e);
     }
 }
 
@@ -243,37 +241,37 @@ pub fn tx_loop(shared: &Shared) {
     let vnet = shared.tun.tcp_gso();
     let mut buf = vec![0u8; MAX_TUN_READ];
     let mut train = Train::new();
+    let mut backlog = Backlog::default();
     let mut spinner = Spinner::default();
     while !shared.stop.load(Ordering::Relaxed) {
         // When this look at the queue began: the spinner must not count the time spent
         // encrypting and sending a batch as idle time.
         let now = Instant::now();
         let mesh = shared.mesh();
+        let mut out = Sender {
+            udp: &shared.udp,
+            backlog: &mut backlog,
+            warner: &mut warner,
+        };
         let mut reads = 0;
         while reads < TX_READS_PER_BATCH {
             match read_tun(&shared.tun, &mut buf) {
                 Ok(n) => {
                     reads += 1;
-                    send_read(
-                        &mesh,
-                        &shared.udp,
-                        vnet,
-                        &mut buf[..n],
-                        &mut train,
-                        &mut warner,
-                    );
+                    send_read(&mesh, &mut out, vnet, &mut buf[..n], &mut train);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    warner.warn("TUN read failed", &e);
+                    out.warner.warn("TUN read failed", &e);
                     std::thread::sleep(ERROR_BACKOFF);
                     break;
                 }
             }
         }
-        train.flush(&shared.udp, &mut warner);
+        train.flush(out.udp, out.backlog, out.warner);
         drop(mesh);
+        backlog.drain(&shared.udp, &mut |e| warner.warn("UDP send failed", &e));
         if reads > 0 {
             spinner.work(now);
         } else if spinner.empty(now) == Action::Spin {
@@ -292,6 +290,7 @@ pub fn rx_loop(shared: &Shared) {
     let mut metas = [RecvMeta::default(); RX_BATCH];
     let mut coalescer = Coalescer::new(RX_SLOTS, shared.tun.tcp_gso(), shared.tun.udp_gso());
     let mut scratch = vec![0u8; FLUSH_OUT_LEN];
+    let mut backlog = Backlog::default();
     let mut spinner = Spinner::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let received = {
@@ -332,13 +331,14 @@ pub fn rx_loop(shared: &Shared) {
                 match mesh.decapsulate(meta.addr, datagram, out, now) {
                     Inbound::Tunnel { len, .. } => coalescer.commit(len),
                     Inbound::Reply { len, to, member } => {
-                        if let Err(e) = shared.udp.send(&out[..len], to, None) {
+                        if let Err(e) = backlog.send(&shared.udp, &out[..len], to, None) {
                             warner.warn("UDP send failed", &e);
                         }
                         coalescer.abort();
                         if let Some(member) = member {
                             while let Some((len, to)) = mesh.flush_queued(member, &mut scratch) {
-                                if let Err(e) = shared.udp.send(&scratch[..len], to, None) {
+                                if let Err(e) = backlog.send(&shared.udp, &scratch[..len], to, None)
+                                {
                                     warner.warn("UDP send failed", &e);
                                 }
                             }
@@ -349,6 +349,7 @@ pub fn rx_loop(shared: &Shared) {
             }
         }
         drop(mesh);
+        backlog.drain(&shared.udp, &mut |e| warner.warn("UDP send failed", &e));
         coalescer.flush(|p| write_tun(&shared.tun, p, &mut warner));
     }
 }

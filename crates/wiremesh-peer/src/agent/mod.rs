@@ -5,6 +5,7 @@
 //! timers nor a shutdown wait for it, so no handshake, keepalive, rekey or `systemctl stop` waits
 //! for DNS.
 
+mod backlog;
 mod config;
 mod datapath;
 mod floor;
@@ -16,8 +17,7 @@ mod status_server;
 mod udp;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TrySendError};
@@ -33,6 +33,7 @@ use wiremesh_core::netmap::Netmap;
 use wiremesh_peer::mesh::{ApplyReport, Mesh, OsIndexSource, WG_MAX_CONTROL};
 use wiremesh_peer::spec::MeshSpec;
 
+use backlog::Backlog;
 use config::StateDir;
 use datapath::Shared;
 use floor::EpochFloor;
@@ -212,9 +213,7 @@ fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
 /// ticking, so a reload's write lock waits at most one tick.
 fn timer_loop(shared: &Shared) {
     let mut out = vec![0u8; WG_MAX_CONTROL.max(256)];
-    // This tick's packets, back to back, and where each goes.
-    let mut packets: Vec<u8> = Vec::new();
-    let mut sends: Vec<(Range<usize>, SocketAddr)> = Vec::new();
+    let mut backlog = Backlog::default();
     let mut next = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -224,18 +223,13 @@ fn timer_loop(shared: &Shared) {
         }
         next = now + TICK;
         shared.mesh().tick(now, &mut out, &mut |packet, to| {
-            let start = packets.len();
-            packets.extend_from_slice(packet);
-            sends.push((start..packets.len(), to));
-        });
-        // Sent once the mesh lock is released: a send may wait for room in a full socket buffer,
-        // and a reload waiting for the lock would hold up the hot threads behind it.
-        for (range, to) in sends.drain(..) {
-            if let Err(e) = shared.udp.send(&packets[range], to, None) {
+            if let Err(e) = backlog.send(&shared.udp, packet, to, None) {
                 tracing::debug!("timer packet to {to} not sent: {e}");
             }
-        }
-        packets.clear();
+        });
+        backlog.drain(&shared.udp, &mut |e| {
+            tracing::debug!("timer packet not sent: {e}");
+        });
     }
 }
 

@@ -97,8 +97,13 @@ impl Udp {
     }
 
     /// Sends `contents` to `to`, as equal `segment`-byte datagrams (the last may be shorter)
-    /// when `segment` is given. Waits briefly when the socket buffer is full.
-    pub fn send(&self, contents: &[u8], to: SocketAddr, segment: Option<usize>) -> io::Result<()> {
+    /// when `segment` is given; `WouldBlock` when the socket buffer is full.
+    pub fn try_send(
+        &self,
+        contents: &[u8],
+        to: SocketAddr,
+        segment: Option<usize>,
+    ) -> io::Result<()> {
         let transmit = Transmit {
             destination: self.destination(to),
             ecn: None,
@@ -106,11 +111,14 @@ impl Udp {
             segment_size: segment.filter(|s| *s < contents.len()),
             src_ip: None,
         };
+        self.state
+            .try_send(UdpSockRef::from(&self.socket), &transmit)
+    }
+
+    /// [`Udp::try_send`], waiting briefly when the socket buffer is full.
+    pub fn send(&self, contents: &[u8], to: SocketAddr, segment: Option<usize>) -> io::Result<()> {
         loop {
-            match self
-                .state
-                .try_send(UdpSockRef::from(&self.socket), &transmit)
-            {
+            match self.try_send(contents, to, segment) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !wait(&self.socket, libc::POLLOUT, SEND_WAIT)? {
                         return Err(e);
