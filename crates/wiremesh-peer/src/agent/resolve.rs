@@ -171,8 +171,9 @@ impl Resolver {
                 spawn_error = Some(e);
             }
         }
-        // With no thread running, nothing can answer: waiting would only delay the start.
-        let mut pending = if lock(&self.0.work).threads == 0 {
+        // With no thread started and none running, nothing can answer: waiting would only delay
+        // the start.
+        let mut pending = if spawn_error.is_some() && lock(&self.0.work).threads == 0 {
             0
         } else {
             names.len()
