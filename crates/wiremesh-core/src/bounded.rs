@@ -3,12 +3,18 @@
 //! serde's `Vec` grows with every element the input holds, and postcard encodes an empty string in
 //! one byte that becomes a 24-byte `String`: a 16 MiB netmap of empty endpoints would take 400 MB
 //! before any rule could look at it. Lists that come off the wire therefore go through [`vec`],
-//! which refuses the sequence as soon as its declared or actual length passes the limit.
+//! which refuses the sequence as soon as its declared or actual length passes the limit, and
+//! reserves at most [`MAX_PREALLOC_BYTES`] up front whatever length it declares: 100,000 declared
+//! netmap members would otherwise reserve 16 MiB before the first one fails to decode.
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{Deserialize, Deserializer, Error as _, SeqAccess, Visitor};
+
+/// The most a list reserves up front; beyond it the `Vec` doubles as elements arrive, which costs
+/// a long list that is really there a few reallocations.
+const MAX_PREALLOC_BYTES: usize = 4096;
 
 /// A `Vec<T>` of at most `MAX` elements; use as
 /// `#[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX>")]`.
@@ -33,7 +39,8 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Visitor<'de> for BoundedVec<T, 
         if let Some(len) = seq.size_hint().filter(|len| *len > MAX) {
             return Err(A::Error::invalid_length(len, &self));
         }
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let room = MAX_PREALLOC_BYTES / size_of::<T>().max(1);
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(room));
         while let Some(element) = seq.next_element()? {
             if out.len() == MAX {
                 return Err(A::Error::invalid_length(MAX + 1, &self));

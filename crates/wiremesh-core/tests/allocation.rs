@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wiremesh_core::messages::Message;
-use wiremesh_core::netmap::{DecodeError, Netmap};
+use wiremesh_core::netmap::{DecodeError, MAX_MEMBERS, Netmap};
 
 struct Counting;
 
@@ -47,18 +47,12 @@ fn varint(mut n: usize, out: &mut Vec<u8>) {
     out.push(n as u8);
 }
 
-/// A netmap body: one member whose endpoint list is `count` empty strings (one byte each on the
-/// wire, 24 bytes each as `String`s).
-fn netmap_of_empty_endpoints(count: usize) -> Vec<u8> {
+/// A netmap around `body`, the content after its member count.
+fn netmap_of(members: usize, rest: &[u8]) -> Vec<u8> {
     let mut body = vec![0u8; 32]; // network key
     body.extend([1, b'i', 1, 1, 2]); // instance "i", epoch, issued-at, expires-at
-    body.extend([1, 1, b'a']); // one member named "a"
-    body.extend([0u8; 64]); // both keys
-    body.push(0); // no IPv4
-    body.extend([0u8; 16]); // IPv6
-    varint(count, &mut body);
-    body.extend(std::iter::repeat_n(0u8, count));
-    body.extend([0, 0]); // no routes, no flags
+    varint(members, &mut body);
+    body.extend(rest);
     let mut wire = vec![1u8];
     varint(body.len(), &mut wire);
     wire.extend(body);
@@ -66,9 +60,38 @@ fn netmap_of_empty_endpoints(count: usize) -> Vec<u8> {
     wire
 }
 
+/// A netmap of one member whose endpoint list is `count` empty strings (one byte each on the
+/// wire, 24 bytes each as `String`s).
+fn netmap_of_empty_endpoints(count: usize) -> Vec<u8> {
+    let mut body = vec![1, b'a']; // one member named "a"
+    body.extend([0u8; 64]); // both keys
+    body.push(0); // no IPv4
+    body.extend([0u8; 16]); // IPv6
+    varint(count, &mut body);
+    body.extend(std::iter::repeat_n(0u8, count));
+    body.extend([0, 0]); // no routes, no flags
+    netmap_of(1, &body)
+}
+
 #[test]
 fn decoders_allocate_in_proportion_to_their_input() {
     let wire = netmap_of_empty_endpoints(15 << 20);
+    let (result, peak) = peak_of(|| Netmap::decode(&wire));
+    assert!(
+        matches!(result, Err(DecodeError::Body(_))),
+        "{:?}",
+        result.map(|_| ())
+    );
+    assert!(
+        peak < 2 * wire.len(),
+        "decoding {} bytes allocated {peak} bytes at the peak",
+        wire.len()
+    );
+
+    // As many members as allowed, declared in front of as many bytes (postcard trusts a length
+    // no longer than the input) that are no member at all. A member is 168 bytes: reserving the
+    // declared count took 16 MiB for this 100 kB.
+    let wire = netmap_of(MAX_MEMBERS, &vec![0xff; MAX_MEMBERS]);
     let (result, peak) = peak_of(|| Netmap::decode(&wire));
     assert!(
         matches!(result, Err(DecodeError::Body(_))),

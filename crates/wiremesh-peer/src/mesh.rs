@@ -19,6 +19,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 use rustc_hash::FxHashMap;
+use zeroize::Zeroize;
 
 use crate::budget::HandshakeBudget;
 use crate::prefix::{PrefixMap, PrefixSet};
@@ -267,11 +268,13 @@ impl IndexSource for OsIndexSource {
 impl Mesh {
     /// A mesh for this machine's WireGuard secret key, configured from `spec`.
     pub fn new(
-        secret: [u8; 32],
+        mut secret_bytes: [u8; 32],
         spec: &MeshSpec,
         indices: &mut dyn IndexSource,
     ) -> (Self, ApplyReport) {
-        let secret = x25519::StaticSecret::from(secret);
+        let secret = x25519::StaticSecret::from(secret_bytes);
+        // Wiped like the node key's seed: the key wipes itself on drop, this copy is ours.
+        secret_bytes.zeroize();
         let public = x25519::PublicKey::from(&secret);
         let mut mesh = Mesh {
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),

@@ -860,3 +860,14 @@ fn a_packet_longer_than_any_ip_packet_is_not_queued_for_the_handshake() {
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 1);
 }
+
+/// The mesh's key and every session's copy of it are boringtun's x25519 keys (x25519-dalek 2),
+/// which wipe their memory on drop only with that crate's default `zeroize` feature. It predates
+/// the `ZeroizeOnDrop` marker, so this checks what the feature adds: `Zeroize`, and a drop (a
+/// plain 32-byte array has none).
+#[test]
+fn wireguard_keys_wipe_themselves_on_drop() {
+    fn zeroizable<T: zeroize::Zeroize>() {}
+    zeroizable::<x25519::StaticSecret>();
+    assert!(std::mem::needs_drop::<x25519::StaticSecret>());
+}

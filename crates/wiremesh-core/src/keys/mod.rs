@@ -18,7 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Length in bytes of every key this crate handles (x25519 and ed25519 alike).
 pub const KEY_LEN: usize = 32;
@@ -180,8 +180,11 @@ impl WireguardSecret {
         bytes[31] |= 64;
         Ok(Self::from_bytes(*bytes))
     }
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        Self(x25519_dalek::StaticSecret::from(bytes))
+    /// The key from its 32 bytes; this copy of them is wiped once the key holds them.
+    pub fn from_bytes(mut bytes: [u8; KEY_LEN]) -> Self {
+        let secret = x25519_dalek::StaticSecret::from(bytes);
+        bytes.zeroize();
+        Self(secret)
     }
     /// The raw 32 bytes, e.g. for `boringtun::x25519::StaticSecret::from`.
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {

@@ -3,8 +3,9 @@
 //! unreadable (or the controller unreachable).
 
 use std::fs;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -284,6 +285,8 @@ impl StateDir {
     }
 }
 
+/// Writes `bytes` to `path` through a temporary file beside it: created exclusively with mode
+/// 0600, fsynced, renamed over `path`, then the directory fsynced.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -291,8 +294,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+    };
     let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
+        // A file by this name was left by a crashed run with the same process id: one thread at a
+        // time writes each state file, so no writer of ours has it open. It is removed, never
+        // written through (it may be a link to elsewhere); a fixed name, unlike a random one,
+        // leaves no file behind per crash.
+        let mut file = match create() {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp)?;
+                create()?
+            }
+            created => created?,
+        };
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -522,5 +542,33 @@ mod tests {
         assert_eq!(config.machine, "laptop");
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path().join("state")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn state_files_are_written_with_mode_0600_never_through_a_stale_temp_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last-good");
+        let outside = dir.path().join("outside");
+        let stale = dir
+            .path()
+            .join(format!(".last-good.tmp-{}", std::process::id()));
+        // Left by a crashed run with this process id: a world-readable file, or a link.
+        fs::write(&stale, "stale").unwrap();
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomically(&path, b"first").unwrap();
+        let mode = |path: &Path| fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "{:o}", mode(&path));
+        fs::write(&outside, "keep me").unwrap();
+        std::os::unix::fs::symlink(&outside, &stale).unwrap();
+        write_atomically(&path, b"second").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second");
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep me");
+        assert_eq!(mode(&path), 0o600, "{:o}", mode(&path));
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
     }
 }

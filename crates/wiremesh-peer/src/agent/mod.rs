@@ -619,6 +619,9 @@ pub fn run(options: Options) -> Result<()> {
         &spec,
         &mut OsIndexSource,
     );
+    // The WireGuard key lives in the mesh from here on; the identity's copies (and the node key,
+    // which the agent does not use) are wiped now, not at exit.
+    drop(identity);
     log_report(&report);
     if let Some(state) = &state {
         store("config", state.save_config(&text));

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -28,17 +28,22 @@ pub struct StatusServer {
 }
 
 impl StatusServer {
-    /// Binds the socket with mode 0600; creates its directory with mode 0700 when missing.
+    /// Binds the socket with mode 0600 from the start; creates its directory with mode 0700 when
+    /// missing and refuses one that others may write to (see [`check_dir`]).
     pub fn bind(path: &Path) -> Result<StatusServer> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| {
-                    format!("{}: cannot create the socket directory", dir.display())
-                })?;
-        }
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("{}: cannot create the socket directory", dir.display()))?;
+        let meta = fs::metadata(dir)
+            .with_context(|| format!("{}: cannot inspect the socket directory", dir.display()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        check_dir(dir, meta.mode(), meta.uid(), unsafe { libc::geteuid() })?;
         // A socket there was left by a crashed agent (a live agent would hold the same TUN name,
         // which failed earlier). Anything else is not ours to delete: a mistyped --status-socket
         // must not remove a regular file.
@@ -57,10 +62,17 @@ impl StatusServer {
                 });
             }
         }
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("{}: cannot bind the status socket", path.display()))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("{}: cannot restrict permissions", path.display()))?;
+        // bind creates the socket with mode 0777 minus the umask, so this mask makes it 0600 from
+        // the start, with no moment at which others may connect. The umask is process-wide; that
+        // is safe here because this runs once at start-up before the agent's threads exist (lookup
+        // threads of the first name lookup may still run, and they create no files).
+        // SAFETY: umask only swaps the process's file mode mask.
+        let umask = unsafe { libc::umask(0o177) };
+        let bound = UnixListener::bind(path);
+        // SAFETY: as above; puts back the mask found.
+        unsafe { libc::umask(umask) };
+        let listener =
+            bound.with_context(|| format!("{}: cannot bind the status socket", path.display()))?;
         listener.set_nonblocking(true)?;
         Ok(StatusServer { listener })
     }
@@ -83,6 +95,29 @@ impl StatusServer {
             }
         }
     }
+}
+
+/// Refuses a socket directory that others could use to put their own socket in place of this
+/// one (`wiremesh status` would then talk to an impostor): one that group or others may write to,
+/// or one owned by another user, who could open it up at any time. Root may own it: root can
+/// replace the socket anyway.
+fn check_dir(dir: &Path, mode: u32, owner: u32, euid: u32) -> Result<()> {
+    if mode & 0o022 != 0 {
+        bail!(
+            "{}: the status socket's directory has mode {:04o}; expected one that neither group \
+             nor others may write to (such as 0700 or 0755)",
+            dir.display(),
+            mode & 0o7777
+        );
+    }
+    if owner != euid && owner != 0 {
+        bail!(
+            "{}: the status socket's directory is owned by uid {owner}; expected uid {euid} (the \
+             agent's user) or 0 (root)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn answer(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
@@ -201,8 +236,78 @@ mod tests {
         );
         let _server = StatusServer::bind(&path).unwrap();
         assert!(UnixStream::connect(&path).is_ok());
-        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        let mode = fs::metadata(&path).unwrap().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_socket_is_created_with_mode_0600_not_narrowed_afterwards() {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wm-test.sock");
+        // SAFETY: plain syscalls; the descriptor is owned by `events` from here on.
+        let events = unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            fs::File::from(OwnedFd::from_raw_fd(fd))
+        };
+        let watched = std::ffi::CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid inotify descriptor and a NUL-terminated path.
+        let wd = unsafe {
+            libc::inotify_add_watch(
+                std::os::fd::AsRawFd::as_raw_fd(&events),
+                watched.as_ptr(),
+                libc::IN_CREATE | libc::IN_ATTRIB,
+            )
+        };
+        assert!(wd >= 0, "{}", std::io::Error::last_os_error());
+        let _server = StatusServer::bind(&path).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = (&events).read(&mut buf).unwrap();
+        // struct inotify_event: wd, mask, cookie, name length (4 bytes each), then the name.
+        let mut masks = Vec::new();
+        let mut at = 0;
+        while at + 16 <= n {
+            let word = |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
+            masks.push(word(4));
+            at += 16 + word(12) as usize;
+        }
+        assert_eq!(masks, [libc::IN_CREATE], "created, then no mode change");
+        let mode = fs::metadata(&path).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    #[test]
+    fn bind_refuses_a_directory_others_may_write_to() {
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [0o777, 0o770, 0o1777] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+            let path = dir.path().join("wm-test.sock");
+            let err = format!("{:#}", StatusServer::bind(&path).err().unwrap());
+            let found = format!(
+                "{}: the status socket's directory has mode {mode:04o}",
+                dir.path().display()
+            );
+            assert!(err.starts_with(&found), "{err}");
+            assert!(err.contains("neither group nor others may write"), "{err}");
+            assert!(!path.exists());
+        }
+    }
+
+    #[test]
+    fn the_socket_directory_belongs_to_the_agent_or_root() {
+        let dir = Path::new("/run/wm");
+        assert!(check_dir(dir, 0o700, 1000, 1000).is_ok());
+        assert!(check_dir(dir, 0o755, 0, 1000).is_ok());
+        let err = check_dir(dir, 0o700, 1001, 1000).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "/run/wm: the status socket's directory is owned by uid 1001; expected uid 1000 (the \
+             agent's user) or 0 (root)"
+        );
+        assert!(check_dir(dir, 0o720, 0, 0).is_err());
     }
 
     #[test]
