@@ -5,7 +5,17 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use wiremesh_netns_tests::{Capture, Lab, TUN_NAME, serial};
+use wiremesh_netns_tests::{Capture, Lab, Netns, Output, TUN_NAME, serial};
+
+/// `count` pings from `ns` to `dst` with source address `src` (one of `ns`'s own).
+fn ping_as(ns: &Netns, src: IpAddr, dst: IpAddr, count: u32) -> Output {
+    let (src, dst, count) = (src.to_string(), dst.to_string(), count.to_string());
+    let argv = [
+        "ping", "-c", &count, "-i", "0.2", "-W", "1", "-q", "-I", &src, &dst,
+    ];
+    ns.try_run(&argv, Duration::from_secs(10))
+        .expect("ping runs")
+}
 
 #[test]
 fn a_handshake_from_an_unknown_key_gets_no_response() {
@@ -111,25 +121,7 @@ fn packets_whose_inner_source_is_not_the_senders_are_dropped_and_counted() {
         (IpAddr::V4(beta4), IpAddr::V4(alpha4)),
         (IpAddr::V6(unused6), IpAddr::V6(alpha6)),
     ] {
-        let out = go
-            .ns
-            .try_run(
-                &[
-                    "ping",
-                    "-c",
-                    "2",
-                    "-i",
-                    "0.2",
-                    "-W",
-                    "1",
-                    "-q",
-                    "-I",
-                    &src.to_string(),
-                    &dst.to_string(),
-                ],
-                Duration::from_secs(10),
-            )
-            .expect("ping runs");
+        let out = ping_as(&go.ns, src, dst, 2);
         assert!(
             !out.success(),
             "a ping from spoofed {src} was answered: {}",
@@ -210,28 +202,8 @@ fn a_member_whose_route_covers_another_members_address_cannot_send_as_it() {
     }
     let dropped_before = alpha.peer_status("router").dropped_spoofed;
     let cap = Capture::start(&alpha.ns, TUN_NAME, "icmp", lab.dir(), "route-spoof");
-    let ping_from = |src: Ipv4Addr| {
-        go.ns
-            .try_run(
-                &[
-                    "ping",
-                    "-c",
-                    "3",
-                    "-i",
-                    "0.2",
-                    "-W",
-                    "1",
-                    "-q",
-                    "-I",
-                    &src.to_string(),
-                    &alpha4.to_string(),
-                ],
-                Duration::from_secs(10),
-            )
-            .expect("ping runs")
-    };
-    let routed_ping = ping_from(routed);
-    let spoofed_ping = ping_from(beta4);
+    let routed_ping = ping_as(&go.ns, IpAddr::V4(routed), IpAddr::V4(alpha4), 3);
+    let spoofed_ping = ping_as(&go.ns, IpAddr::V4(beta4), IpAddr::V4(alpha4), 3);
     let lines = cap.finish();
     assert!(
         routed_ping.success(),
