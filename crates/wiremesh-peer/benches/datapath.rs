@@ -1,8 +1,10 @@
 //! Per-packet cost of the sans-IO core: route + encrypt on one side, demux + decrypt + source
 //! filter on the other, for 1420-byte packets between two members of a mesh of 1,000. The
 //! difference to boringtun's bare seal/open (research notes: ~0.8 + ~0.9 µs per packet on this
-//! machine) is what the member table, routing and filtering add. Also the cost of one handshake
-//! initiation of a flood, once the rate limiter is under load.
+//! machine) is what the member table, routing and filtering add. Also the inner source check
+//! alone (cryptokey routing over every member's prefixes, against the sender's own prefixes as it
+//! was before), and the cost of one handshake initiation of a flood, once the rate limiter is
+//! under load.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,6 +17,7 @@ use ipnet::IpNet;
 use wiremesh_peer::mesh::{
     FLUSH_OUT_LEN, Inbound, Mesh, OsIndexSource, Outbound, encapsulate_out_len,
 };
+use wiremesh_peer::prefix::{PrefixMap, PrefixSet};
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
 
 const MEMBERS: u32 = 1000;
@@ -129,6 +132,30 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+fn source_check(c: &mut Criterion) {
+    let members = spec().members;
+    let mut owners = PrefixMap::new();
+    for (id, m) in members.iter().enumerate() {
+        for prefix in m.owned_prefixes() {
+            owners.insert(prefix, id);
+        }
+    }
+    // A route around many members' addresses, as a gateway would advertise.
+    owners.insert("100.77.0.0/22".parse().unwrap(), MEMBERS as usize);
+    let sender = 1usize;
+    let own: PrefixSet = members[sender].owned_prefixes().collect();
+    let src = overlay(2);
+    let mut group = c.benchmark_group("inner source check, 1000 members");
+    group.bench_function(
+        "longest prefix over all members (cryptokey routing)",
+        |bench| bench.iter(|| owners.longest_match(black_box(src)) == Some(&sender)),
+    );
+    group.bench_function("sender's own prefixes only", |bench| {
+        bench.iter(|| own.contains(black_box(src)))
+    });
+    group.finish();
+}
+
 /// A handshake initiation to member 2 from key `secret`.
 fn initiation(secret: [u8; 32]) -> Vec<u8> {
     let mut tunn = Tunn::new(
@@ -175,5 +202,5 @@ fn flood(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, flood);
+criterion_group!(benches, bench, source_check, flood);
 criterion_main!(benches);
