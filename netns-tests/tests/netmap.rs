@@ -154,6 +154,10 @@ impl DefaultStateDir {
 impl Drop for DefaultStateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        // The parent too, when this test made it (only an empty directory is removed).
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
