@@ -178,26 +178,36 @@ fn an_older_netmap_is_refused_after_a_restart_without_state_dir() {
     config.interface = interface;
     alpha.write_config(config);
     alpha.default_state_dir = true;
-    alpha.netmap = Some(second);
+    alpha.netmap = Some(second.clone());
     lab.start_all();
     assert_eq!(epoch_of(&lab, 0), Some(2));
-    assert!(
-        state.0.join("epoch-floor.json").exists(),
-        "no epoch floor in {}",
-        state.0.display()
-    );
+    let stored = state.0.join("last-good-netmap.bin");
+    assert!(stored.exists(), "no netmap stored in {}", state.0.display());
 
-    // Restarted with epoch 1, which lists gamma and is still valid: refused.
-    let alpha = &mut lab.members[0];
-    assert!(alpha.stop().success(), "alpha's agent did not exit cleanly");
-    alpha.netmap = Some(first);
-    alpha.start();
-    let log = alpha.agent_log();
+    // Restarted with epoch 1, which lists gamma and is still valid. The stored netmap is gone
+    // too, so only the epoch floor knows that epoch 2 was accepted: refused.
+    let restart = |lab: &mut Lab, netmap: &std::path::Path| {
+        let alpha = &mut lab.members[0];
+        assert!(alpha.stop().success(), "alpha's agent did not exit cleanly");
+        let _ = std::fs::remove_file(&stored);
+        alpha.netmap = Some(netmap.to_path_buf());
+        alpha.start();
+        alpha.agent_log()
+    };
+    let log = restart(&mut lab, &first);
     assert!(
         log.contains("refused: epoch 1 is not newer than the last accepted epoch 2"),
         "the older netmap was not refused:\n{log}"
     );
-    assert_eq!(epoch_of(&lab, 0), Some(2), "alpha went back to epoch 1");
+    assert_eq!(epoch_of(&lab, 0), None, "alpha runs from epoch 1");
+
+    // The netmap that set the floor is no older than it: taken again, gamma stays revoked.
+    restart(&mut lab, &second);
+    assert_eq!(
+        epoch_of(&lab, 0),
+        Some(2),
+        "the floor's own netmap was refused"
+    );
     let gamma4 = IpAddr::V4(lab.members[2].overlay4());
     assert!(
         !lab.members[0].ns.ping_once(gamma4),

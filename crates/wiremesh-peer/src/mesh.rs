@@ -232,8 +232,12 @@ pub struct Mesh {
     identified_under_load: AtomicU64,
     /// What cookie-carrying handshakes under load may still cost.
     budget: Mutex<HandshakeBudget>,
-    /// Every member's configured endpoints: under load these get a cookie without identification.
+    /// Every member's configured endpoints: under load these get a cookie without identification
+    /// and draw on no shared budget.
     member_endpoints: HashSet<SocketAddr>,
+    /// Where members' authenticated datagrams last came from (their endpoints now, roamed or
+    /// behind NAT): under load they count like configured endpoints. Changes only on roaming.
+    learnt: Mutex<HashSet<SocketAddr>>,
     slots: Vec<Option<Member>>,
     by_key: HashMap<[u8; 32], MemberId>,
     by_index: FxHashMap<u32, MemberId>,
@@ -286,6 +290,7 @@ impl Mesh {
             identified_under_load: AtomicU64::new(0),
             budget: Mutex::new(HandshakeBudget::default()),
             member_endpoints: HashSet::new(),
+            learnt: Mutex::new(HashSet::new()),
             slots: Vec::new(),
             by_key: HashMap::new(),
             by_index: FxHashMap::default(),
@@ -409,6 +414,20 @@ impl Mesh {
         }
     }
 
+    /// Whether `from` is a member's configured endpoint or where a member is now.
+    fn is_member_address(&self, from: &SocketAddr) -> bool {
+        self.member_endpoints.contains(from) || lock(&self.learnt).contains(from)
+    }
+
+    /// A member's endpoint moved from `old` to `new`.
+    fn relearn(&self, old: Option<SocketAddr>, new: SocketAddr) {
+        let mut learnt = lock(&self.learnt);
+        if let Some(old) = old {
+            learnt.remove(&old);
+        }
+        learnt.insert(new);
+    }
+
     fn by_receiver(&self, receiver_idx: u32) -> Result<MemberId, DropReason> {
         self.by_index
             .get(&(receiver_idx >> 8))
@@ -444,7 +463,10 @@ impl Mesh {
         {
             // Under load, so this one carried a valid cookie: it may still cost Diffie-Hellman
             // work only within its source's budget and the shared one.
-            let member = self.member_endpoints.contains(&from);
+            // A response to an index of ours answers our own initiation.
+            let member = self.is_member_address(&from)
+                || matches!(&packet, Packet::HandshakeResponse(p)
+                    if self.by_receiver(p.receiver_idx).is_ok());
             if !lock(&self.budget).allow(from.ip(), member, now) {
                 return Inbound::Drop(self.drop(DropReason::HandshakeFlood));
             }
@@ -490,7 +512,8 @@ impl Mesh {
         // Everything that reached here was authenticated, except a cookie reply (its key is
         // derived from public values), so it may move the member's endpoint.
         if !is_cookie && s.endpoint != Some(from) {
-            s.endpoint = Some(from);
+            let old = s.endpoint.replace(from);
+            self.relearn(old, from);
         }
         if let Some(src) = src {
             // Cryptokey routing: the source must route back to this very member, so a member
@@ -511,8 +534,8 @@ impl Mesh {
     /// keeps a scan from finding us, but it is no proof of membership: keys are public, so a
     /// stranger can name a member's key and get a cookie for its own address (what it may do
     /// with that cookie is bounded by the [`HandshakeBudget`]).
-    /// - To a member's configured endpoint the reply goes at once. Should the handshake be
-    ///   forged, the reply reaches that member, never the forger;
+    /// - To a member's configured or current endpoint the reply goes at once. Should the
+    ///   handshake be forged, the reply reaches that member, never the forger;
     /// - from any other address, reading the key a handshake names costs one Diffie-Hellman. That
     ///   is paid at most [`UNDER_LOAD_IDENTIFY_LIMIT`] times a period; the rest are dropped.
     fn under_load(&self, from: SocketAddr, datagram: &[u8], len: usize) -> Inbound {
@@ -521,7 +544,7 @@ impl Mesh {
             to: from,
             member: None,
         };
-        if self.member_endpoints.contains(&from) {
+        if self.is_member_address(&from) {
             return reply;
         }
         if self.identified_under_load.fetch_add(1, Ordering::Relaxed) >= UNDER_LOAD_IDENTIFY_LIMIT {
@@ -593,7 +616,9 @@ impl Mesh {
                 let configured = &m.spec.endpoints;
                 if is_initiation && no_session && configured.len() > 1 {
                     s.endpoint_cursor = (s.endpoint_cursor + 1) % configured.len();
-                    s.endpoint = Some(configured[s.endpoint_cursor]);
+                    let next = configured[s.endpoint_cursor];
+                    let old = s.endpoint.replace(next);
+                    self.relearn(old, next);
                 }
                 if let Some(to) = s.endpoint {
                     send(&out[..len], to);
@@ -736,7 +761,8 @@ impl Mesh {
                         .map(|o| o.spec.name.as_str())
                         .unwrap_or("?");
                     report.warnings.push(format!(
-                        "prefix {net} is claimed by members '{other_name}' and '{}'; routed to '{other_name}'",
+                        "prefix {net} is claimed by members '{other_name}' and '{}'; routed to '{other_name}', \
+                         the only one that may send from it",
                         m.spec.name
                     ));
                 } else {
@@ -751,6 +777,11 @@ impl Mesh {
             // Source addresses reach `decapsulate` canonical (IPv4, not v4-mapped).
             .map(|e| SocketAddr::new(e.ip().to_canonical(), e.port()))
             .collect();
+        let learnt = self
+            .members()
+            .filter_map(|(_, m)| m.lock().endpoint)
+            .collect();
+        *lock(&self.learnt) = learnt;
         self.ip_ranges = spec.ip_ranges.iter().copied().collect();
         self.spec = spec.clone();
         report

@@ -660,6 +660,44 @@ fn roaming_member_is_reached_at_its_new_endpoint() {
 }
 
 #[test]
+fn under_a_flood_a_roamed_member_is_answered_at_its_new_endpoint() {
+    let all = machines();
+    let mut net = Net::new(&all);
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"one"));
+    net.pump();
+    // alpha roams (behind a NAT now): bravo learns the address from its authenticated data.
+    let moved = sock("198.19.5.5:40000");
+    net.node("alpha").addr = moved;
+    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"two"));
+    net.pump();
+    assert_eq!(net.node("bravo").delivered.len(), 2);
+
+    // A flood spends this period's identifications.
+    let mut stranger = towards_bravo(99, 7);
+    for _ in 0..400 {
+        let init = initiation(&mut stranger);
+        net.put(sock("198.18.0.99:51820"), sock("198.18.0.2:51820"), &init);
+    }
+    net.pump();
+    let flood = net.drops("bravo", DropReason::HandshakeFlood);
+    assert!(flood > 0, "the flood did not exhaust the identifications");
+
+    // alpha rehandshakes from where it is now: a cookie at once, no identification needed.
+    let mut alpha_tunn = towards_bravo(1, 9);
+    net.log.clear();
+    let init = initiation(&mut alpha_tunn);
+    net.put(moved, sock("198.18.0.2:51820"), &init);
+    net.pump();
+    let cookies = net
+        .log
+        .iter()
+        .filter(|(from, to, kind)| *from == sock("198.18.0.2:51820") && *to == moved && *kind == 3)
+        .count();
+    assert_eq!(cookies, 1, "{:?}", net.log);
+    assert_eq!(net.drops("bravo", DropReason::HandshakeFlood), flood);
+}
+
+#[test]
 fn a_spoofed_or_replayed_datagram_does_not_move_the_endpoint() {
     let all = machines();
     let mut net = Net::new(&all);

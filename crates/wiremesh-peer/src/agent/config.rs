@@ -10,12 +10,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
+use wiremesh_core::addresses::check_interface_name;
+use wiremesh_core::claims::{find_clashes, owned_prefixes};
 use wiremesh_core::config::{Addresses, AgentConfig, MAX_CONFIG_BYTES};
 use wiremesh_core::files::{read_bounded, read_text_bounded};
 use wiremesh_core::keys::WireguardPublicKey;
 use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Netmap, NetmapContent, Rejection};
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
 
+use super::floor::Floor;
 use super::resolve::Resolved;
 
 /// Smallest MTU the agent accepts (IPv6 needs 1280).
@@ -31,12 +34,20 @@ const LAST_GOOD_NETMAP: &str = "last-good-netmap.bin";
 /// Parses and checks a config text; `origin` names the file in errors.
 pub fn parse(text: &str, origin: &Path) -> Result<AgentConfig> {
     let config = AgentConfig::from_json(text).map_err(|e| anyhow!("{}: {e}", origin.display()))?;
-    if config.interface.is_empty() || config.interface.len() > 15 {
+    // The name also names the default state directory, so it must be one path component.
+    if let Err(e) = check_interface_name(&config.interface) {
         bail!(
-            "{}: \"interface\" is {:?}; expected 1 to 15 bytes (a Linux interface name)",
+            "{}: \"interface\" is {:?}: {e}; expected a Linux interface name",
             origin.display(),
             config.interface
         );
+    }
+    let claims = config
+        .peers
+        .iter()
+        .map(|p| (p.name.as_str(), owned_prefixes(&p.addresses, &p.routes)));
+    if let Some(clash) = find_clashes(claims).into_iter().next() {
+        bail!("{}: \"peers\": {clash}", origin.display());
     }
     if !(MIN_MTU..=MAX_MTU).contains(&config.mtu) {
         bail!(
@@ -207,21 +218,25 @@ pub fn read_netmap(path: &Path) -> Result<Netmap> {
 }
 
 /// Whether `candidate` may replace `current` (which the caller has checked against the key the
-/// config pins): `Ok(true)` when it is a new, valid netmap above `floor` (the highest epoch
-/// accepted before), `Ok(false)` when it is the very netmap already in use, the rejection
-/// otherwise.
+/// config pins): `Ok(true)` when it is a new, valid netmap newer than `current` and above
+/// `floor` (the highest epoch accepted before) or the very netmap that set the floor, `Ok(false)`
+/// when it is the netmap already in use, the rejection otherwise.
 pub fn accept(
     candidate: &Netmap,
     config: &AgentConfig,
     current: Option<&Netmap>,
-    floor: Option<u64>,
+    floor: Option<&Floor>,
     now_unix: u64,
 ) -> Result<bool, Rejection> {
     if current.is_some_and(|c| c == candidate) {
         return Ok(false);
     }
-    let floor = floor.max(current.map(|c| c.content().epoch));
-    candidate.verify(&config.network_public_key, floor, now_unix)?;
+    // The netmap that set the floor is taken again: it may be the one whose save was lost.
+    let floor = floor
+        .filter(|f| **f != Floor::of(candidate))
+        .map(|f| f.epoch);
+    let last = floor.max(current.map(|c| c.content().epoch));
+    candidate.verify(&config.network_public_key, last, now_unix)?;
     Ok(true)
 }
 
@@ -388,6 +403,32 @@ mod tests {
             err.contains("/etc/wm.json") && err.contains("\"interface\""),
             "{err}"
         );
+        // It names the default state directory: no path may hide in it.
+        for bad in ["..", "/etc", "a/b"] {
+            let err = parse(&CONFIG.replace("wm-my-vpn", bad), Path::new("x.json"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("\"interface\""), "{bad}: {err}");
+        }
+        // A peer whose route is another peer's address exactly.
+        let mut config = parse(CONFIG, Path::new("x.json")).unwrap();
+        let mut other = config.peers[0].clone();
+        other.name = "other".into();
+        other.wireguard_public_key = WireguardPublicKey::from_bytes([9; 32]);
+        other.node_public_key = NodePublicKey::from_bytes([8; 32]);
+        other.addresses.ipv6 = "fd12:3456:789a::9".parse().unwrap();
+        other.routes = vec!["fd12:3456:789a::1/128".parse().unwrap()];
+        config.peers.push(other);
+        let err = parse(&config.to_json(), Path::new("x.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "x.json: \"peers\": members \"server\" and \"other\" both claim \
+                 fd12:3456:789a::1/128"
+            ),
+            "{err}"
+        );
         let mtu = CONFIG.replace("1420", "100");
         let err = parse(&mtu, Path::new("x.json")).unwrap_err().to_string();
         assert!(err.contains("\"mtu\" is 100"), "{err}");
@@ -498,12 +539,29 @@ mod tests {
             accept(&current, &config, Some(&newer), None, 500),
             Err(Rejection::StaleEpoch { .. })
         ));
-        // The floor refuses what it covers even with no netmap in use (after a restart).
+        // After a restart with no netmap in use, the floor refuses what is older than the netmap
+        // that set it, and takes that one again.
+        let floor = Floor::of(&newer);
         assert!(matches!(
-            accept(&current, &config, None, Some(7), 500),
-            Err(Rejection::StaleEpoch { epoch: 7, last: 7 })
+            accept(&current, &config, None, Some(&floor), 500),
+            Err(Rejection::StaleEpoch { epoch: 7, last: 8 })
         ));
-        assert_eq!(accept(&newer, &config, None, Some(7), 500), Ok(true));
+        assert_eq!(accept(&newer, &config, None, Some(&floor), 500), Ok(true));
+        let same_epoch = netmap(&config, &key, 8, 999);
+        assert!(matches!(
+            accept(&same_epoch, &config, None, Some(&floor), 500),
+            Err(Rejection::StaleEpoch { epoch: 8, last: 8 })
+        ));
+        assert_eq!(
+            accept(
+                &netmap(&config, &key, 9, 1_000),
+                &config,
+                None,
+                Some(&floor),
+                500
+            ),
+            Ok(true)
+        );
         assert!(matches!(
             accept(&newer, &config, Some(&current), None, 1_000),
             Err(Rejection::Expired { .. })

@@ -36,7 +36,7 @@ use wiremesh_peer::spec::MeshSpec;
 use backlog::Backlog;
 use config::StateDir;
 use datapath::Shared;
-use floor::EpochFloor;
+use floor::{EpochFloor, Floor};
 use resolve::Resolved;
 
 /// How often every member's WireGuard timers run.
@@ -63,29 +63,41 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// The netmap to start from: the `--netmap` file when it is valid and above the epoch floor,
-/// else the last good netmap in the state directory. None without `--netmap`.
+/// The netmap to start from: the `--netmap` file when it is valid and passes the epoch floor,
+/// else the last good netmap in the state directory when the floor admits it. None without
+/// `--netmap`.
 fn initial_netmap(
     options: &Options,
     config: &AgentConfig,
     state: Option<&StateDir>,
-    highest: Option<u64>,
+    floor: Option<&Floor>,
 ) -> Option<Netmap> {
     let path = options.netmap.as_ref()?;
     let stored = state.and_then(|s| s.load_netmap(config));
-    let fallback = |why: String, stored: Option<Netmap>| {
-        match &stored {
-            Some(n) => tracing::warn!(
+    let fallback = |why: String, stored: Option<Netmap>| match stored {
+        Some(n) if floor.is_none_or(|f| f.admits(&n)) => {
+            tracing::warn!(
                 "{why}; running from the last good netmap (epoch {})",
                 n.content().epoch
-            ),
-            None => tracing::warn!("{why}; running from the config's peer list"),
+            );
+            Some(n)
         }
-        stored
+        Some(n) => {
+            tracing::warn!(
+                "{why}; the last good netmap (epoch {}) is older than the epoch floor; \
+                     running from the config's peer list",
+                n.content().epoch
+            );
+            None
+        }
+        None => {
+            tracing::warn!("{why}; running from the config's peer list");
+            None
+        }
     };
     match config::read_netmap(path) {
         Ok(candidate) => {
-            match config::accept(&candidate, config, stored.as_ref(), highest, now_unix()) {
+            match config::accept(&candidate, config, stored.as_ref(), floor, now_unix()) {
                 Ok(new) => {
                     if new && let Some(state) = state {
                         store("netmap", state.save_netmap(&candidate));
@@ -358,28 +370,35 @@ fn store(what: &str, result: Result<()>) {
     }
 }
 
-/// Raises the epoch floor to a netmap in use; `warnings` (what status shows) says whether the
-/// floor is behind.
+/// What [`Info::warnings`] should say of the epoch floor once it is raised to `netmap`: why it
+/// may be behind, or nothing. Call with no lock held: a save syncs to disk.
 fn raise_floor(
-    warnings: &mut BTreeMap<&'static str, String>,
     floor: &mut EpochFloor,
     network: &NetworkPublicKey,
-    epoch: u64,
-) {
-    match floor.raise(network, epoch) {
-        Ok(()) => match floor.stale(network) {
-            Some(why) => warnings.insert(FLOOR_WARNING, why),
-            None => warnings.remove(FLOOR_WARNING),
-        },
+    netmap: &Netmap,
+) -> Option<String> {
+    match floor.raise(network, netmap) {
+        Ok(()) => floor.stale(network),
         Err(e) => {
             tracing::warn!("cannot store the epoch floor in the state directory: {e:#}");
-            warnings.insert(
-                FLOOR_WARNING,
-                format!(
-                    "netmap epoch {epoch} could not be stored as the epoch floor ({e:#}): after a                      restart, older netmaps may be accepted again"
-                ),
-            )
+            Some(format!(
+                "netmap epoch {} could not be stored as the epoch floor ({e:#}); it is noted for \
+                 the next start, unless that note could not be written either",
+                netmap.content().epoch
+            ))
         }
+    }
+}
+
+/// Sets or clears one of [`Info::warnings`].
+fn set_warning(
+    warnings: &mut BTreeMap<&'static str, String>,
+    topic: &'static str,
+    text: Option<String>,
+) {
+    match text {
+        Some(text) => warnings.insert(topic, text),
+        None => warnings.remove(topic),
     };
 }
 
@@ -461,14 +480,14 @@ impl Reloader {
                 .map(|why| (n.content().epoch, why))
         });
         let current = self.netmap.as_ref().filter(|_| distrusted.is_none());
-        let highest = self
+        let floor = self
             .floor
             .as_ref()
             .and_then(|f| f.get(&config.network_public_key));
         let mut new_netmap = None;
         if let Some(path) = &options.netmap {
             let candidate = config::read_netmap(path).and_then(|c| {
-                config::accept(&c, &config, current, highest, now_unix())
+                config::accept(&c, &config, current, floor, now_unix())
                     .map(|new| (c, new))
                     .map_err(|e| anyhow!("{}: refused: {e}", path.display()))
             });
@@ -498,7 +517,8 @@ impl Reloader {
                 None => "the config's peer list".to_string(),
             };
             let warning = format!(
-                "the netmap of epoch {epoch} was dropped: the config now pins network key {} and                  the netmap is refused under it ({why}); running from {instead}",
+                "the netmap of epoch {epoch} was dropped: the config now pins network key {} and \
+                 the netmap is refused under it ({why}); running from {instead}",
                 config.network_public_key
             );
             tracing::warn!("{warning}");
@@ -511,13 +531,8 @@ impl Reloader {
                 store("netmap", state.save_netmap(&c));
             }
             if let Some(floor) = &mut self.floor {
-                let warnings = &mut shared.info().warnings;
-                raise_floor(
-                    warnings,
-                    floor,
-                    &config.network_public_key,
-                    c.content().epoch,
-                );
+                let why = raise_floor(floor, &config.network_public_key, &c);
+                set_warning(&mut shared.info().warnings, FLOOR_WARNING, why);
             }
             shared.info().warnings.remove(NETMAP_WARNING);
             self.netmap = Some(c);
@@ -541,7 +556,7 @@ impl Reloader {
             info.instance = config.instance.clone();
             info.machine = config.machine.clone();
         }
-        if let Some(state) = &self.state {
+        if let Some(state) = self.state.as_ref().filter(|_| options.state_dir.is_some()) {
             store("config", state.save_config(&text));
         }
         tracing::info!("reloaded {}", options.config.display());
@@ -590,10 +605,15 @@ pub fn run(options: Options) -> Result<()> {
         }
         floor
     });
-    let highest = floor.as_ref().and_then(|f| f.get(&network));
-    let netmap = initial_netmap(&options, &config, state.as_ref(), highest);
+    let netmap = initial_netmap(
+        &options,
+        &config,
+        state.as_ref(),
+        floor.as_ref().and_then(|f| f.get(&network)),
+    );
     if let (Some(floor), Some(netmap)) = (&mut floor, &netmap) {
-        raise_floor(&mut warnings, floor, &network, netmap.content().epoch);
+        let why = raise_floor(floor, &network, netmap);
+        set_warning(&mut warnings, FLOOR_WARNING, why);
     }
     let own_key = *identity.wireguard_public_key().as_bytes();
     let (spec, resolved) = spec_of(&options, &config, netmap.as_ref(), &own_key, false);
@@ -623,7 +643,9 @@ pub fn run(options: Options) -> Result<()> {
     // which the agent does not use) are wiped now, not at exit.
     drop(identity);
     log_report(&report);
-    if let Some(state) = &state {
+    // The last good config is read back only from `--state-dir`: the default directory is named
+    // after the config's interface, so it cannot be found when the config is what is missing.
+    if let Some(state) = state.as_ref().filter(|_| options.state_dir.is_some()) {
         store("config", state.save_config(&text));
     }
 
