@@ -4,8 +4,8 @@
 //! stranger that fetched a cookie for its real address could otherwise make us do Diffie-Hellman
 //! work without end. Like the kernel's ratelimiter, every source address (IPv6 by /64) gets a
 //! token bucket; on top of that, all sources share one, so many addresses together are bounded
-//! too. Members' configured endpoints draw on their own buckets only, so strangers cannot spend
-//! the shared budget that members need to rekey. Time is passed in.
+//! too. Members' addresses (configured, or where they are now) draw on their own buckets only, so
+//! strangers cannot spend the shared budget that members need to rekey. Time is passed in.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,13 +16,13 @@ const PER_SOURCE: Rate = Rate {
     per_second: 20,
     burst: 5,
 };
-/// Handshakes per second and burst for all sources that are no member's configured endpoint.
+/// Handshakes per second and burst for all sources that are no member's address.
 const OVERALL: Rate = Rate {
     per_second: 200,
     burst: 200,
 };
 /// Source addresses tracked at once; a new stranger beyond this is refused until idle buckets
-/// are forgotten (members' endpoints are always tracked).
+/// are forgotten (members' addresses are always tracked).
 const MAX_SOURCES: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +99,7 @@ pub struct HandshakeBudget {
 
 impl HandshakeBudget {
     /// Whether a handshake from `from` may be processed now; takes its tokens if so. `member`
-    /// says `from` is a member's configured endpoint. A refused handshake takes nothing, so a
+    /// says `from` is a member's address (or the handshake answers one of ours). A refused handshake takes nothing, so a
     /// flooding source does not drain the shared bucket.
     pub fn allow(&mut self, from: IpAddr, member: bool, now: Instant) -> bool {
         let source = Source::from(from);
