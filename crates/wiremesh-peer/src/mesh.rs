@@ -39,9 +39,9 @@ pub const FLUSH_OUT_LEN: usize = MAX_IP_PACKET + WG_OVERHEAD;
 /// How often the shared rate limiter's counter is reset.
 const LIMITER_RESET: Duration = Duration::from_secs(1);
 /// Handshakes per [`LIMITER_RESET`] that may be identified (one Diffie-Hellman each) while the
-/// limiter is under load and they come from an address that is no member's configured endpoint.
-/// Beyond it they are dropped, so a flood of spoofed initiations cannot take the receive thread
-/// away from the sessions already up.
+/// limiter is under load and they come from an address that is no member's (configured or
+/// current). Beyond it they are dropped, so a flood of spoofed initiations cannot take the receive
+/// thread away from the sessions already up.
 const UNDER_LOAD_IDENTIFY_LIMIT: u64 = 100;
 
 /// The size `out` must have for [`Mesh::encapsulate`] of a `len`-byte packet.
