@@ -1,0 +1,115 @@
+//! The controller's admin protocol over its root-only unix socket: one JSON [`Request`] line, one
+//! JSON [`Response`] line, then the controller closes.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a field changes meaning; new fields may be added without a bump.
+pub const ADMIN_VERSION: u32 = 1;
+/// The longest request line the controller reads.
+pub const MAX_REQUEST_LINE: usize = 4096;
+/// The longest answer a client reads (a status of 100,000 members fits).
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// The socket's file name in the state directory.
+pub const SOCKET_FILE: &str = "admin.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    /// A single-use join token for `name`, valid for `ttl_seconds`.
+    TokenCreate {
+        name: String,
+        ttl_seconds: u64,
+    },
+    Revoke {
+        name: String,
+    },
+    /// A complete credential for a device that runs no agent.
+    DeviceAdd {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub version: u32,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Outcome {
+    Status(Status),
+    Token {
+        token: String,
+        name: String,
+        expires_at: u64,
+    },
+    Revoked {
+        name: String,
+        epoch: u64,
+    },
+    Device {
+        name: String,
+        wg_quick: String,
+        epoch: u64,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// The controller's view: members, leases, connected agents, the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub instance: String,
+    /// Unix seconds when the status was taken.
+    pub now: u64,
+    pub epoch: u64,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub pool: Option<Pool>,
+    pub members: Vec<MemberStatus>,
+    pub tokens: Vec<TokenStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pool {
+    pub range: String,
+    pub size: u64,
+    pub leased: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    /// `inventory`, `agent` (joined with a token) or `device`.
+    pub kind: String,
+    pub ipv4: Option<String>,
+    pub ipv6: String,
+    /// The IPv4 address is a dynamic lease.
+    pub leased: bool,
+    pub revoked: bool,
+    /// Set while the member's agent is connected.
+    pub connection: Option<Connection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    pub remote: String,
+    pub since: u64,
+    pub last_contact: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenStatus {
+    pub name: String,
+    pub expires_at: u64,
+}
