@@ -4,9 +4,11 @@
 //! come out. Members come from the controller configuration (the inventory), from join tokens and
 //! from devices the admin adds; IPv4 addresses are static or sticky leases from the dynamic pool.
 //! Every decision is committed to a [`Store`] (SQLite in the daemon, memory in tests) before
-//! anything is acknowledged, so a restart picks up exactly what was promised.
+//! anything is acknowledged, so a restart picks up exactly what was promised. [`daemon`] is the
+//! thin tokio shell around it: QUIC with mutual TLS, the admin socket, signals.
 
 mod controller;
+pub mod daemon;
 mod device;
 mod members;
 pub mod pool;

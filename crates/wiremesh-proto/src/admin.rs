@@ -113,3 +113,53 @@ pub struct TokenStatus {
     pub name: String,
     pub expires_at: u64,
 }
+
+/// Sends one request to the controller's admin socket and reads its answer, all within
+/// `timeout`; the answer is read up to [`MAX_RESPONSE_BYTES`]. Errors name the socket.
+pub fn request(
+    socket: &std::path::Path,
+    request: &Request,
+    timeout: std::time::Duration,
+) -> Result<Response, String> {
+    use std::io::{Read as _, Write as _};
+    let at = |e: std::io::Error| format!("controller admin socket {}: {e}", socket.display());
+    let deadline = std::time::Instant::now() + timeout;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(at)?;
+    stream.set_write_timeout(Some(timeout)).map_err(at)?;
+    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(at)?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "controller admin socket {}: no answer within {timeout:?}",
+                socket.display()
+            ));
+        }
+        stream.set_read_timeout(Some(left)).map_err(at)?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(at(e)),
+        }
+        if answer.len() > MAX_RESPONSE_BYTES {
+            return Err(format!(
+                "controller admin socket {}: answer larger than {MAX_RESPONSE_BYTES} bytes",
+                socket.display()
+            ));
+        }
+        if answer.ends_with(b"\n") {
+            break;
+        }
+    }
+    serde_json::from_slice(&answer).map_err(|e| {
+        format!(
+            "controller admin socket {}: not an answer ({e})",
+            socket.display()
+        )
+    })
+}
