@@ -212,9 +212,24 @@ fn run_notifies_systemd_answers_the_admin_and_stops_on_sigterm() {
     );
     assert!(text.contains("join token for phone valid until"), "{text}");
 
-    // SAFETY: kill(2) with a child's pid and SIGTERM has no memory effects.
+    // SIGHUP: a member added to the configuration shows up; nothing else changes.
     let pid = i32::try_from(daemon.0.id()).unwrap();
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let config_path = dir.path("server.controller.json");
+    let mut config =
+        ControllerFile::from_json(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config.members.push(member("desktop", 3, None));
+    std::fs::write(&config_path, config.to_json()).unwrap();
+    signal(pid, libc::SIGHUP);
+    let deadline = Instant::now() + BOUND;
+    while !ok(admin(&dir, &["status"])).contains("desktop	inventory	-	") {
+        assert!(
+            Instant::now() < deadline,
+            "desktop not added within {BOUND:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    signal(pid, libc::SIGTERM);
     let deadline = Instant::now() + BOUND;
     let status = loop {
         if let Some(status) = daemon.0.try_wait().unwrap() {
@@ -229,7 +244,11 @@ fn run_notifies_systemd_answers_the_admin_and_stops_on_sigterm() {
     assert!(status.success(), "{status}");
     assert!(!socket.exists(), "the admin socket is left behind");
 
-    // The store kept everything: the lease and the revocation are still there after a restart.
+    // The store kept everything: the lease and the revocation are still there after a restart,
+    // here with the network key found through the configuration's networkKeyPath.
+    let at = args.iter().position(|a| a == "--network-key").unwrap();
+    let mut args = args;
+    args.drain(at..at + 2);
     let mut child = Command::new(wiremesh_controller())
         .args(&args)
         .stdin(Stdio::null())
@@ -253,6 +272,11 @@ fn run_notifies_systemd_answers_the_admin_and_stops_on_sigterm() {
         "{text}"
     );
     assert!(text.contains("\trevoked\t"), "{text}");
+}
+
+fn signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) with a child's pid and a signal number has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
 fn run_fails(args: &[String]) -> String {

@@ -30,9 +30,10 @@ enum Command {
         /// The controller configuration `wiremesh plan` wrote (`<machine>.controller.json`).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// The network key file (`wiremesh keygen --network`).
+        /// The network key file (`wiremesh keygen --network`); default: the configuration's
+        /// networkKeyPath.
         #[arg(long, value_name = "FILE")]
-        network_key: PathBuf,
+        network_key: Option<PathBuf>,
         /// This machine's identity file (its node key authenticates the controller).
         #[arg(long, value_name = "FILE")]
         identity: PathBuf,

@@ -16,6 +16,10 @@ use crate::state::{Change, Node, NodeKind};
 use crate::store::Store;
 use crate::token::token_hash;
 
+/// An agent reports its endpoints at most this often; each changed report is a new epoch pushed
+/// to every member, so a faster agent is cut off rather than allowed to flood the mesh.
+pub const MIN_REPORT_INTERVAL: u64 = 10;
+
 /// A session's number, unique for the controller's lifetime.
 pub type SessionId = u64;
 
@@ -35,6 +39,7 @@ pub(crate) struct Session {
     pub(crate) phase: Phase,
     pub(crate) connected_at: u64,
     pub(crate) last_contact: u64,
+    last_report: Option<u64>,
 }
 
 impl<S: Store> Controller<S> {
@@ -58,6 +63,7 @@ impl<S: Store> Controller<S> {
                 phase: Phase::AwaitHello,
                 connected_at: now,
                 last_contact: now,
+                last_report: None,
             },
         );
         if self.state.revocations.contains_key(&peer) {
@@ -332,6 +338,19 @@ impl<S: Store> Controller<S> {
                 ),
             );
         }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Vec::new();
+        };
+        if let Some(last) = session.last_report
+            && now < last.saturating_add(MIN_REPORT_INTERVAL)
+        {
+            return self.refuse(
+                id,
+                ErrorCode::BAD_MESSAGE,
+                format!("endpoint reports may come at most every {MIN_REPORT_INTERVAL} s"),
+            );
+        }
+        session.last_report = Some(now);
         if self.reported.get(name) == Some(&endpoints) {
             return Vec::new();
         }

@@ -10,7 +10,8 @@ use common::*;
 use proptest::prelude::*;
 use wiremesh_controller::store::STORE_FILE;
 use wiremesh_controller::{
-    Controller, MemoryStore, NETMAP_LIFETIME, Output, RENEW_BEFORE, SqliteStore,
+    Controller, MIN_REPORT_INTERVAL, MemoryStore, NETMAP_LIFETIME, Output, RENEW_BEFORE,
+    SqliteStore,
 };
 use wiremesh_core::keys::{NetworkSecret, NodeSecret, WireguardSecret};
 use wiremesh_core::messages::{EndpointReport, ErrorCode, Hello, Message};
@@ -73,10 +74,19 @@ fn every_change_is_pushed_to_enrolled_agents() {
         ["198.18.0.3:51820", "198.18.5.5:51820"]
     );
     // The same report again is no change.
+    let later = T0 + 5 + MIN_REPORT_INTERVAL;
     assert!(
-        c.receive(laptop_session, &report.encode(), T0 + 6)
+        c.receive(laptop_session, &report.encode(), later)
             .is_empty()
     );
+    // Reports faster than that cost the session.
+    let out = c.receive(laptop_session, &report.encode(), later + 1);
+    match answer(&out, laptop_session, later) {
+        Answer::Error(ErrorCode::BAD_MESSAGE, message) => {
+            assert_eq!(message, "endpoint reports may come at most every 10 s")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

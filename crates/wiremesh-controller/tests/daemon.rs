@@ -61,7 +61,7 @@ impl Fixture {
         let clock = self.clock.clone();
         Options {
             config: self.path("server.controller.json"),
-            network_key: self.path("network.key"),
+            network_key: Some(self.path("network.key")),
             identity: self.path("identity"),
             state_dir: self.path("state"),
             listen: Some("127.0.0.1:0".parse().unwrap()),

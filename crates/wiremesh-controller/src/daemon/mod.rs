@@ -72,7 +72,8 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct Options {
     pub config: PathBuf,
-    pub network_key: PathBuf,
+    /// `None`: the configuration's `networkKeyPath`.
+    pub network_key: Option<PathBuf>,
     pub identity: PathBuf,
     pub state_dir: PathBuf,
     /// Overrides `[::]:controlPort`, e.g. `127.0.0.1:0` in tests.
@@ -141,12 +142,16 @@ impl Server {
     /// Loads everything and starts listening; a bad file or store is an error naming it.
     pub async fn start(options: Options) -> Result<Server, String> {
         let config = load_config(&options.config)?;
-        for path in [&options.network_key, &options.identity] {
+        let network_key_path = options
+            .network_key
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&config.network_key_path));
+        for path in [&network_key_path, &options.identity] {
             if let Some(warning) = permission_warning(path) {
                 tracing::warn!("{warning}");
             }
         }
-        let network_key = NetworkKey::load(&options.network_key).map_err(|e| e.to_string())?;
+        let network_key = NetworkKey::load(&network_key_path).map_err(|e| e.to_string())?;
         let identity = Identity::load(&options.identity).map_err(|e| e.to_string())?;
         prepare_state_dir(&options.state_dir)?;
         let store =
