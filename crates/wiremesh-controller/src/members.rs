@@ -22,6 +22,7 @@ pub fn members(
 ) -> Vec<Member> {
     let mut out = Vec::with_capacity(config.members.len() + state.nodes.len());
     let mut used_keys = BTreeSet::new();
+    let inventory: BTreeSet<&str> = config.members.iter().map(|m| m.name.as_str()).collect();
     for m in &config.members {
         used_keys.insert(m.node_public_key.to_base64());
         used_keys.insert(m.wireguard_public_key.to_base64());
@@ -51,7 +52,7 @@ pub fn members(
         });
     }
     for (name, node) in &state.nodes {
-        if config.member(name).is_some()
+        if inventory.contains(name.as_str())
             || used_keys.contains(&node.node_public_key.to_base64())
             || used_keys.contains(&node.wireguard_public_key.to_base64())
         {

@@ -91,6 +91,9 @@ pub fn spawn(
 struct Core {
     controller: Controller<SqliteStore>,
     outboxes: BTreeMap<SessionId, tokio_mpsc::Sender<Outgoing>>,
+    /// The newest netmap push not yet handed to each session; a newer one replaces it (every
+    /// netmap is the whole mesh).
+    pushes: BTreeMap<SessionId, Message>,
     clock: Clock,
 }
 
@@ -99,6 +102,7 @@ impl Core {
         Self {
             controller,
             outboxes: BTreeMap::new(),
+            pushes: BTreeMap::new(),
             clock,
         }
     }
@@ -111,6 +115,12 @@ impl Core {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
+            // Commands that queued up meanwhile run before the pushes go out, so a burst of
+            // enrollments costs each agent one push of the last netmap, not one per epoch.
+            while let Ok(command) = commands.try_recv() {
+                self.handle(command);
+            }
+            self.flush();
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 let now = self.clock.now();
@@ -118,6 +128,7 @@ impl Core {
                     Ok(outputs) => self.dispatch(outputs),
                     Err(e) => tracing::error!("cannot renew the netmap: {e}"),
                 }
+                self.flush();
             }
         }
     }
@@ -148,6 +159,7 @@ impl Core {
             Command::Disconnect { id } => {
                 self.controller.disconnect(id);
                 self.outboxes.remove(&id);
+                self.pushes.remove(&id);
             }
             Command::Admin { request, reply } => {
                 let outcome = self.admin(request, now);
@@ -237,25 +249,37 @@ impl Core {
     fn dispatch(&mut self, outputs: Vec<Output>) {
         for output in outputs {
             match output {
-                Output::Send(id, message) => {
-                    let full = match self.outboxes.get(&id) {
-                        Some(outbox) => outbox.try_send(Outgoing::Message(message)).is_err(),
-                        None => false,
-                    };
-                    if full {
-                        // A session that does not read its pushes is dropped, not waited for.
-                        tracing::warn!("session {id} does not keep up with its pushes; closing it");
-                        self.controller.disconnect(id);
-                        self.outboxes.remove(&id);
-                    }
+                Output::Send(id, message @ Message::NetmapPush(_)) => {
+                    self.pushes.insert(id, message);
                 }
+                Output::Send(id, message) => self.send(id, message),
                 Output::Close(id) => {
+                    self.pushes.remove(&id);
                     if let Some(outbox) = self.outboxes.remove(&id) {
                         let _ = outbox.try_send(Outgoing::Close);
                     }
                 }
                 Output::Warn(text) => tracing::warn!("{text}"),
             }
+        }
+    }
+
+    fn flush(&mut self) {
+        for (id, message) in std::mem::take(&mut self.pushes) {
+            self.send(id, message);
+        }
+    }
+
+    fn send(&mut self, id: SessionId, message: Message) {
+        let full = match self.outboxes.get(&id) {
+            Some(outbox) => outbox.try_send(Outgoing::Message(message)).is_err(),
+            None => false,
+        };
+        if full {
+            // A session that does not read its pushes is dropped, not waited for.
+            tracing::warn!("session {id} does not keep up with its pushes; closing it");
+            self.controller.disconnect(id);
+            self.outboxes.remove(&id);
         }
     }
 }
