@@ -105,7 +105,7 @@ impl<S: Store> Controller<S> {
             (_, Message::Error(e)) => {
                 self.sessions.remove(&id);
                 vec![
-                    Output::Warn(format!("session {id} closed by the agent: {}", e.message)),
+                    Output::Warn(format!("session {id} closed by the agent: {:?}", e.message)),
                     Output::Close(id),
                 ]
             }
@@ -226,7 +226,13 @@ impl<S: Store> Controller<S> {
                 ),
             );
         }
-        debug_assert_eq!(node_key, key);
+        if self.state.is_revoked(&node_key, &wireguard_key) {
+            return self.refuse(
+                id,
+                ErrorCode::REVOKED,
+                format!("the keys of {name:?} are revoked"),
+            );
+        }
         let mut changes = Vec::new();
         if dynamic && let Err(reason) = self.lease_for(&name, &mut changes) {
             return self.exhausted(id, reason);
@@ -252,6 +258,13 @@ impl<S: Store> Controller<S> {
                 id,
                 ErrorCode::BAD_TOKEN,
                 format!("this join token admits {name:?}, not {:?}", request.name),
+            );
+        }
+        if self.config.member(&name).is_some() || self.state.nodes.contains_key(&name) {
+            return self.refuse(
+                id,
+                ErrorCode::BAD_TOKEN,
+                format!("this join token admits {name:?}, but a member of that name exists by now; ask the admin for a token with another name"),
             );
         }
         let key = request.node_public_key;

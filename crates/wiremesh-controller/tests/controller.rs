@@ -272,6 +272,21 @@ fn join_tokens_are_single_use_and_expire() {
         join(&mut c, &machine("tv", 44), "not a token", T0),
         Answer::Error(ErrorCode::BAD_TOKEN, _)
     ));
+    // A token whose name the inventory took meanwhile admits nobody.
+    let (tv3, _) = c.create_token("tv3", 60, [10; 32], T0).unwrap();
+    let mut cfg = config(None);
+    cfg.members
+        .push(member_config(&machine("tv3", 45), None, 45));
+    c.reload(cfg, T0).unwrap();
+    match join(&mut c, &machine("tv3", 46), &tv3, T0) {
+        Answer::Error(ErrorCode::BAD_TOKEN, message) => {
+            assert!(
+                message.contains("a member of that name exists by now"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     let taken = c.create_token("laptop", 60, [8; 32], T0).unwrap_err();
     assert_eq!(
         taken.to_string(),

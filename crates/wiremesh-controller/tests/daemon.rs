@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod common;
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -373,6 +374,16 @@ async fn bad_frames_and_silent_clients_cost_only_their_connection() {
         }
         other => panic!("{other}"),
     }
+
+    // One stream per connection: a second one, or any unidirectional one, gets no credit from
+    // the controller, so thousands of them cost it nothing. (A single poll: the credit the
+    // controller granted is known to the client from the handshake.)
+    let (c, _send, _reader) = raw_stream(addr, &laptop).await;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut second = std::pin::pin!(c.open_bi());
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    let mut uni = std::pin::pin!(c.open_uni());
+    assert!(uni.as_mut().poll(&mut cx).is_pending());
 
     // None of it touched anyone else.
     let desktop = enroll_as(&server, &machine("desktop", 3), None)
