@@ -77,8 +77,20 @@ impl SqliteStore {
         // The first read of a damaged file fails here ("file is not a database").
         let sql = |e: rusqlite::Error| classify(&path, e);
         self.conn
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(Duration::from_secs(1))
             .map_err(sql)?;
+        // One controller per store: the first keeps the file locked until it closes it, so a
+        // second one on the same state directory cannot lease the same addresses.
+        let locking: String = self
+            .conn
+            .query_row("PRAGMA locking_mode=EXCLUSIVE", [], |r| r.get(0))
+            .map_err(sql)?;
+        if !locking.eq_ignore_ascii_case("exclusive") {
+            return Err(failed(
+                &self.path,
+                format!("cannot lock the store (locking mode is {locking})"),
+            ));
+        }
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -368,6 +380,12 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
             path: path.to_path_buf(),
             detail: e.to_string(),
         },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => failed(
+            path,
+            format!(
+                "{e}: another process holds the store (a second controller on this state directory?)"
+            ),
+        ),
         _ => failed(path, e.to_string()),
     }
 }
@@ -495,6 +513,20 @@ mod tests {
         expected.apply_all(&release).unwrap();
         drop(store);
         assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_second_controller_cannot_open_the_same_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let first = SqliteStore::open(&path).unwrap();
+        let e = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            e.to_string().contains("another process holds the store"),
+            "{e}"
+        );
+        drop(first);
+        SqliteStore::open(&path).unwrap();
     }
 
     #[test]
