@@ -276,6 +276,40 @@ fn plan_writes_one_config_per_member() {
             .unwrap();
         assert_eq!(me["wireguardPublicKey"], wg.trim());
     }
+    let text = std::fs::read_to_string(dir.path("out/server.controller.json")).unwrap();
+    let controller: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(controller["version"], 1);
+    assert_eq!(controller["machine"], "server");
+    assert_eq!(controller["controlPort"], 51821);
+    assert_eq!(controller["dynamicIp"]["enable"], true);
+    assert_eq!(
+        controller["networkKeyPath"],
+        "/run/secrets/vars/wiremesh-network-my-vpn/network-private-key"
+    );
+    let network = std::fs::read_to_string(
+        dir.path("vars/shared/wiremesh-network-my-vpn/network-public-key/value"),
+    )
+    .unwrap();
+    assert_eq!(controller["networkPublicKey"], network.trim());
+    let members = controller["members"].as_array().unwrap();
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["desktop", "laptop", "server"]);
+    for m in members {
+        let node = std::fs::read_to_string(dir.path(&format!(
+            "vars/per-machine/{}/wiremesh-my-vpn/node-public-key/value",
+            m["name"].as_str().unwrap()
+        )))
+        .unwrap();
+        assert_eq!(m["nodePublicKey"], node.trim());
+        assert_eq!(m["controller"], m["name"] == "server");
+    }
+    for machine in ["laptop", "desktop"] {
+        assert!(!dir.path(&format!("out/{machine}.controller.json")).exists());
+    }
+
     let json = ok(plan(&["--json"]));
     let all: serde_json::Value = serde_json::from_str(&json).unwrap();
     for machine in ["server", "laptop", "desktop"] {
@@ -551,8 +585,9 @@ fn endless_files_are_refused() {
     );
 }
 
-/// The agent configuration the example inventory gives the laptop, byte for byte: the agents, the
-/// Nix module and the documented schema all read this file.
+/// The agent configuration the example inventory gives the laptop and the server's controller
+/// configuration, byte for byte: the daemons, the Nix module and the documented schemas all read
+/// these files.
 #[test]
 fn plan_output_is_golden() {
     let golden = std::fs::read_to_string(workspace_file(
@@ -593,6 +628,13 @@ fn plan_output_is_golden() {
     assert_eq!(
         std::fs::read_to_string(dir.path("out/laptop.json")).unwrap(),
         golden
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path("out/server.controller.json")).unwrap(),
+        std::fs::read_to_string(workspace_file(
+            "crates/wiremesh-core/tests/controller-config.json"
+        ))
+        .unwrap()
     );
 }
 

@@ -99,6 +99,11 @@ pub fn wiremesh() -> PathBuf {
     binary("wiremesh-cli", "wiremesh")
 }
 
+/// The `wiremesh-controller` daemon and admin CLI.
+pub fn wiremesh_controller() -> PathBuf {
+    binary("wiremesh-controller", "wiremesh-controller")
+}
+
 /// How long [`run`] waits for a program before killing it and failing the test.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 

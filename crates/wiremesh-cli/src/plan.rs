@@ -1,5 +1,6 @@
 //! `wiremesh plan`: resolves the inventory, reads the members' public keys from a Clan vars
-//! directory and writes one agent configuration per mesh member (`wiremesh_core::plan`).
+//! directory and writes one agent configuration per mesh member and one controller configuration
+//! per controller (`wiremesh_core::plan`).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -15,7 +16,8 @@ use wiremesh_inventory::{Catalog, MAX_INPUT_BYTES, Resolution, ResolveOptions};
 pub struct Args {
     #[command(flatten)]
     inputs: Inputs,
-    /// Write `<DIR>/<machine>.json` for every mesh member.
+    /// Write `<DIR>/<machine>.json` for every mesh member and `<DIR>/<machine>.controller.json`
+    /// for every controller.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Print the configurations as one JSON object keyed by machine instead of a summary.
@@ -147,6 +149,17 @@ fn write_configs(dir: &Path, plan: &Plan) -> Result<(), String> {
         let machine = &config.machine;
         let path = dir.join(format!("{machine}.json"));
         crate::keys::write_atomic(&path, config.to_json().as_bytes(), 0o644, true)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    for (machine, file) in &plan.controllers {
+        if plan.machines.contains_key(&format!("{machine}.controller")) {
+            return Err(format!(
+                "machine {machine:?}.controller would overwrite the controller configuration of {machine:?}; rename one of them"
+            ));
+        }
+        let path = dir.join(format!("{machine}.controller.json"));
+        crate::keys::write_atomic(&path, file.to_json().as_bytes(), 0o644, true)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }

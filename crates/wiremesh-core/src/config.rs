@@ -125,23 +125,7 @@ impl AgentConfig {
     /// Parses a configuration; checks `version` first so an old agent reading a new file says so
     /// instead of reporting a confusing field error. The caller adds the file name.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        if text.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge(text.len()));
-        }
-        let value: serde_json::Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
-        match value.get("version") {
-            None => return Err(ConfigError::MissingVersion),
-            Some(v) if v.as_u64() != Some(u64::from(CONFIG_VERSION)) => {
-                return Err(ConfigError::UnsupportedVersion { found: v.clone() });
-            }
-            Some(_) => {}
-        }
-        // Parsed again from the text, not from `value`, so that errors carry a line and column,
-        // and through serde_path_to_error so that they also name the field. (Trailing text was
-        // already refused by the first parse.)
-        let config: AgentConfig =
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
-                .map_err(schema_error)?;
+        let config: AgentConfig = parse_versioned(text)?;
         config.check().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
@@ -194,15 +178,38 @@ impl AgentConfig {
     }
 }
 
+/// Parses a versioned configuration text (the agent's or the controller's); checks `version` first
+/// so an old reader of a new file says so instead of reporting a confusing field error.
+pub(crate) fn parse_versioned<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge(text.len()));
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
+    match value.get("version") {
+        None => return Err(ConfigError::MissingVersion),
+        Some(v) if v.as_u64() != Some(u64::from(CONFIG_VERSION)) => {
+            return Err(ConfigError::UnsupportedVersion { found: v.clone() });
+        }
+        Some(_) => {}
+    }
+    // Parsed again from the text, not from `value`, so that errors carry a line and column, and
+    // through serde_path_to_error so that they also name the field. (Trailing text was already
+    // refused by the first parse.)
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+        .map_err(schema_error)
+}
+
 /// The netmap's name rule, so a configured peer fits a netmap entry; `path` says where.
-fn name_at(path: &str, name: &str) -> Result<(), String> {
+pub(crate) fn name_at(path: &str, name: &str) -> Result<(), String> {
     check_name(name).map_err(|problem| {
         format!("{path} {problem}; allowed: 1 to {MAX_NAME_LEN} bytes with no control characters")
     })
 }
 
 /// The netmap's endpoint rule; `path` says where.
-fn endpoint_at(path: &str, endpoint: &str) -> Result<(), String> {
+pub(crate) fn endpoint_at(path: &str, endpoint: &str) -> Result<(), String> {
     check_endpoint(endpoint).map_err(|problem| {
         format!(
             "{path} {problem}; allowed: host:port or [v6]:port, at most {MAX_ENDPOINT_LEN} bytes with no control characters"

@@ -28,6 +28,7 @@ pub enum Message {
     NetmapPush(NetmapPush),
     EndpointReport(EndpointReport),
     Error(ErrorMessage),
+    Join(JoinRequest),
 }
 
 /// The first message each side sends. The nonce is what the other side's proof signs.
@@ -102,7 +103,15 @@ fn enroll_message(
     message
 }
 
-/// The controller's answer to an [`EnrollRequest`].
+/// An agent whose node key the controller does not know asks to join with a single-use token from
+/// `wiremesh-controller token create`; the controller answers with an [`EnrollResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub request: EnrollRequest,
+}
+
+/// The controller's answer to an [`EnrollRequest`] or a [`JoinRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EnrollResponse {
     /// Enrolled: the member's addresses and the current signed netmap (wire bytes).
@@ -147,6 +156,12 @@ impl ErrorCode {
     pub const NOT_A_MEMBER: ErrorCode = ErrorCode(4);
     pub const REVOKED: ErrorCode = ErrorCode(5);
     pub const INTERNAL: ErrorCode = ErrorCode(6);
+    /// The hello names another instance than the one the controller serves.
+    pub const WRONG_NETWORK: ErrorCode = ErrorCode(7);
+    /// A join token that is unknown, used or expired.
+    pub const BAD_TOKEN: ErrorCode = ErrorCode(8);
+    /// The other side sent nothing (or too little) for too long.
+    pub const TIMEOUT: ErrorCode = ErrorCode(9);
 }
 
 /// A 64-byte ed25519 signature as postcard bytes (serde has no impl for `[u8; 64]`).
@@ -247,6 +262,10 @@ mod tests {
                 code: ErrorCode::BAD_PROOF,
                 message: "no".into(),
             }),
+            Message::Join(JoinRequest {
+                token: "wmj-token".into(),
+                request: EnrollRequest::new_signed("phone".into(), wg, &node, None, &[5; 32]),
+            }),
         ]
     }
 
@@ -261,9 +280,9 @@ mod tests {
     #[test]
     fn variant_tags_are_stable() {
         let tags: Vec<u8> = samples().iter().map(|m| m.encode()[0]).collect();
-        assert_eq!(tags, [0, 1, 2, 2, 3, 4, 5]);
+        assert_eq!(tags, [0, 1, 2, 2, 3, 4, 5, 6]);
         assert!(matches!(
-            Message::decode(&[6]),
+            Message::decode(&[7]),
             Err(MessageError::Malformed(_))
         ));
     }

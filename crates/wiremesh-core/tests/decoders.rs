@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use wiremesh_core::config::{Addresses, AgentConfig};
+use wiremesh_core::controller_config::ControllerFile;
 use wiremesh_core::frame::{FrameDecoder, encode_frame};
 use wiremesh_core::keys::{
     Identity, KeyFile, NetworkKey, NetworkSecret, NodePublicKey, NodeSecret, WireguardPublicKey,
@@ -180,7 +181,9 @@ fn text_decoders_never_panic() {
         .to_vec();
     let config = include_str!("agent-config.json").as_bytes().to_vec();
     assert!(AgentConfig::from_json(include_str!("agent-config.json")).is_ok());
-    let seeds = vec![identity, network, config];
+    let controller = include_str!("controller-config.json").as_bytes().to_vec();
+    assert!(ControllerFile::from_json(include_str!("controller-config.json")).is_ok());
+    let seeds = vec![identity, network, config, controller];
     let mut rng = Rng(0x5eed_0004);
     for _ in 0..ROUNDS {
         let bytes = input(&mut rng, &seeds);
@@ -189,6 +192,7 @@ fn text_decoders_never_panic() {
         let _ = Identity::from_file_text(&text);
         let _ = NetworkKey::from_file_text(&text);
         let _ = AgentConfig::from_json(&text);
+        let _ = ControllerFile::from_json(&text);
         let _ = wiremesh_core::addresses::parse_ipv6_network(&text);
         let _ = wiremesh_core::addresses::parse_ipv4_network(&text);
         let _ = wiremesh_core::addresses::check_interface_name(&text);

@@ -30,13 +30,14 @@ use crate::claims::{find_clashes, owned_prefixes};
 use crate::config::{
     Addresses, AgentConfig, CONFIG_VERSION, ControllerConfig, Networks, PeerConfig,
 };
+use crate::controller_config::{self, ControllerFile, MemberConfig};
 use crate::keys::NetworkPublicKey;
 
 mod error;
 mod vars;
 
 pub use error::PlanError;
-pub use vars::{ReadKey, network_key_path, node_key_path, wireguard_key_path};
+pub use vars::{ReadKey, network_key_path, network_secret_path, node_key_path, wireguard_key_path};
 
 pub const PEER_ROLE: &str = "peer";
 pub const CONTROLLER_ROLE: &str = "controller";
@@ -71,7 +72,7 @@ struct DynamicIp {
     range: Option<String>,
 }
 
-/// The result: every mesh member's configuration and notes for the operator.
+/// The result: every mesh member's configuration, every controller's, and notes for the operator.
 ///
 /// The full configurations hold every other member each, quadratic in the mesh size (2,000
 /// members would take gigabytes), so the plan keeps each member's own part and one list of all
@@ -84,6 +85,8 @@ pub struct Plan {
     /// the input of a netmap.
     pub members: BTreeMap<String, PeerConfig>,
     pub network_public_key: NetworkPublicKey,
+    /// Each controller's configuration (`<machine>.controller.json`), by machine.
+    pub controllers: BTreeMap<String, ControllerFile>,
     /// One line per noteworthy fact, e.g. controller-only machines and IPv6-only members.
     pub notes: Vec<String>,
 }
@@ -317,10 +320,51 @@ pub fn plan(
             },
         );
     }
+    let inventory: Vec<MemberConfig> = public
+        .values()
+        .map(|p| MemberConfig {
+            name: p.name.clone(),
+            wireguard_public_key: p.wireguard_public_key,
+            node_public_key: p.node_public_key,
+            addresses: p.addresses,
+            endpoints: p.endpoints.clone(),
+            routes: p.routes.clone(),
+            controller: controllers.contains_key(p.name.as_str()),
+        })
+        .collect();
+    let controllers = controllers
+        .iter()
+        .map(|(machine, c)| {
+            // A range is only checked (and only meaningful) when leasing is on.
+            let range = c
+                .dynamic_ip
+                .range
+                .as_deref()
+                .filter(|_| c.dynamic_ip.enable)
+                .and_then(|text| addresses::parse_ipv4_network(text).ok());
+            let file = ControllerFile {
+                version: CONFIG_VERSION,
+                instance: instance.to_string(),
+                machine: machine.to_string(),
+                endpoint: c.endpoint.clone(),
+                control_port: c.control_port,
+                network: networks,
+                dynamic_ip: controller_config::DynamicIp {
+                    enable: c.dynamic_ip.enable,
+                    range,
+                },
+                network_public_key,
+                network_key_path: network_secret_path(instance),
+                members: inventory.clone(),
+            };
+            (machine.to_string(), file)
+        })
+        .collect();
     Ok(Plan {
         machines,
         members: public,
         network_public_key,
+        controllers,
         notes,
     })
 }
@@ -661,6 +705,35 @@ mod tests {
             "{:?}",
             plan.notes
         );
+    }
+
+    #[test]
+    fn each_controller_gets_its_configuration() {
+        let plan = run(
+            &example(),
+            &keys_for(&["desktop", "laptop", "server"], None),
+        )
+        .unwrap();
+        assert_eq!(plan.controllers.keys().collect::<Vec<_>>(), ["server"]);
+        let file = &plan.controllers["server"];
+        assert_eq!(ControllerFile::from_json(&file.to_json()).unwrap(), *file);
+        assert_eq!(file.machine, "server");
+        assert_eq!(file.control_port, 51821);
+        assert_eq!(file.endpoint, "vpn.example.org");
+        assert!(file.dynamic_ip.enable);
+        assert_eq!(file.lease_range(), file.network.ipv4);
+        assert_eq!(
+            file.network_key_path,
+            "/run/secrets/vars/wiremesh-network-my-vpn/network-private-key"
+        );
+        let names: Vec<&str> = file.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["desktop", "laptop", "server"]);
+        let laptop = file.member("laptop").unwrap();
+        assert_eq!(laptop.addresses.ipv4, Some(Ipv4Addr::new(100, 96, 0, 5)));
+        assert_eq!(laptop.node_public_key, NodePublicKey::from_bytes([101; 32]));
+        assert!(!laptop.controller);
+        assert!(file.member("server").unwrap().controller);
+        assert_eq!(file.member("server").unwrap().addresses.ipv4, None);
     }
 
     /// Keepalives hold the local NAT mapping open, so every peer entry carries the local setting.

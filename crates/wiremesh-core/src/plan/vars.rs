@@ -24,6 +24,13 @@ pub fn network_key_path(instance: &str) -> PathBuf {
         .join("network-public-key/value")
 }
 
+/// Where a controller machine holds the network private key once deployed: Clan puts the secret
+/// file `network-private-key` of the shared generator `wiremesh-network-<i>` at
+/// `/run/secrets/vars/<generator>/<file>`.
+pub fn network_secret_path(instance: &str) -> String {
+    format!("/run/secrets/vars/wiremesh-network-{instance}/network-private-key")
+}
+
 /// Whether `name` is exactly one normal path component, so joining it cannot leave the directory.
 pub(super) fn is_path_component(name: &str) -> bool {
     !matches!(name, "" | "." | "..") && !name.contains(['/', '\0'])

@@ -1,0 +1,285 @@
+//! The core thread: the one owner of the [`Controller`]. Connections and the admin socket send it
+//! commands; it runs them in order (SQLite commits included, off the async runtime) and routes
+//! the outputs to the sessions' outboxes.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use wiremesh_core::controller_config::ControllerFile;
+use wiremesh_core::keys::{NodePublicKey, NodeSecret, WireguardSecret};
+use wiremesh_core::messages::{ErrorCode, Message};
+use wiremesh_proto::admin::{ADMIN_VERSION, Outcome, Request, Response};
+
+use super::Clock;
+use crate::{ConfigDiff, Controller, Output, SessionId, SqliteStore};
+
+/// How often the netmap's expiry is checked.
+const TICK: Duration = Duration::from_secs(30);
+/// Messages queued for one session before it counts as stuck and is dropped.
+pub const OUTBOX: usize = 64;
+
+/// What a session's writer does next.
+#[derive(Debug)]
+pub enum Outgoing {
+    Message(Message),
+    /// Finish the stream and close the connection.
+    Close,
+}
+
+pub enum Command {
+    Connect {
+        peer: NodePublicKey,
+        remote: String,
+        nonce: [u8; 32],
+        outbox: tokio_mpsc::Sender<Outgoing>,
+        reply: oneshot::Sender<SessionId>,
+    },
+    Receive {
+        id: SessionId,
+        payload: Vec<u8>,
+    },
+    Reject {
+        id: SessionId,
+        code: ErrorCode,
+        message: String,
+    },
+    Disconnect {
+        id: SessionId,
+    },
+    Admin {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    Reload {
+        config: Box<ControllerFile>,
+        reply: oneshot::Sender<Result<ConfigDiff, String>>,
+    },
+}
+
+/// Sends commands to the core thread; cloned by every task.
+#[derive(Clone)]
+pub struct CoreHandle(mpsc::Sender<Command>);
+
+impl CoreHandle {
+    pub fn send(&self, command: Command) {
+        // Fails only once the core thread is gone, when the daemon is stopping anyway.
+        let _ = self.0.send(command);
+    }
+
+    /// Asks the core and waits for its answer; `None` if the core thread is gone.
+    pub async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.send(command(reply));
+        answer.await.ok()
+    }
+}
+
+/// Starts the core thread; it ends when every handle is dropped.
+pub fn spawn(
+    controller: Controller<SqliteStore>,
+    clock: Clock,
+) -> std::io::Result<(CoreHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("controller-core".into())
+        .spawn(move || Core::new(controller, clock).run(rx))?;
+    Ok((CoreHandle(tx), thread))
+}
+
+struct Core {
+    controller: Controller<SqliteStore>,
+    outboxes: BTreeMap<SessionId, tokio_mpsc::Sender<Outgoing>>,
+    /// The newest netmap push not yet handed to each session; a newer one replaces it (every
+    /// netmap is the whole mesh).
+    pushes: BTreeMap<SessionId, Message>,
+    clock: Clock,
+}
+
+impl Core {
+    fn new(controller: Controller<SqliteStore>, clock: Clock) -> Self {
+        Self {
+            controller,
+            outboxes: BTreeMap::new(),
+            pushes: BTreeMap::new(),
+            clock,
+        }
+    }
+
+    fn run(mut self, commands: mpsc::Receiver<Command>) {
+        let mut last_tick = Instant::now();
+        loop {
+            match commands.recv_timeout(TICK) {
+                Ok(command) => self.handle(command),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            // Commands that queued up meanwhile run before the pushes go out, so a burst of
+            // enrollments costs each agent one push of the last netmap, not one per epoch.
+            while let Ok(command) = commands.try_recv() {
+                self.handle(command);
+            }
+            self.flush();
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                let now = self.clock.now();
+                match self.controller.tick(now) {
+                    Ok(outputs) => self.dispatch(outputs),
+                    Err(e) => tracing::error!("cannot renew the netmap: {e}"),
+                }
+                self.flush();
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = self.clock.now();
+        match command {
+            Command::Connect {
+                peer,
+                remote,
+                nonce,
+                outbox,
+                reply,
+            } => {
+                let (id, outputs) = self.controller.connect(peer, remote, nonce, now);
+                self.outboxes.insert(id, outbox);
+                let _ = reply.send(id);
+                self.dispatch(outputs);
+            }
+            Command::Receive { id, payload } => {
+                let outputs = self.controller.receive(id, &payload, now);
+                self.dispatch(outputs);
+            }
+            Command::Reject { id, code, message } => {
+                let outputs = self.controller.reject(id, code, message);
+                self.dispatch(outputs);
+            }
+            Command::Disconnect { id } => {
+                self.controller.disconnect(id);
+                self.outboxes.remove(&id);
+                self.pushes.remove(&id);
+            }
+            Command::Admin { request, reply } => {
+                let outcome = self.admin(request, now);
+                let _ = reply.send(Response {
+                    version: ADMIN_VERSION,
+                    outcome,
+                });
+            }
+            Command::Reload { config, reply } => {
+                let result = self.controller.reload(*config, now);
+                let answer = match result {
+                    Ok((diff, outputs)) => {
+                        self.dispatch(outputs);
+                        Ok(diff)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn admin(&mut self, request: Request, now: u64) -> Outcome {
+        let error = |message: String| Outcome::Error { message };
+        match request {
+            Request::Status => Outcome::Status(self.controller.status(now)),
+            Request::TokenCreate { name, ttl_seconds } => {
+                let mut secret = [0u8; 32];
+                if let Err(e) = getrandom::fill(&mut secret) {
+                    return error(format!("no random numbers for the token: {e}"));
+                }
+                match self
+                    .controller
+                    .create_token(&name, ttl_seconds, secret, now)
+                {
+                    Ok((token, expires_at)) => {
+                        tracing::info!("join token created for {name:?}, valid until {expires_at}");
+                        Outcome::Token {
+                            token,
+                            name,
+                            expires_at,
+                        }
+                    }
+                    Err(e) => error(e.to_string()),
+                }
+            }
+            Request::Revoke { name } => match self.controller.revoke(&name, now) {
+                Ok(outputs) => {
+                    self.dispatch(outputs);
+                    tracing::info!("revoked {name:?}");
+                    Outcome::Revoked {
+                        epoch: self.epoch(),
+                        name,
+                    }
+                }
+                Err(e) => error(e.to_string()),
+            },
+            Request::DeviceAdd { name } => {
+                let keys = WireguardSecret::generate()
+                    .and_then(|wg| NodeSecret::generate().map(|node| (wg, node.public_key())));
+                let (secret, node) = match keys {
+                    Ok(keys) => keys,
+                    Err(e) => {
+                        return error(format!("no random numbers for the device's keys: {e}"));
+                    }
+                };
+                match self.controller.add_device(&name, &secret, node, now) {
+                    Ok((wg_quick, outputs)) => {
+                        self.dispatch(outputs);
+                        tracing::info!("device {name:?} added");
+                        Outcome::Device {
+                            epoch: self.epoch(),
+                            name,
+                            wg_quick,
+                        }
+                    }
+                    Err(e) => error(e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.controller.epoch().map_or(0, |e| e.epoch)
+    }
+
+    fn dispatch(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send(id, message @ Message::NetmapPush(_)) => {
+                    self.pushes.insert(id, message);
+                }
+                Output::Send(id, message) => self.send(id, message),
+                Output::Close(id) => {
+                    self.pushes.remove(&id);
+                    if let Some(outbox) = self.outboxes.remove(&id) {
+                        let _ = outbox.try_send(Outgoing::Close);
+                    }
+                }
+                Output::Warn(text) => tracing::warn!("{text}"),
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for (id, message) in std::mem::take(&mut self.pushes) {
+            self.send(id, message);
+        }
+    }
+
+    fn send(&mut self, id: SessionId, message: Message) {
+        let full = match self.outboxes.get(&id) {
+            Some(outbox) => outbox.try_send(Outgoing::Message(message)).is_err(),
+            None => false,
+        };
+        if full {
+            // A session that does not read its pushes is dropped, not waited for.
+            tracing::warn!("session {id} does not keep up with its pushes; closing it");
+            self.controller.disconnect(id);
+            self.outboxes.remove(&id);
+        }
+    }
+}

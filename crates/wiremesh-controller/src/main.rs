@@ -1,0 +1,279 @@
+//! `wiremesh-controller`: `run` serves the control channel; `status`, `token create`, `revoke`
+//! and `device add` talk to a running controller over its admin socket.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use wiremesh_controller::daemon::{self, Clock, Limits, Options};
+use wiremesh_controller::token::parse_ttl;
+use wiremesh_proto::admin::{self, Outcome, Request, SOCKET_FILE, Status};
+
+const DEFAULT_STATE_DIR: &str = "/var/lib/wiremesh-controller";
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "The wiremesh controller: member credentials, address leases and the signed netmap"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the control channel (QUIC on the configuration's controlPort).
+    Run {
+        /// The controller configuration `wiremesh plan` wrote (`<machine>.controller.json`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The network key file (`wiremesh keygen --network`); default: the configuration's
+        /// networkKeyPath.
+        #[arg(long, value_name = "FILE")]
+        network_key: Option<PathBuf>,
+        /// This machine's identity file (its node key authenticates the controller).
+        #[arg(long, value_name = "FILE")]
+        identity: PathBuf,
+        /// Where the store (controller.sqlite) and the admin socket live.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Members, leases, connected agents and the epoch.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Join tokens for agents outside the inventory.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Revoke a member's keys; takes effect in the next epoch.
+    Revoke {
+        name: String,
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Devices that cannot run wiremesh (a phone with the WireGuard app).
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a single-use join token for `--name`.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// How long the token is valid: 90s, 15m, 1h, 7d (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Issue a complete credential: prints a wg-quick configuration and its QR code.
+    Add {
+        name: String,
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            config,
+            network_key,
+            identity,
+            state_dir,
+        } => run(Options {
+            config,
+            network_key,
+            identity,
+            state_dir,
+            listen: None,
+            limits: Limits::default(),
+            clock: Clock::system(),
+        }),
+        Command::Status { json, state_dir } => {
+            admin_call(&state_dir, Request::Status, |o| match o {
+                Outcome::Status(status) if json => {
+                    serde_json::to_string_pretty(&status).map(|t| t + "\n").ok()
+                }
+                Outcome::Status(status) => Some(status_text(&status)),
+                _ => None,
+            })
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    name,
+                    ttl,
+                    state_dir,
+                },
+        } => {
+            let ttl_seconds = match parse_ttl(&ttl) {
+                Ok(t) => t,
+                Err(e) => return fail(&format!("--ttl: {e}")),
+            };
+            admin_call(
+                &state_dir,
+                Request::TokenCreate { name, ttl_seconds },
+                |o| match o {
+                    Outcome::Token { token, .. } => Some(format!("{token}\n")),
+                    _ => None,
+                },
+            )
+        }
+        Command::Revoke { name, state_dir } => {
+            admin_call(&state_dir, Request::Revoke { name }, |o| match o {
+                Outcome::Revoked { name, epoch } => Some(format!(
+                    "revoked {}; epoch {epoch} tells the members\n",
+                    printable(&name)
+                )),
+                _ => None,
+            })
+        }
+        Command::Device {
+            command: DeviceCommand::Add { name, state_dir },
+        } => admin_call(&state_dir, Request::DeviceAdd { name }, |o| match o {
+            Outcome::Device { wg_quick, .. } => Some(device_text(&wg_quick)),
+            _ => None,
+        }),
+    }
+}
+
+fn run(options: Options) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        // journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(daemon::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Sends `request` to the controller in `state_dir` and prints what `print` makes of the answer.
+fn admin_call(
+    state_dir: &Path,
+    request: Request,
+    print: impl FnOnce(Outcome) -> Option<String>,
+) -> ExitCode {
+    let socket = state_dir.join(SOCKET_FILE);
+    let response = match admin::request(&socket, &request, ADMIN_TIMEOUT) {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("{e} (is the controller running?)")),
+    };
+    match response.outcome {
+        Outcome::Error { message } => fail(&printable(&message)),
+        outcome => match print(outcome) {
+            Some(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            None => fail("the controller gave an answer of the wrong kind"),
+        },
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("wiremesh-controller: {message}");
+    ExitCode::FAILURE
+}
+
+/// Text from the controller as it may be printed: control characters escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_debug().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn status_text(status: &Status) -> String {
+    let mut out = format!(
+        "instance {}: epoch {}, issued at {}, expires at {} (in {} s)\n",
+        printable(&status.instance),
+        status.epoch,
+        status.issued_at,
+        status.expires_at,
+        status.expires_at.saturating_sub(status.now)
+    );
+    if let Some(pool) = &status.pool {
+        out.push_str(&format!(
+            "pool {}: {} of {} addresses leased\n",
+            pool.range, pool.leased, pool.size
+        ));
+    }
+    out.push_str("name\tkind\tipv4\tipv6\tstate\tlast contact\n");
+    for m in &status.members {
+        let ipv4 = match (&m.ipv4, m.leased) {
+            (Some(a), true) => format!("{a} (lease)"),
+            (Some(a), false) => a.clone(),
+            (None, _) => "-".into(),
+        };
+        let (state, contact) = match (&m.connection, m.revoked) {
+            (_, true) => ("revoked".to_string(), "-".to_string()),
+            (Some(c), false) => (
+                format!("connected from {}", c.remote),
+                format!("{} s ago", status.now.saturating_sub(c.last_contact)),
+            ),
+            (None, false) => ("not connected".to_string(), "-".to_string()),
+        };
+        out.push_str(&format!(
+            "{}\t{}\t{ipv4}\t{}\t{state}\t{contact}\n",
+            printable(&m.name),
+            m.kind,
+            m.ipv6
+        ));
+    }
+    for t in &status.tokens {
+        out.push_str(&format!(
+            "join token for {} valid until {}\n",
+            printable(&t.name),
+            t.expires_at
+        ));
+    }
+    out
+}
+
+fn device_text(wg_quick: &str) -> String {
+    let qr = match qrcode::QrCode::new(wg_quick.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build(),
+        Err(e) => format!("(no QR code: {e})"),
+    };
+    format!("{wg_quick}\n{qr}\n")
+}

@@ -1,0 +1,439 @@
+//! One agent's control session: hello, then enrollment (a member's key) or a join (an unknown key
+//! with a token), then netmap pushes and endpoint reports.
+//!
+//! The shell authenticates the agent's node key with mutual TLS and hands it to [`Controller::connect`];
+//! the hello and the enrollment proof must name the same key. Anything unexpected gets an error
+//! message and a closed session, so a client never waits on a controller that gave up on it.
+
+use wiremesh_core::keys::NodePublicKey;
+use wiremesh_core::messages::{
+    EnrollRequest, EnrollResponse, ErrorCode, Hello, JoinRequest, Message, PROTOCOL_VERSION,
+};
+use wiremesh_core::netmap::{MAX_ENDPOINT_LEN, MAX_ENDPOINTS};
+
+use crate::controller::{Controller, ControllerError, Output};
+use crate::state::{Change, Node, NodeKind};
+use crate::store::Store;
+use crate::token::token_hash;
+
+/// An agent reports its endpoints at most this often; each changed report is a new epoch pushed
+/// to every member, so a faster agent is cut off rather than allowed to flood the mesh.
+pub const MIN_REPORT_INTERVAL: u64 = 10;
+
+/// A session's number, unique for the controller's lifetime.
+pub type SessionId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    AwaitHello,
+    AwaitEnroll,
+    Enrolled { name: String },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    /// The node key the agent proved in the TLS handshake.
+    pub(crate) peer: NodePublicKey,
+    pub(crate) remote: String,
+    nonce: [u8; 32],
+    pub(crate) phase: Phase,
+    pub(crate) connected_at: u64,
+    pub(crate) last_contact: u64,
+    last_report: Option<u64>,
+}
+
+impl<S: Store> Controller<S> {
+    /// A new connection from `remote` whose TLS certificate holds `peer`; `nonce` is 32 random
+    /// bytes for the agent's enrollment proof. A revoked key is refused at once.
+    pub fn connect(
+        &mut self,
+        peer: NodePublicKey,
+        remote: String,
+        nonce: [u8; 32],
+        now: u64,
+    ) -> (SessionId, Vec<Output>) {
+        let id = self.next_session;
+        self.next_session += 1;
+        self.sessions.insert(
+            id,
+            Session {
+                peer,
+                remote,
+                nonce,
+                phase: Phase::AwaitHello,
+                connected_at: now,
+                last_contact: now,
+                last_report: None,
+            },
+        );
+        if self.state.revocations.contains_key(&peer) {
+            let message = format!("node key {peer} is revoked");
+            return (id, self.refuse(id, ErrorCode::REVOKED, message));
+        }
+        (id, Vec::new())
+    }
+
+    /// The session ended (the connection closed or the shell gave up on it).
+    pub fn disconnect(&mut self, id: SessionId) {
+        self.sessions.remove(&id);
+    }
+
+    /// Refuses a session for a fault the shell found (a frame too large, a timeout).
+    pub fn reject(&mut self, id: SessionId, code: ErrorCode, message: String) -> Vec<Output> {
+        self.refuse(id, code, message)
+    }
+
+    /// Whether the session has enrolled.
+    pub fn is_enrolled(&self, id: SessionId) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|s| matches!(s.phase, Phase::Enrolled { .. }))
+    }
+
+    /// One message (a frame's payload) from session `id`.
+    pub fn receive(&mut self, id: SessionId, payload: &[u8], now: u64) -> Vec<Output> {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Vec::new();
+        };
+        session.last_contact = now;
+        let phase = session.phase.clone();
+        let message = match Message::decode(payload) {
+            Ok(m) => m,
+            Err(e) => return self.refuse(id, ErrorCode::BAD_MESSAGE, e.to_string()),
+        };
+        match (phase, message) {
+            (_, Message::Error(e)) => {
+                self.sessions.remove(&id);
+                vec![
+                    Output::Warn(format!("session {id} closed by the agent: {:?}", e.message)),
+                    Output::Close(id),
+                ]
+            }
+            (Phase::AwaitHello, Message::Hello(hello)) => self.hello(id, hello),
+            (Phase::AwaitEnroll, Message::EnrollRequest(request)) => self.enroll(id, request, now),
+            (Phase::AwaitEnroll, Message::Join(join)) => self.join(id, join, now),
+            (Phase::Enrolled { name }, Message::EndpointReport(report)) => {
+                self.endpoints(id, &name, report.endpoints, now)
+            }
+            (phase, other) => {
+                let expected = match phase {
+                    Phase::AwaitHello => "a Hello",
+                    Phase::AwaitEnroll => "an EnrollRequest or a Join",
+                    Phase::Enrolled { .. } => "an EndpointReport",
+                };
+                self.refuse(
+                    id,
+                    ErrorCode::BAD_MESSAGE,
+                    format!("expected {expected}, got {}", kind(&other)),
+                )
+            }
+        }
+    }
+
+    fn hello(&mut self, id: SessionId, hello: Hello) -> Vec<Output> {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return self.refuse(
+                id,
+                ErrorCode::UNSUPPORTED_VERSION,
+                format!(
+                    "this controller speaks control protocol version {PROTOCOL_VERSION}, the agent version {}; update the older side",
+                    hello.protocol_version
+                ),
+            );
+        }
+        if hello.instance != self.config.instance {
+            return self.refuse(
+                id,
+                ErrorCode::WRONG_NETWORK,
+                format!(
+                    "wrong network: this controller serves instance {:?}, not {:?}",
+                    self.config.instance, hello.instance
+                ),
+            );
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Vec::new();
+        };
+        if hello.node_public_key != session.peer {
+            return self.refuse(
+                id,
+                ErrorCode::BAD_PROOF,
+                "the hello names another node key than the TLS certificate".into(),
+            );
+        }
+        session.phase = Phase::AwaitEnroll;
+        let reply = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            instance: self.config.instance.clone(),
+            node_public_key: self.identity,
+            nonce: session.nonce,
+        };
+        vec![Output::Send(id, Message::Hello(reply))]
+    }
+
+    /// Checks that `request` is signed by the session's key over the session's nonce.
+    fn check_proof(&mut self, id: SessionId, request: &EnrollRequest) -> Result<(), Vec<Output>> {
+        let Some(session) = self.sessions.get(&id) else {
+            return Err(Vec::new());
+        };
+        if request.node_public_key != session.peer || request.verify(&session.nonce).is_err() {
+            return Err(self.refuse(
+                id,
+                ErrorCode::BAD_PROOF,
+                "the enrollment proof is not signed by the TLS certificate's node key over this session's nonce".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn enroll(&mut self, id: SessionId, request: EnrollRequest, now: u64) -> Vec<Output> {
+        if let Err(outputs) = self.check_proof(id, &request) {
+            return outputs;
+        }
+        let name = request.name.clone();
+        let key = request.node_public_key;
+        let known = if let Some(m) = self.config.member(&name) {
+            Some((
+                m.node_public_key,
+                m.wireguard_public_key,
+                m.addresses.ipv4.is_none(),
+            ))
+        } else {
+            self.state
+                .nodes
+                .get(&name)
+                .filter(|n| n.kind == NodeKind::Agent)
+                .map(|n| (n.node_public_key, n.wireguard_public_key, true))
+        };
+        let Some((node_key, wireguard_key, dynamic)) = known.filter(|(k, _, _)| *k == key) else {
+            let message = match self.member_with_key(&key) {
+                Some(owner) => format!(
+                    "node key {key} belongs to member {owner:?}, not {name:?}; check the agent's machine name"
+                ),
+                None => format!(
+                    "node key {key} is not a member of instance {:?}; ask the controller's admin for a join token (`wiremesh-controller token create --name NAME`) and start the agent with --join TOKEN",
+                    self.config.instance
+                ),
+            };
+            return self.refuse(id, ErrorCode::NOT_A_MEMBER, message);
+        };
+        if request.wireguard_public_key != wireguard_key {
+            return self.refused(
+                id,
+                format!(
+                    "the agent's WireGuard key {} is not the one the controller knows for {name:?} ({wireguard_key}); plan and deploy again",
+                    request.wireguard_public_key
+                ),
+            );
+        }
+        if self.state.is_revoked(&node_key, &wireguard_key) {
+            return self.refuse(
+                id,
+                ErrorCode::REVOKED,
+                format!("the keys of {name:?} are revoked"),
+            );
+        }
+        let mut changes = Vec::new();
+        if dynamic && let Err(reason) = self.lease_for(&name, &mut changes) {
+            return self.exhausted(id, reason);
+        }
+        self.admit(id, name, changes, now)
+    }
+
+    fn join(&mut self, id: SessionId, join: JoinRequest, now: u64) -> Vec<Output> {
+        let request = join.request;
+        if let Err(outputs) = self.check_proof(id, &request) {
+            return outputs;
+        }
+        let bad_token = "the join token is unknown, already used or expired; ask the admin for a new one (`wiremesh-controller token create`)";
+        let Some(hash) = token_hash(&join.token) else {
+            return self.refuse(id, ErrorCode::BAD_TOKEN, bad_token.into());
+        };
+        let name = match self.state.tokens.get(&hash) {
+            Some(t) if t.is_usable(now) => t.name.clone(),
+            _ => return self.refuse(id, ErrorCode::BAD_TOKEN, bad_token.into()),
+        };
+        if request.name != name {
+            return self.refuse(
+                id,
+                ErrorCode::BAD_TOKEN,
+                format!("this join token admits {name:?}, not {:?}", request.name),
+            );
+        }
+        if self.config.member(&name).is_some() || self.state.nodes.contains_key(&name) {
+            return self.refuse(
+                id,
+                ErrorCode::BAD_TOKEN,
+                format!("this join token admits {name:?}, but a member of that name exists by now; ask the admin for a token with another name"),
+            );
+        }
+        let key = request.node_public_key;
+        if let Some(owner) = self.member_with_key(&key) {
+            return self.refuse(
+                id,
+                ErrorCode::BAD_MESSAGE,
+                format!("node key {key} already belongs to member {owner:?}"),
+            );
+        }
+        if self.state.is_revoked(&key, &request.wireguard_public_key) {
+            return self.refuse(id, ErrorCode::REVOKED, format!("node key {key} is revoked"));
+        }
+        let mut changes = vec![
+            Change::UseToken { hash, at: now },
+            Change::AddNode {
+                name: name.clone(),
+                node: Node {
+                    kind: NodeKind::Agent,
+                    node_public_key: key,
+                    wireguard_public_key: request.wireguard_public_key,
+                    created_at: now,
+                },
+            },
+        ];
+        if let Err(reason) = self.lease_for(&name, &mut changes) {
+            return self.exhausted(id, reason);
+        }
+        self.admit(id, name, changes, now)
+    }
+
+    /// Commits the enrollment's changes, then answers with the member's addresses and the netmap.
+    fn admit(
+        &mut self,
+        id: SessionId,
+        name: String,
+        changes: Vec<Change>,
+        now: u64,
+    ) -> Vec<Output> {
+        let mut outputs = match self.decide(changes, false, now) {
+            Ok(outputs) => outputs,
+            Err(e) => return self.internal(id, &name, e),
+        };
+        // The enrolling session gets the netmap in its answer, not as a push.
+        outputs.retain(|o| !matches!(o, Output::Send(to, _) if *to == id));
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return outputs;
+        };
+        session.phase = Phase::Enrolled { name: name.clone() };
+        let addresses = self
+            .current
+            .binary_search_by(|m| m.name.as_str().cmp(&name))
+            .ok()
+            .map(|i| self.current[i].addresses);
+        let (Some(addresses), Some(record)) = (addresses, &self.state.epoch) else {
+            let e = ControllerError::Refused(format!("{name:?} is missing from the netmap"));
+            return self.internal(id, &name, e);
+        };
+        let netmap = record.netmap.clone();
+        outputs.push(Output::Send(
+            id,
+            Message::EnrollResponse(EnrollResponse::Accepted { addresses, netmap }),
+        ));
+        outputs
+    }
+
+    fn endpoints(
+        &mut self,
+        id: SessionId,
+        name: &str,
+        endpoints: Vec<String>,
+        now: u64,
+    ) -> Vec<Output> {
+        if endpoints.len() > MAX_ENDPOINTS
+            || endpoints
+                .iter()
+                .any(|e| e.is_empty() || e.len() > MAX_ENDPOINT_LEN || e.contains(char::is_control))
+        {
+            return self.refuse(
+                id,
+                ErrorCode::BAD_MESSAGE,
+                format!(
+                    "an endpoint report holds at most {MAX_ENDPOINTS} endpoints of 1 to {MAX_ENDPOINT_LEN} bytes with no control characters"
+                ),
+            );
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Vec::new();
+        };
+        if let Some(last) = session.last_report
+            && now < last.saturating_add(MIN_REPORT_INTERVAL)
+        {
+            return self.refuse(
+                id,
+                ErrorCode::BAD_MESSAGE,
+                format!("endpoint reports may come at most every {MIN_REPORT_INTERVAL} s"),
+            );
+        }
+        session.last_report = Some(now);
+        if self.reported.get(name) == Some(&endpoints) {
+            return Vec::new();
+        }
+        let old = self.reported.insert(name.to_string(), endpoints);
+        match self.decide(Vec::new(), false, now) {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                match old {
+                    Some(old) => self.reported.insert(name.to_string(), old),
+                    None => self.reported.remove(name),
+                };
+                self.internal(id, name, e)
+            }
+        }
+    }
+
+    fn member_with_key(&self, key: &NodePublicKey) -> Option<String> {
+        self.config
+            .members
+            .iter()
+            .find(|m| m.node_public_key == *key)
+            .map(|m| m.name.clone())
+            .or_else(|| {
+                self.state
+                    .nodes
+                    .iter()
+                    .find(|(_, n)| n.node_public_key == *key)
+                    .map(|(name, _)| name.clone())
+            })
+    }
+
+    /// An enrollment refused with a reason, then the session closes.
+    fn refused(&mut self, id: SessionId, reason: String) -> Vec<Output> {
+        self.sessions.remove(&id);
+        vec![
+            Output::Send(
+                id,
+                Message::EnrollResponse(EnrollResponse::Refused { reason }),
+            ),
+            Output::Close(id),
+        ]
+    }
+
+    fn exhausted(&mut self, id: SessionId, reason: String) -> Vec<Output> {
+        let mut outputs = vec![Output::Warn(reason.clone())];
+        outputs.extend(self.refused(id, reason));
+        outputs
+    }
+
+    fn internal(&mut self, id: SessionId, name: &str, e: ControllerError) -> Vec<Output> {
+        let mut outputs = vec![Output::Warn(format!(
+            "cannot record the enrollment of {name:?}: {e}"
+        ))];
+        outputs.extend(self.refuse(
+            id,
+            ErrorCode::INTERNAL,
+            "the controller could not record the enrollment; try again later".into(),
+        ));
+        outputs
+    }
+}
+
+fn kind(message: &Message) -> &'static str {
+    match message {
+        Message::Hello(_) => "a Hello",
+        Message::EnrollRequest(_) => "an EnrollRequest",
+        Message::EnrollResponse(_) => "an EnrollResponse",
+        Message::NetmapPush(_) => "a NetmapPush",
+        Message::EndpointReport(_) => "an EndpointReport",
+        Message::Error(_) => "an Error",
+        Message::Join(_) => "a Join",
+    }
+}

@@ -1,0 +1,445 @@
+//! The daemon in-process over loopback QUIC: enrollment, sticky leases across a restart, join
+//! tokens, revocation, refusals with clear errors, and the bounds on bad and silent clients.
+
+// Each test binary uses its own part of the shared helpers.
+#[allow(dead_code)]
+mod common;
+
+use std::future::Future as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{INSTANCE, Machine, T0, config, controller_identity, machine, network_key};
+use wiremesh_controller::daemon::{Clock, Limits, Options, Server};
+use wiremesh_core::controller_config::ControllerFile;
+use wiremesh_core::frame::MAX_FRAME_LEN;
+use wiremesh_core::keys::{Identity, NetworkKey, WireguardSecret};
+use wiremesh_core::messages::{ErrorCode, Hello, Message, PROTOCOL_VERSION};
+use wiremesh_core::netmap::{Flags, Netmap};
+use wiremesh_proto::admin::{self, Outcome, Request};
+use wiremesh_proto::client::{ControlError, ControlSettings, Enrolled, client_transport, enroll};
+use wiremesh_proto::tls::{SERVER_NAME, client_config};
+use wiremesh_proto::wire::{FrameReader, write_message};
+
+/// Every wait in these tests ends after this long at most.
+const BOUND: Duration = Duration::from_secs(20);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<AtomicU64>,
+}
+
+impl Fixture {
+    fn new(config: &ControllerFile) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Self {
+            dir,
+            clock: Arc::new(AtomicU64::new(T0)),
+        };
+        f.write_config(config);
+        std::fs::write(
+            f.path("network.key"),
+            NetworkKey::new(network_key()).to_file_text().as_bytes(),
+        )
+        .unwrap();
+        let identity = Identity::new(WireguardSecret::from_bytes([9; 32]), controller_identity());
+        std::fs::write(f.path("identity"), identity.to_file_text().as_bytes()).unwrap();
+        f
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_config(&self, config: &ControllerFile) {
+        std::fs::write(self.path("server.controller.json"), config.to_json()).unwrap();
+    }
+
+    fn options(&self, limits: Limits) -> Options {
+        let clock = self.clock.clone();
+        Options {
+            config: self.path("server.controller.json"),
+            network_key: Some(self.path("network.key")),
+            identity: self.path("identity"),
+            state_dir: self.path("state"),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            limits,
+            clock: Clock::new(move || clock.load(Ordering::SeqCst)),
+        }
+    }
+
+    async fn start(&self) -> Server {
+        self.start_with(Limits::default()).await
+    }
+
+    async fn start_with(&self, limits: Limits) -> Server {
+        Server::start(self.options(limits)).await.unwrap()
+    }
+
+    fn advance(&self, seconds: u64) {
+        self.clock.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+fn client() -> quinn::Endpoint {
+    quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+fn settings(m: &Machine, join: Option<String>) -> ControlSettings {
+    ControlSettings {
+        instance: INSTANCE.into(),
+        name: m.name.clone(),
+        identity: Identity::new(m.wireguard.clone(), m.node.clone()),
+        controller: controller_identity().public_key(),
+        join,
+        last_epoch: None,
+    }
+}
+
+async fn enroll_as(
+    server: &Server,
+    m: &Machine,
+    join: Option<String>,
+) -> Result<Enrolled, ControlError> {
+    let addr = server.local_addr().unwrap();
+    enroll(&client(), addr, &settings(m, join), BOUND).await
+}
+
+async fn admin_request(server: &Server, request: Request) -> Outcome {
+    let socket = server.admin_socket().to_path_buf();
+    tokio::task::spawn_blocking(move || admin::request(&socket, &request, BOUND))
+        .await
+        .unwrap()
+        .unwrap()
+        .outcome
+}
+
+fn refusal(result: Result<Enrolled, ControlError>) -> ControlError {
+    match result {
+        Ok(e) => panic!("enrolled with {:?}", e.addresses),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn enrollment_pushes_and_leases_that_survive_a_restart() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    let mut static_member = enroll_as(&server, &machine("server", 1), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        static_member.addresses.ipv4,
+        Some("100.77.0.1".parse().unwrap())
+    );
+    let laptop = enroll_as(&server, &machine("laptop", 2), None)
+        .await
+        .unwrap();
+    assert_eq!(laptop.addresses.ipv4, Some("100.77.0.2".parse().unwrap()));
+    let map = Netmap::decode(&laptop.netmap).unwrap();
+    let content = map.verify(&network_key().public_key(), None, T0).unwrap();
+    assert_eq!(
+        content.member("laptop").unwrap().addresses.ipv4,
+        Some("100.77.0.2".parse().unwrap())
+    );
+    // The member that enrolled first hears about the lease.
+    let pushed = tokio::time::timeout(BOUND, static_member.session.next_netmap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Netmap::decode(&pushed).unwrap(), map);
+
+    let Outcome::Status(status) = admin_request(&server, Request::Status).await else {
+        panic!("no status");
+    };
+    let laptop_status = status.members.iter().find(|m| m.name == "laptop").unwrap();
+    assert!(laptop_status.leased);
+    assert!(laptop_status.connection.is_some(), "{status:?}");
+    assert_eq!(status.epoch, content.epoch);
+
+    drop(static_member);
+    drop(laptop);
+    server.shutdown().await;
+    let server = f.start().await;
+    let desktop = enroll_as(&server, &machine("desktop", 3), None)
+        .await
+        .unwrap();
+    assert_eq!(desktop.addresses.ipv4, Some("100.77.0.3".parse().unwrap()));
+    let laptop = enroll_as(&server, &machine("laptop", 2), None)
+        .await
+        .unwrap();
+    assert_eq!(laptop.addresses.ipv4, Some("100.77.0.2".parse().unwrap()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn join_tokens_work_once_and_expire() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    let create = |name: &str, ttl_seconds| Request::TokenCreate {
+        name: name.into(),
+        ttl_seconds,
+    };
+    let Outcome::Token { token, .. } = admin_request(&server, create("phone", 3600)).await else {
+        panic!("no token");
+    };
+    let phone = enroll_as(&server, &machine("phone", 40), Some(token.clone()))
+        .await
+        .unwrap();
+    let map = Netmap::decode(&phone.netmap).unwrap();
+    assert!(
+        map.content()
+            .member("phone")
+            .unwrap()
+            .flags
+            .contains(Flags::OUTSIDE_INVENTORY)
+    );
+    match refusal(enroll_as(&server, &machine("phone", 41), Some(token)).await) {
+        ControlError::Controller { code, message } => {
+            assert_eq!(code, ErrorCode::BAD_TOKEN);
+            assert!(message.starts_with("the join token is unknown, already used or expired"));
+        }
+        other => panic!("{other}"),
+    }
+    let Outcome::Token { token, .. } = admin_request(&server, create("tv", 60)).await else {
+        panic!("no token");
+    };
+    f.advance(61);
+    match refusal(enroll_as(&server, &machine("tv", 42), Some(token)).await) {
+        ControlError::Controller { code, .. } => assert_eq!(code, ErrorCode::BAD_TOKEN),
+        other => panic!("{other}"),
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoked_unknown_and_foreign_keys_get_clear_errors() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    let Outcome::Revoked { .. } = admin_request(
+        &server,
+        Request::Revoke {
+            name: "laptop".into(),
+        },
+    )
+    .await
+    else {
+        panic!("not revoked");
+    };
+    match refusal(enroll_as(&server, &machine("laptop", 2), None).await) {
+        ControlError::Controller { code, message } => {
+            assert_eq!(code, ErrorCode::REVOKED);
+            assert!(message.ends_with("is revoked"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    let stranger = machine("laptop", 99);
+    let e = refusal(enroll_as(&server, &stranger, None).await);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the controller reported an error (code 4): node key {} is not a member of instance \"my-vpn\"; ask the controller's admin for a join token (`wiremesh-controller token create --name NAME`) and start the agent with --join TOKEN",
+            stranger.node.public_key()
+        )
+    );
+    let mut other_network = settings(&machine("desktop", 3), None);
+    other_network.instance = "other-vpn".into();
+    let addr = server.local_addr().unwrap();
+    match refusal(enroll(&client(), addr, &other_network, BOUND).await) {
+        ControlError::Controller { code, .. } => assert_eq!(code, ErrorCode::WRONG_NETWORK),
+        other => panic!("{other}"),
+    }
+    // An agent pinning another controller key stops at the TLS handshake.
+    let mut wrong_pin = settings(&machine("desktop", 3), None);
+    wrong_pin.controller = machine("x", 98).node.public_key();
+    assert!(matches!(
+        refusal(enroll(&client(), addr, &wrong_pin, BOUND).await),
+        ControlError::Connect { .. }
+    ));
+    server.shutdown().await;
+}
+
+/// A raw control stream to the server as machine `m`.
+async fn raw_stream(
+    addr: SocketAddr,
+    m: &Machine,
+) -> (quinn::Connection, quinn::SendStream, FrameReader) {
+    let config = client_config(
+        &m.node,
+        controller_identity().public_key(),
+        client_transport(),
+    )
+    .unwrap();
+    let connection = client()
+        .connect_with(config, addr, SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    (connection, send, FrameReader::new(recv, MAX_FRAME_LEN))
+}
+
+async fn expect_error(reader: &mut FrameReader) -> (ErrorCode, String) {
+    let frame = tokio::time::timeout(BOUND, reader.next())
+        .await
+        .expect("the controller answered in time")
+        .unwrap()
+        .expect("an error message before the stream ends");
+    match Message::decode(&frame).unwrap() {
+        Message::Error(e) => (e.code, e.message),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_and_silent_clients_cost_only_their_connection() {
+    let f = Fixture::new(&config(None));
+    let limits = Limits {
+        handshake: Duration::from_millis(300),
+        enroll: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = f.start_with(limits).await;
+    let addr = server.local_addr().unwrap();
+    let laptop = machine("laptop", 2);
+
+    // A frame header announcing 4 GiB.
+    let (_c, mut send, mut reader) = raw_stream(addr, &laptop).await;
+    send.write_all(&[0xff; 4]).await.unwrap();
+    let (code, message) = expect_error(&mut reader).await;
+    assert_eq!(code, ErrorCode::BAD_MESSAGE);
+    assert_eq!(
+        message,
+        "frame of 4294967295 bytes exceeds the maximum of 65536"
+    );
+
+    // A well-framed payload that is no message.
+    let (_c, mut send, mut reader) = raw_stream(addr, &laptop).await;
+    send.write_all(&[0, 0, 0, 3, 0xee, 0xee, 0xee])
+        .await
+        .unwrap();
+    assert_eq!(expect_error(&mut reader).await.0, ErrorCode::BAD_MESSAGE);
+
+    // A hello with another protocol version.
+    let (_c, mut send, mut reader) = raw_stream(addr, &laptop).await;
+    let hello = Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION + 1,
+        instance: INSTANCE.into(),
+        node_public_key: laptop.node.public_key(),
+        nonce: [0; 32],
+    });
+    write_message(&mut send, &hello).await.unwrap();
+    assert_eq!(
+        expect_error(&mut reader).await.0,
+        ErrorCode::UNSUPPORTED_VERSION
+    );
+
+    // A hello, then nothing: refused when the enrollment deadline passes.
+    let (_c, mut send, mut reader) = raw_stream(addr, &laptop).await;
+    write_message(&mut send, &common::hello(&laptop))
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(BOUND, reader.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        Message::decode(&frame.unwrap()).unwrap(),
+        Message::Hello(_)
+    ));
+    let (code, message) = expect_error(&mut reader).await;
+    assert_eq!(code, ErrorCode::TIMEOUT);
+    assert_eq!(message, "hello and enrollment did not arrive within 0.3 s");
+
+    // A connection that never opens a stream is closed with a reason.
+    let config = client_config(
+        &laptop.node,
+        controller_identity().public_key(),
+        client_transport(),
+    )
+    .unwrap();
+    let silent = client()
+        .connect_with(config, addr, SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(BOUND, silent.closed()).await.unwrap();
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(9));
+            assert_eq!(&close.reason[..], b"no control stream opened within 0.3 s");
+        }
+        other => panic!("{other}"),
+    }
+
+    // One stream per connection: a second one, or any unidirectional one, gets no credit from
+    // the controller, so thousands of them cost it nothing. (A single poll: the credit the
+    // controller granted is known to the client from the handshake.)
+    let (c, _send, _reader) = raw_stream(addr, &laptop).await;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut second = std::pin::pin!(c.open_bi());
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    let mut uni = std::pin::pin!(c.open_uni());
+    assert!(uni.as_mut().poll(&mut cx).is_pending());
+
+    // None of it touched anyone else.
+    let desktop = enroll_as(&server, &machine("desktop", 3), None)
+        .await
+        .unwrap();
+    assert_eq!(desktop.addresses.ipv4, Some("100.77.0.2".parse().unwrap()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reload_applies_the_new_inventory_as_a_diff() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    let mut laptop = enroll_as(&server, &machine("laptop", 2), None)
+        .await
+        .unwrap();
+    let mut next = config(None);
+    next.members
+        .push(common::member_config(&machine("tv", 4), None, 4));
+    f.write_config(&next);
+    let diff = server.reload().await.unwrap();
+    assert_eq!(diff.added, ["tv"]);
+    let pushed = tokio::time::timeout(BOUND, laptop.session.next_netmap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        Netmap::decode(&pushed)
+            .unwrap()
+            .content()
+            .member("tv")
+            .is_some()
+    );
+    // A broken file is refused and the running configuration kept.
+    std::fs::write(f.path("server.controller.json"), "{\"version\": 1}").unwrap();
+    let e = server.reload().await.unwrap_err();
+    assert!(e.contains("server.controller.json"), "{e}");
+    let tv = enroll_as(&server, &machine("tv", 4), None).await.unwrap();
+    assert_eq!(tv.addresses.ipv4, Some("100.77.0.3".parse().unwrap()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_damaged_store_stops_the_start_and_names_the_file() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    server.shutdown().await;
+    let store = f.path("state/controller.sqlite");
+    let bytes = std::fs::read(&store).unwrap();
+    std::fs::write(&store, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Server::start(f.options(Limits::default()))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.starts_with(&format!("store {}: ", store.display())),
+        "{e}"
+    );
+}
