@@ -58,13 +58,14 @@ in
       enabled;
 
     systemd.services = lib.mapAttrs'
-      (name: c: lib.nameValuePair "wiremesh-controller-${name}" (units.controller {
-        inherit name;
-        inherit (c) identityFile networkKeyFile;
-        inherit (cfg) package;
-        kill = "${pkgs.coreutils}/bin/kill";
-        configPath = configPath name;
-      } // {
+      (name: c: lib.nameValuePair "wiremesh-controller-${name}" (units.controller
+        {
+          inherit name;
+          inherit (c) identityFile networkKeyFile;
+          inherit (cfg) package;
+          kill = "${pkgs.coreutils}/bin/kill";
+          configPath = configPath name;
+        } // {
         reloadTriggers = [ c.configFile ];
       }))
       enabled;

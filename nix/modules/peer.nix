@@ -64,13 +64,14 @@ in
       enabled;
 
     systemd.services = lib.mapAttrs'
-      (name: p: lib.nameValuePair "wiremesh-peer-${name}" (units.peer {
-        inherit name;
-        inherit (p) identityFile netmapFile;
-        inherit (cfg) package;
-        kill = "${pkgs.coreutils}/bin/kill";
-        configPath = configPath name;
-      } // {
+      (name: p: lib.nameValuePair "wiremesh-peer-${name}" (units.peer
+        {
+          inherit name;
+          inherit (p) identityFile netmapFile;
+          inherit (cfg) package;
+          kill = "${pkgs.coreutils}/bin/kill";
+          configPath = configPath name;
+        } // {
         # a new config is applied by SIGHUP; only a new binary restarts the agent
         reloadTriggers = [ p.configFile ];
       }))

@@ -11,7 +11,7 @@ export NIX_CONFIG="build-users-group =
 sandbox = false
 substituters ="
 # non-zero on any evaluation error, so a broken test never counts as passed
-out=$(nix-instantiate --eval --strict --json --argstr wiremesh "$bin" nix/tests/run.nix)
+out=$(nix-instantiate --eval --read-write-mode --strict --json --argstr wiremesh "$bin" nix/tests/run.nix)
 python3 - "$out" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])

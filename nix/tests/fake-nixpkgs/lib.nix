@@ -19,7 +19,7 @@ let
   wrap = name: nested: coerce: { _type = "type"; inherit name nested coerce; };
   # mkIf is pushed down to the leaves, so attribute names never depend on a condition
   pushIf = cond: v:
-    if isTree v
+    if isTree v && v != { }
     then builtins.mapAttrs (_: pushIf cond) v
     else { _type = "if"; condition = cond; content = v; };
   empty = { _type = "empty"; };
@@ -95,8 +95,11 @@ let
   # drop what false mkIfs left behind, in the returned config only (never inside the fixpoint)
   clean = v:
     if isTree v then
-      let c = builtins.mapAttrs (_: clean) v;
-      in builtins.removeAttrs c (builtins.filter (n: isEmpty c.${n}) (builtins.attrNames c))
+      let
+        c = builtins.mapAttrs (_: clean) v;
+        gone = n: isEmpty c.${n} || (c.${n} == { } && v.${n} != { });
+      in
+      builtins.removeAttrs c (builtins.filter gone (builtins.attrNames c))
     else v;
 
   # defaults and type checks; an undeclared name under a declared prefix is an error
