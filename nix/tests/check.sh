@@ -44,6 +44,8 @@ expect() {
 check "flake: nixosModules" expect '["controller","default","peer"]' flake_eval nixosModules builtins.attrNames
 check "flake: clan.modules" expect '["wiremesh"]' flake_eval clan.modules builtins.attrNames
 check "flake: packages" expect '["default","wiremesh"]' flake_eval packages.aarch64-linux builtins.attrNames
+check "flake: checks" expect '["nixos-peer","package"]' flake_eval checks.x86_64-linux builtins.attrNames
+check "flake: formatter" expect '["aarch64-linux","x86_64-linux"]' flake_eval formatter builtins.attrNames
 check "flake: package version" expect "\"$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml)\"" \
   flake_eval packages.x86_64-linux.default 'p: p.version'
 
