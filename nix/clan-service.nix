@@ -7,8 +7,9 @@ let
   generators = import ./lib/generators.nix;
   inherit (interface) spec;
 
-  # Every member's agent config and the hosts fragment of one instance, by `wiremesh plan` at
-  # build time from the members' settings and their public vars in the clan directory.
+  # Every member's agent config, every controller's config and the hosts fragment of one
+  # instance, by `wiremesh plan` at build time from the members' settings and their public vars in
+  # the clan directory.
   render = { pkgs, package, instanceName, roles }:
     let
       inventory = pkgs.writeText "wiremesh-${instanceName}-inventory.json"
@@ -46,12 +47,28 @@ in
   roles.controller = {
     inherit (spec.roles.controller) description;
     interface = interface.interface "controller";
-    perInstance = { instanceName, ... }: {
-      nixosModule = { config, ... }: {
-        clan.core.vars.generators."wiremesh-network-${instanceName}" =
-          generators.network { inherit (config.services.wiremesh) package; };
-        imports = [ ./modules/common.nix ];
-      };
+    perInstance = { instanceName, settings, roles, machine, ... }: {
+      nixosModule = { config, pkgs, ... }:
+        let
+          rendered = render {
+            inherit pkgs instanceName roles;
+            inherit (config.services.wiremesh) package;
+          };
+          vars = config.clan.core.vars.generators;
+        in
+        {
+          imports = [ ./modules/controller.nix ];
+          clan.core.vars.generators."wiremesh-network-${instanceName}" = generators.network {
+            inherit (config.services.wiremesh) package;
+            restartUnits = [ "wiremesh-controller-${instanceName}.service" ];
+          };
+          services.wiremesh.controllers.${instanceName} = {
+            configFile = "${rendered}/${machine.name}.controller.json";
+            identityFile = vars."wiremesh-${instanceName}".files.identity.path;
+            networkKeyFile = vars."wiremesh-network-${instanceName}".files.network-private-key.path;
+            inherit (settings) controlPort;
+          };
+        };
     };
   };
 
@@ -86,7 +103,9 @@ in
       clan.core.vars.generators = lib.mapAttrs'
         (instanceName: instance: lib.nameValuePair "wiremesh-${instanceName}" (generators.machine {
           inherit (config.services.wiremesh) package;
-          restartUnits = lib.optional (instance.roles.peer.machines or { } ? ${machine.name}) "wiremesh-peer-${instanceName}.service";
+          restartUnits = builtins.concatMap
+            (role: lib.optional (instance.roles.${role}.machines or { } ? ${machine.name}) "wiremesh-${role}-${instanceName}.service")
+            [ "controller" "peer" ];
         }))
         instances;
     };

@@ -15,14 +15,14 @@
   };
 
   # Shared per instance: the network key, declared only on controllers, so only they receive it.
-  network = { package }: {
+  network = { package, restartUnits }: {
     share = true;
-    files.network-key.secret = true;
+    files.network-private-key = { secret = true; inherit restartUnits; };
     files.network-public-key.secret = false;
     runtimeInputs = [ package ];
     script = ''
-      wiremesh keygen --network --out "$out/network-key" >/dev/null
-      wiremesh pubkey "$out/network-key" >"$out/network-public-key"
+      wiremesh keygen --network --out "$out/network-private-key" >/dev/null
+      wiremesh pubkey "$out/network-private-key" >"$out/network-public-key"
     '';
   };
 }

@@ -127,6 +127,7 @@ let
           units = builtins.attrNames c.systemd.services;
           generators = lib.mapAttrs (_: g: { inherit (g) share; files = lib.mapAttrs (_: f: f.secret) g.files; }) c.clan.core.vars.generators;
           identity = c.services.wiremesh.peers.my-vpn.identityFile;
+          controllers = lib.mapAttrs (_: k: { inherit (k) identityFile networkKeyFile controlPort; }) (c.services.wiremesh.controllers or { });
           ports = c.networking.firewall.allowedUDPPorts;
           hosts = builtins.readFile (builtins.head c.networking.hostFiles);
           assertions = builtins.all (a: a.assertion) c.assertions;
@@ -135,14 +136,21 @@ let
         machines;
       expected = lib.mapAttrs
         (m: _: {
-          units = [ "wiremesh-peer-my-vpn" ];
+          units = lib.optional (m == "server") "wiremesh-controller-my-vpn" ++ [ "wiremesh-peer-my-vpn" ];
           generators = {
             wiremesh-my-vpn = { share = false; files = { identity = true; node-public-key = false; wireguard-public-key = false; }; };
           } // lib.optionalAttrs (m == "server") {
-            wiremesh-network-my-vpn = { share = true; files = { network-key = true; network-public-key = false; }; };
+            wiremesh-network-my-vpn = { share = true; files = { network-private-key = true; network-public-key = false; }; };
           };
           identity = "/run/secrets/vars/per-machine/${m}/wiremesh-my-vpn/identity";
-          ports = [ 51820 ];
+          controllers = lib.optionalAttrs (m == "server") {
+            my-vpn = {
+              identityFile = "/run/secrets/vars/per-machine/server/wiremesh-my-vpn/identity";
+              networkKeyFile = "/run/secrets/vars/shared/wiremesh-network-my-vpn/network-private-key";
+              controlPort = 51821;
+            };
+          };
+          ports = [ 51820 ] ++ lib.optional (m == "server") 51821;
           hosts = builtins.readFile ./expected/hosts;
           assertions = true;
           warnings = [ ];

@@ -82,7 +82,7 @@ in
     expected = readJSON ./expected/generators-laptop.json;
   };
 
-  # the identity restarts only units that run on the machine: a controller-only machine has none
+  # the identity restarts only units that run on the machine: a controller-only machine's controller
   controllerOnlyMachine = {
     expr = (normalize (evalNixos [
       (instance "controller" "server").nixosModule
@@ -91,7 +91,7 @@ in
         instances.my-vpn.roles.controller = (import ./fixtures/roles.nix).controller;
       }).nixosModule
     ])).clan.core.vars.generators.wiremesh-my-vpn.files.identity.restartUnits;
-    expected = [ ];
+    expected = [ "wiremesh-controller-my-vpn.service" ];
   };
 
   # the generators' scripts, run, give vars that `wiremesh plan` turns into a config holding them

@@ -41,10 +41,32 @@ in
     };
   };
 
-  # the controller role runs no controller unit yet (see nix/README.md); the server's agent runs
-  serverUnits = {
-    expr = builtins.attrNames server.systemd.services;
-    expected = [ "wiremesh-peer-my-vpn" ];
+  # the server is controller and peer: both daemons, both ports, both configs from one plan
+  serverWiring = {
+    expr = normalize {
+      units = builtins.attrNames server.systemd.services;
+      inherit (server.networking.firewall) allowedUDPPorts;
+      etc = builtins.mapAttrs (_: e: e.source) server.environment.etc;
+      controller = server.services.wiremesh.controllers.my-vpn;
+      assertions = assertionsHold server;
+    };
+    expected = {
+      units = [ "wiremesh-controller-my-vpn" "wiremesh-peer-my-vpn" ];
+      allowedUDPPorts = [ 51821 51820 ];
+      etc = {
+        "wiremesh/my-vpn.json" = "/nix/store/<hash>-wiremesh-my-vpn-plan/server.json";
+        "wiremesh/my-vpn.controller.json" = "/nix/store/<hash>-wiremesh-my-vpn-plan/server.controller.json";
+      };
+      controller = {
+        enable = true;
+        configFile = "/nix/store/<hash>-wiremesh-my-vpn-plan/server.controller.json";
+        identityFile = "/run/secrets/vars/wiremesh-my-vpn/identity";
+        networkKeyFile = "/run/secrets/vars/wiremesh-network-my-vpn/network-private-key";
+        controlPort = 51821;
+        openFirewall = true;
+      };
+      assertions = true;
+    };
   };
 
   twoInstancesOnOneMachine = {
@@ -109,7 +131,7 @@ in
             services.wiremesh.controllers.my-vpn = {
               configFile = "/nix/store/00000000000000000000000000000000-plan/server.controller.json";
               identityFile = "/run/secrets/vars/wiremesh-my-vpn/identity";
-              networkKeyFile = "/run/secrets/vars/wiremesh-network-my-vpn/network-key";
+              networkKeyFile = "/run/secrets/vars/wiremesh-network-my-vpn/network-private-key";
             };
           }
         ];
