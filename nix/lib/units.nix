@@ -35,8 +35,8 @@ in
 {
   # The agent of instance `name`. Its config sits at a fixed path under /etc, so a new config is a
   # SIGHUP (applied as a diff), not a restart that would drop every tunnel. `%d` is systemd's
-  # credentials directory: the identity is handed over by LoadCredential and never made readable
-  # to the service user on disk.
+  # credentials directory: the secret stays root's where sops-nix puts it, and LoadCredential
+  # gives the unit a private copy.
   peer = { name, package, kill, identityFile, netmapFile, configPath }:
     let
       run = [
