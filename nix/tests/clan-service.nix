@@ -5,11 +5,12 @@ let
   generators = m: (evalNixos (machineModules m)).clan.core.vars.generators;
   generatorsOf = m: normalize (generators m);
 
-  # `clan vars generate` done by hand: every generator's script run with $out, its files stored
-  # in Clan's layout, public ones as `value`
+  # `clan vars generate` done by hand: every generator's script run with $out, which must then
+  # hold exactly the declared files (as Clan checks), stored in Clan's layout, public ones as `value`
   generate = out: gen: ''
     tmp=$(mktemp -d)
     (out=$tmp; ${gen.script})
+    [ "$(ls -A "$tmp" | sort | tr '\n' ' ')" = "${builtins.concatStringsSep " " (builtins.attrNames gen.files)} " ]
     ${builtins.concatStringsSep "\n" (map (f: ''
       mkdir -p "${out}/${f}" && cp "$tmp/${f}" "${out}/${f}/${if gen.files.${f}.secret then "secret" else "value"}"
     '') (builtins.attrNames gen.files))}
