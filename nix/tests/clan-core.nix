@@ -13,7 +13,8 @@ let
     modules.clan.default = lib.modules.importApply (clanCore + "/modules/clan/default.nix") { clan-core = clanSelf; };
     clan.modules = { };
   };
-  directory = ./fixtures/clan;
+  # a store path as a string, as Clan's default `directory = toString self` is
+  directory = "${./fixtures/clan}";
 
   clan = instance: (clanSelf.clanLib.clan {
     self.inputs.wiremesh.clan.modules.wiremesh = ../clan-service.nix;
