@@ -16,7 +16,8 @@ let
   # a store path as a string, as Clan's default `directory = toString self` is
   directory = "${./fixtures/clan}";
 
-  clan = instance: (clanSelf.clanLib.clan {
+  clan = instance: clanWith { my-vpn = instance; };
+  clanWith = instances: (clanSelf.clanLib.clan {
     self.inputs.wiremesh.clan.modules.wiremesh = ../clan-service.nix;
     self.inputs.nixpkgs = { inherit lib; };
     inherit directory;
@@ -25,7 +26,7 @@ let
       machines.server = { machineClass = "nixos"; deploy.targetHost = "root@vpn.example.org"; };
       machines.laptop.tags = [ "laptop" ];
       machines.desktop = { };
-      instances.my-vpn = { module.name = "wiremesh"; module.input = "wiremesh"; } // instance;
+      instances = builtins.mapAttrs (_: i: { module.name = "wiremesh"; module.input = "wiremesh"; } // i) instances;
     };
   }).config;
 
@@ -166,6 +167,42 @@ let
         severity = "error";
       }];
     };
+    # a second instance on the same machines: its own units, generators, configs and port
+    twoInstances =
+      let
+        two = clanWith {
+          my-vpn = { roles.controller.machines.server.settings.endpoint = "vpn.example.org"; roles.peer.tags = [ "all" ]; };
+          lab = {
+            roles.controller.machines.server.settings = { endpoint = "vpn.example.org"; controlPort = 51831; };
+            roles.peer.machines = { server = { }; laptop = { }; };
+            roles.peer.settings.port = 51830;
+          };
+        };
+        server = nixos two "server";
+        laptop = nixos two "laptop";
+      in
+      {
+        expr = {
+          server = builtins.attrNames server.systemd.services;
+          serverPorts = lib.sort (a: b: a < b) server.networking.firewall.allowedUDPPorts;
+          laptop = builtins.attrNames laptop.systemd.services;
+          laptopGenerators = builtins.attrNames laptop.clan.core.vars.generators;
+          laptopEtc = builtins.attrNames laptop.environment.etc;
+          laptopHosts = lib.sort (a: b: a < b) (map (f: builtins.head (builtins.match ".*-wiremesh-(.*)-plan/hosts" f)) laptop.networking.hostFiles);
+          desktop = builtins.attrNames (nixos two "desktop").systemd.services;
+          assertions = builtins.all (a: a.assertion) server.assertions;
+        };
+        expected = {
+          server = [ "wiremesh-controller-lab" "wiremesh-controller-my-vpn" "wiremesh-peer-lab" "wiremesh-peer-my-vpn" ];
+          serverPorts = [ 51820 51821 51830 51831 ];
+          laptop = [ "wiremesh-peer-lab" "wiremesh-peer-my-vpn" ];
+          laptopGenerators = [ "wiremesh-lab" "wiremesh-my-vpn" ];
+          laptopEtc = [ "wiremesh/lab.json" "wiremesh/my-vpn.json" ];
+          laptopHosts = [ "lab" "my-vpn" ];
+          desktop = [ "wiremesh-peer-my-vpn" ];
+          assertions = true;
+        };
+      };
     misspelledSettingIsAnError = {
       expr = fails (nixos (clan { roles.controller.machines.server.settings.endpont = "x"; roles.peer.machines.laptop = { }; }) "laptop").services.wiremesh.peers.my-vpn.configFile;
       expected = true;
