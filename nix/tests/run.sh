@@ -20,7 +20,8 @@ bin=${WIREMESH_BIN:-$PWD/target/debug/wiremesh}
 export NIX_CONFIG="build-users-group =
 sandbox = false
 substituters ="
-# non-zero on any evaluation error, so a broken test never counts as passed
+# non-zero on any evaluation error, so a broken test never counts as passed; --read-write-mode
+# because reading a rendered config builds its derivation during evaluation
 out=$(nix-instantiate --eval --read-write-mode --strict --json --argstr wiremesh "$bin" "${tests[@]}")
 python3 - "$out" <<'PY'
 import json, sys
