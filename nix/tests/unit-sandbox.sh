@@ -143,6 +143,23 @@ status_ok() {
 }
 check "wiremesh status (root) reads the unprivileged agent's socket" status_ok
 
+# ExecReload: SIGHUP makes the unprivileged agent apply a new config (here the MTU) in place
+reload_applies() {
+  python3 - "$work/plan/a.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["mtu"] = 1380
+json.dump(c, open(sys.argv[1], "w"))
+PY
+  kill -HUP "${pids[0]}"
+  for _ in $(seq 50); do
+    ip -n "$tag-a" link show wm-sb | grep -q " mtu 1380 " && return 0
+    sleep 0.1
+  done
+  return 1
+}
+check "SIGHUP (the unit's ExecReload) applies a new config as the unprivileged user" reload_applies
+
 drops() { ip netns exec "$tag-b" nft list chain inet nixos-fw rpfilter | sed -n 's/.*counter packets \([0-9]*\).*/\1/p'; }
 spoof_dropped() {
   local before
