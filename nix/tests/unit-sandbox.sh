@@ -14,9 +14,9 @@ bin=$PWD/target/debug
 tag=wmsb$$
 work=$(mktemp -d /tmp/wiremesh-unit-sandbox.XXXXXX)
 chmod 755 "$work"
-pids=()
+declare -A pid_of=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pid_of[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip netns del "$tag-a" 2>/dev/null || true
   ip netns del "$tag-b" 2>/dev/null || true
@@ -44,7 +44,7 @@ no_new_privs=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["NoNe
 # Keys, inventory and plan: two peers on a veth underlay in 198.18.0.0/15.
 declare -A underlay=([a]=198.18.77.1 [b]=198.18.77.2)
 for m in a b; do
-  mkdir -p "$work/$m/state" "$work/$m/run"
+  mkdir -p "$work/$m/state"
   "$bin/wiremesh" keygen --out "$work/$m/identity" >/dev/null
   for kind in wireguard node; do
     d=$work/vars/per-machine/$m/wiremesh-sb/$kind-public-key
@@ -53,7 +53,7 @@ for m in a b; do
   # as LoadCredential hands it over: readable by the service user only
   chown -R 65534:65534 "$work/$m"
   chmod 0400 "$work/$m/identity"
-  chmod 0700 "$work/$m/state" "$work/$m/run"
+  chmod 0700 "$work/$m/state"
 done
 "$bin/wiremesh" keygen --network --out "$work/network.key" >/dev/null
 mkdir -p "$work/vars/shared/wiremesh-network-sb/network-public-key"
@@ -104,26 +104,36 @@ EOF
 done
 
 # /dev/net/tun is 0666 on NixOS (udev); here it may be root's only, so each agent gets a 0666 node
-# of its own in a private mount namespace instead of a capability it would not have there.
+# of its own in a private mount namespace instead of a capability it would not have there. The
+# same namespace gets its own /run with /run/wiremesh as the unit's RuntimeDirectory makes it
+# (0700, the service user's), and the agent is given no --status-socket, as in the unit.
 for m in a b; do
   ip netns exec "$tag-$m" unshare --mount --propagation private sh -ec '
     mkdir -p "$1/dev" && mount -t tmpfs -o mode=0755 none "$1/dev"
     mknod -m 0666 "$1/dev/tun" c 10 200 && mount --bind "$1/dev/tun" /dev/net/tun
+    mount -t tmpfs -o mode=0755 none /run && mkdir -m 0700 /run/wiremesh && chown 65534:65534 /run/wiremesh
     exec setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
       --inh-caps=-all,"$2" --ambient-caps=-all,"$2" --bounding-set=-all,"$3" \
       "$4/wiremesh-peer" run --config "$1/plan/$5.json" --identity "$1/$5/identity" \
-        --state-dir "$1/$5/state" --status-socket "$1/$5/run/wm.sock"' \
+        --state-dir "$1/$5/state"' \
     sh "$work" "$ambient" "$bounding" "$bin" "$m" >"$work/$m.log" 2>&1 &
-  pids+=($!)
+  pid_of[$m]=$!
 done
+# m's agent, in its mount namespace (where its /run is)
+in_agent() { local m=$1; shift; nsenter --target "${pid_of[$m]}" --mount -- "$@"; }
 
-up() { for _ in $(seq 50); do ip -n "$1" link show wm-sb >/dev/null 2>&1 && [ -S "$2" ] && return 0; sleep 0.1; done; return 1; }
-check "agent a up as nobody with only CAP_NET_ADMIN" up "$tag-a" "$work/a/run/wm.sock"
-check "agent b up as nobody with only CAP_NET_ADMIN" up "$tag-b" "$work/b/run/wm.sock"
+up() {
+  for _ in $(seq 50); do
+    ip -n "$tag-$1" link show wm-sb >/dev/null 2>&1 && in_agent "$1" test -S /run/wiremesh/wm-sb.sock && return 0
+    sleep 0.1
+  done
+  return 1
+}
+check "agent a up as nobody with only CAP_NET_ADMIN" up a
+check "agent b up as nobody with only CAP_NET_ADMIN" up b
 
 agent_caps() {
-  local pid
-  pid=$(pgrep -f -- "--state-dir $work/$1/state" | head -n 1) || return 1
+  local pid=${pid_of[$1]}
   grep -q "^Uid:	65534	65534	65534	65534$" "/proc/$pid/status" &&
     grep -q "^CapEff:	0000000000001000$" "/proc/$pid/status" &&
     grep -q "^CapBnd:	0000000000001000$" "/proc/$pid/status" &&
@@ -136,12 +146,13 @@ ping_mesh() { ip netns exec "$tag-$1" ping -6 -c 3 -i 0.2 -W 3 "$(addr "$2")" >/
 check "a pings b over the mesh through the strict reverse-path filter" ping_mesh a b
 check "b pings a over the mesh through the strict reverse-path filter" ping_mesh b a
 
+# as an admin types it on the machine: no flags, the socket found in /run/wiremesh
 status_ok() {
   local out
-  out=$("$bin/wiremesh" status --socket "$work/a/run/wm.sock") &&
+  out=$(in_agent a "$bin/wiremesh" status) &&
     grep -q "^member: b$" <<<"$out" && grep -q "latest handshake: .* ago" <<<"$out"
 }
-check "wiremesh status (root) reads the unprivileged agent's socket" status_ok
+check "wiremesh status (root, no flags) finds and reads the unprivileged agent's socket" status_ok
 
 # ExecReload: SIGHUP makes the unprivileged agent apply a new config (here the MTU) in place
 reload_applies() {
@@ -151,7 +162,7 @@ c = json.load(open(sys.argv[1]))
 c["mtu"] = 1380
 json.dump(c, open(sys.argv[1], "w"))
 PY
-  kill -HUP "${pids[0]}"
+  kill -HUP "${pid_of[a]}"
   for _ in $(seq 50); do
     ip -n "$tag-a" link show wm-sb | grep -q " mtu 1380 " && return 0
     sleep 0.1
