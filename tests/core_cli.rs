@@ -624,7 +624,11 @@ fn plan_output_is_golden() {
         config["networkPublicKey"].as_str().unwrap(),
     );
     let example = workspace_file("examples/inventory.json");
-    ok(plan(&example, &dir.0, &["--out", &dir.s("out")]));
+    ok(plan(
+        &example,
+        &dir.0,
+        &["--out", &dir.s("out"), "--hosts", &dir.s("out/hosts")],
+    ));
     assert_eq!(
         std::fs::read_to_string(dir.path("out/laptop.json")).unwrap(),
         golden
@@ -635,6 +639,33 @@ fn plan_output_is_golden() {
             "crates/wiremesh-core/tests/controller-config.json"
         ))
         .unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path("out/hosts")).unwrap(),
+        "fd8c:65c0:2740:bb23:31b8:cc39:9153:22e4 desktop.my-vpn\n\
+         fd8c:65c0:2740:8337:bf72:5f02:6fda:9c78 laptop.my-vpn\n\
+         fd8c:65c0:2740:31b5:2523:5103:2c9b:3e7a server.my-vpn\n"
+    );
+}
+
+/// `--hosts` names static IPv4 addresses too, and leaves out a controller that is no member.
+#[test]
+fn plan_hosts_lists_static_ipv4_and_only_members() {
+    let dir = Scratch::new("hosts");
+    example_vars(&dir);
+    let inventory = dir.path("inventory.json");
+    std::fs::write(
+        &inventory,
+        r#"{"machines": {"server": {}, "laptop": {}},
+            "instances": {"my-vpn": {"module": {"name": "wiremesh", "input": "wiremesh"},
+              "roles": {"controller": {"machines": {"server": {"settings": {"endpoint": "vpn.example.org"}}}},
+                        "peer": {"machines": {"laptop": {"settings": {"ipv4": "100.96.0.7"}}}}}}}}"#,
+    )
+    .unwrap();
+    ok(plan(&inventory, &dir.0, &["--hosts", &dir.s("hosts")]));
+    assert_eq!(
+        std::fs::read_to_string(dir.path("hosts")).unwrap(),
+        "fd8c:65c0:2740:8337:bf72:5f02:6fda:9c78 laptop.my-vpn\n100.96.0.7 laptop.my-vpn\n"
     );
 }
 

@@ -23,6 +23,10 @@ pub struct Args {
     /// Print the configurations as one JSON object keyed by machine instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Write an /etc/hosts fragment naming every member `<machine>.<instance>`: its IPv6
+    /// address, and its IPv4 address when static (a leased one is not known before it runs).
+    #[arg(long, value_name = "FILE")]
+    hosts: Option<PathBuf>,
 }
 
 /// Where the plan's inputs come from; shared with `netmap build`.
@@ -73,6 +77,13 @@ pub fn run(args: Args) -> ExitCode {
     }
     if let Some(Err(e)) = args.out.as_deref().map(|dir| write_configs(dir, &plan)) {
         return fail(&e);
+    }
+    if let Some(path) = &args.hosts {
+        let text = hosts(&plan, &args.inputs.instance);
+        if let Err(e) = crate::keys::write_atomic(path, text.as_bytes(), 0o644, true) {
+            return fail(&format!("cannot write {}: {e}", path.display()));
+        }
+        eprintln!("wrote {}", path.display());
     }
     if args.json {
         if let Err(e) = print_all(&plan) {
@@ -164,6 +175,19 @@ fn write_configs(dir: &Path, plan: &Plan) -> Result<(), String> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// One `<address> <machine>.<instance>` line per member address, in machine order.
+fn hosts(plan: &Plan, instance: &str) -> String {
+    let mut out = String::new();
+    for (machine, member) in &plan.members {
+        let name = format!("{machine}.{instance}");
+        out.push_str(&format!("{} {name}\n", member.addresses.ipv6));
+        if let Some(ipv4) = member.addresses.ipv4 {
+            out.push_str(&format!("{ipv4} {name}\n"));
+        }
+    }
+    out
 }
 
 fn summary(plan: &Plan) -> String {

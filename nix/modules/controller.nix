@@ -1,0 +1,75 @@
+# services.wiremesh.controllers.<instance>: one controller per instance, several per machine.
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption types;
+  units = import ../lib/units.nix;
+  cfg = config.services.wiremesh;
+  enabled = lib.filterAttrs (_: c: c.enable) cfg.controllers;
+  configPath = name: "/etc/wiremesh/${name}.controller.json";
+  ports = map (c: c.controlPort) (builtins.attrValues enabled);
+in
+{
+  imports = [ ./common.nix ];
+
+  options.services.wiremesh.controllers = mkOption {
+    default = { };
+    description = "wiremesh controllers, keyed by instance name.";
+    type = types.attrsOf (types.submodule {
+      options = {
+        enable = mkOption {
+          type = types.bool;
+          default = true;
+          description = "Whether to run the controller of this instance.";
+        };
+        configFile = mkOption {
+          type = types.path;
+          description = "The controller config (`<machine>.controller.json`); installed as /etc/wiremesh/<instance>.controller.json.";
+        };
+        identityFile = mkOption {
+          type = types.str;
+          description = "The machine identity written by `wiremesh keygen` (a secret, handed over by LoadCredential).";
+        };
+        networkKeyFile = mkOption {
+          type = types.str;
+          description = "The network key written by `wiremesh keygen --network` (a secret, handed over by LoadCredential).";
+        };
+        controlPort = mkOption {
+          type = types.port;
+          default = 51821;
+          description = "The UDP port of the control plane (QUIC), opened in the firewall.";
+        };
+        openFirewall = mkOption {
+          type = types.bool;
+          default = true;
+          description = "Whether to open the control port in the firewall.";
+        };
+      };
+    });
+  };
+
+  config = lib.mkIf (enabled != { }) {
+    assertions = [{
+      assertion = builtins.length ports == builtins.length (lib.unique ports);
+      message = "services.wiremesh.controllers: every instance on a machine needs its own controlPort; ports in use: ${builtins.toJSON ports}";
+    }];
+
+    environment.etc = lib.mapAttrs'
+      (name: c: lib.nameValuePair "wiremesh/${name}.controller.json" { source = c.configFile; })
+      enabled;
+
+    systemd.services = lib.mapAttrs'
+      (name: c: lib.nameValuePair "wiremesh-controller-${name}" (units.controller
+        {
+          inherit name;
+          inherit (c) identityFile networkKeyFile;
+          inherit (cfg) package;
+          kill = "${pkgs.coreutils}/bin/kill";
+          configPath = configPath name;
+        } // {
+        reloadTriggers = [ c.configFile ];
+      }))
+      enabled;
+
+    networking.firewall.allowedUDPPorts = map (c: c.controlPort) (builtins.filter (c: c.openFirewall) (builtins.attrValues enabled));
+  };
+}

@@ -1,0 +1,3 @@
+{
+  imports = [ ./peer.nix ./controller.nix ];
+}
