@@ -43,6 +43,20 @@ fn static_and_dynamic_members_enroll_and_the_netmap_verifies() {
 }
 
 #[test]
+fn without_dynamic_leases_members_keep_only_their_static_addresses() {
+    let mut cfg = config(None);
+    cfg.dynamic_ip.enable = false;
+    let mut c = open(MemoryStore::new(), cfg, T0);
+    let (_, laptop, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    assert_eq!(laptop.ipv4, None);
+    let (_, server, _) = accepted(enroll(&mut c, &machine("server", 1), T0));
+    assert_eq!(server.ipv4, ipv4("100.77.0.1"));
+    assert!(c.state().leases.is_empty());
+    assert_eq!(c.epoch().unwrap().epoch, 1, "nothing was decided");
+    assert_eq!(c.status(T0).pool, None);
+}
+
+#[test]
 fn every_change_is_pushed_to_enrolled_agents() {
     let mut c = open(MemoryStore::new(), config(None), T0);
     let (server, _, _) = accepted(enroll(&mut c, &machine("server", 1), T0));
