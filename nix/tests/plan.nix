@@ -59,6 +59,12 @@ in
     expected = builtins.readFile ../../crates/wiremesh-core/tests/agent-config.json;
   };
 
+  # and the server's controller config is the one the Rust tests pin
+  serverControllerConfigIsTheRustGolden = {
+    expr = builtins.readFile (evalNixos (machineModules "server")).services.wiremesh.controllers.my-vpn.configFile;
+    expected = builtins.readFile ../../crates/wiremesh-core/tests/controller-config.json;
+  };
+
   hostsNameEveryMember = {
     expr = builtins.readFile peer.hostsFile;
     expected = builtins.readFile ./expected/hosts;
