@@ -4,6 +4,9 @@ let
   cfg = config.services.wiremesh;
   # each of peer.nix and controller.nix can be imported alone
   used = builtins.any (set: builtins.any (i: i.enable) (builtins.attrValues set)) [ (cfg.peers or { }) (cfg.controllers or { }) ];
+  enabled = set: builtins.filter (i: i.enable) (builtins.attrValues set);
+  # every UDP port the daemons bind: a tunnel port per peer, a control port per controller
+  ports = map (p: p.port) (enabled (cfg.peers or { })) ++ map (c: c.controlPort) (enabled (cfg.controllers or { }));
 in
 {
   options.services.wiremesh.package = lib.mkOption {
@@ -14,6 +17,17 @@ in
   };
 
   config = lib.mkIf used {
+    assertions = [
+      {
+        assertion = builtins.length ports == builtins.length (lib.unique ports);
+        message = "services.wiremesh: peers and controllers on one machine each need a UDP port of their own; ports in use: ${builtins.toJSON ports}";
+      }
+      {
+        # the units hold no CAP_NET_BIND_SERVICE
+        assertion = builtins.all (p: p >= 1024) ports;
+        message = "services.wiremesh: ports below 1024 cannot be bound by the daemons, which run without CAP_NET_BIND_SERVICE; ports in use: ${builtins.toJSON ports}";
+      }
+    ];
     users.users.wiremesh = {
       isSystemUser = true;
       group = "wiremesh";

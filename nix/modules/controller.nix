@@ -6,7 +6,6 @@ let
   cfg = config.services.wiremesh;
   enabled = lib.filterAttrs (_: c: c.enable) cfg.controllers;
   configPath = name: "/etc/wiremesh/${name}.controller.json";
-  ports = map (c: c.controlPort) (builtins.attrValues enabled);
 in
 {
   imports = [ ./common.nix ];
@@ -48,11 +47,6 @@ in
   };
 
   config = lib.mkIf (enabled != { }) {
-    assertions = [{
-      assertion = builtins.length ports == builtins.length (lib.unique ports);
-      message = "services.wiremesh.controllers: every instance on a machine needs its own controlPort; ports in use: ${builtins.toJSON ports}";
-    }];
-
     environment.etc = lib.mapAttrs'
       (name: c: lib.nameValuePair "wiremesh/${name}.controller.json" { source = c.configFile; })
       enabled;

@@ -6,7 +6,6 @@ let
   cfg = config.services.wiremesh;
   enabled = lib.filterAttrs (_: p: p.enable) cfg.peers;
   configPath = name: "/etc/wiremesh/${name}.json";
-  ports = map (p: p.port) (builtins.attrValues enabled);
 in
 {
   imports = [ ./common.nix ];
@@ -54,11 +53,6 @@ in
   };
 
   config = lib.mkIf (enabled != { }) {
-    assertions = [{
-      assertion = builtins.length ports == builtins.length (lib.unique ports);
-      message = "services.wiremesh.peers: every instance on a machine needs its own port; ports in use: ${builtins.toJSON ports}";
-    }];
-
     environment.etc = lib.mapAttrs'
       (name: p: lib.nameValuePair "wiremesh/${name}.json" { source = p.configFile; })
       enabled;

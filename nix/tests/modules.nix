@@ -92,6 +92,33 @@ in
     };
   };
 
+  # one UDP port per daemon, whichever the kind
+  aPeerAndAControllerOnOnePortFailAnAssertion = {
+    expr = assertionsHold (evalNixos [
+      ../modules/default.nix
+      {
+        services.wiremesh = {
+          package = "/nix/store/00000000000000000000000000000000-wiremesh-0.1.0";
+          peers.a = { configFile = agentConfig; identityFile = "/run/secrets/a"; port = 51821; };
+          controllers.b = {
+            configFile = "/nix/store/00000000000000000000000000000000-plan/server.controller.json";
+            identityFile = "/run/secrets/b";
+            networkKeyFile = "/run/secrets/k";
+          };
+        };
+      }
+    ]);
+    expected = false;
+  };
+
+  # the units hold CAP_NET_ADMIN at most, never CAP_NET_BIND_SERVICE
+  aPrivilegedPortFailsAnAssertion = {
+    expr = assertionsHold (standalone {
+      a = { configFile = agentConfig; identityFile = "/run/secrets/a"; port = 443; };
+    });
+    expected = false;
+  };
+
   samePortTwiceFailsAnAssertion = {
     expr = assertionsHold (standalone {
       a = { configFile = agentConfig; identityFile = "/run/secrets/a"; };
