@@ -92,6 +92,35 @@ in
     };
   };
 
+  # what the issue requires of both units, each directive by name (the golden files hold the rest)
+  unitsCarryTheRequiredHardening = {
+    expr = map
+      (u:
+        let c = u.serviceConfig; in {
+          inherit (c) Type Restart ProtectSystem ProtectHome NoNewPrivileges RestrictAddressFamilies CapabilityBoundingSet StateDirectory;
+          ambient = c.AmbientCapabilities or [ ];
+          reloadSendsHup = builtins.match ".*/bin/kill -HUP \\$MAINPID" c.ExecReload != null;
+        })
+      [ laptop.systemd.services.wiremesh-peer-my-vpn server.systemd.services.wiremesh-controller-my-vpn ];
+    expected =
+      let
+        both = {
+          Type = "notify";
+          Restart = "on-failure";
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          NoNewPrivileges = true;
+          RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_NETLINK" "AF_UNIX" ];
+          reloadSendsHup = true;
+        };
+      in
+      [
+        (both // { CapabilityBoundingSet = [ "CAP_NET_ADMIN" ]; ambient = [ "CAP_NET_ADMIN" ]; StateDirectory = "wiremesh/my-vpn"; })
+        # QUIC on an unprivileged port needs no capability at all
+        (both // { CapabilityBoundingSet = ""; ambient = [ ]; StateDirectory = "wiremesh-controller/my-vpn"; })
+      ];
+  };
+
   # one UDP port per daemon, whichever the kind
   aPeerAndAControllerOnOnePortFailAnAssertion = {
     expr = assertionsHold (evalNixos [
