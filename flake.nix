@@ -36,6 +36,7 @@
               services.wiremesh.peers.my-vpn = {
                 configFile = ./crates/wiremesh-core/tests/agent-config.json;
                 identityFile = "/run/secrets/wiremesh-identity";
+                port = 51820;
               };
             }
           ];

@@ -33,9 +33,9 @@ in
           default = null;
           description = "A signed netmap from `wiremesh netmap build`; its members replace the config's peer list once it verifies.";
         };
+        # no default: the config file holds the port, and a guess would open the wrong one
         port = mkOption {
           type = types.port;
-          default = 51820;
           description = "The UDP port of the tunnel: the config's `listenPort`, opened in the firewall.";
         };
         openFirewall = mkOption {

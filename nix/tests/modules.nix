@@ -8,7 +8,7 @@ let
     { services.wiremesh = { package = "/nix/store/00000000000000000000000000000000-wiremesh-0.1.0"; inherit peers; }; }
   ];
   two = standalone {
-    my-vpn = { configFile = agentConfig; identityFile = "/run/secrets/a"; };
+    my-vpn = { configFile = agentConfig; identityFile = "/run/secrets/a"; port = 51820; };
     lab = { configFile = agentConfig; identityFile = "/run/secrets/b"; port = 51830; openFirewall = false; };
   };
   laptop = evalNixos (machineModules "laptop");
@@ -150,30 +150,36 @@ in
 
   samePortTwiceFailsAnAssertion = {
     expr = assertionsHold (standalone {
-      a = { configFile = agentConfig; identityFile = "/run/secrets/a"; };
-      b = { configFile = agentConfig; identityFile = "/run/secrets/b"; };
+      a = { configFile = agentConfig; identityFile = "/run/secrets/a"; port = 51820; };
+      b = { configFile = agentConfig; identityFile = "/run/secrets/b"; port = 51820; };
     });
     expected = false;
   };
 
   netmapIsPassedOn = {
-    expr = (standalone { my-vpn = { configFile = agentConfig; identityFile = "/x"; netmapFile = "/var/lib/netmap.bin"; }; }).systemd.services.wiremesh-peer-my-vpn.serviceConfig.ExecStart;
+    expr = (standalone { my-vpn = { configFile = agentConfig; identityFile = "/x"; port = 51820; netmapFile = "/var/lib/netmap.bin"; }; }).systemd.services.wiremesh-peer-my-vpn.serviceConfig.ExecStart;
     expected = "/nix/store/00000000000000000000000000000000-wiremesh-0.1.0/bin/wiremesh-peer run --config /etc/wiremesh/my-vpn.json --identity %d/identity --state-dir /var/lib/wiremesh/my-vpn --netmap /var/lib/netmap.bin";
   };
 
   # beyond the option values themselves, a disabled instance defines nothing at all
   disabledInstanceLeavesNothing = {
-    expr = removeAttrs (standalone { my-vpn = { enable = false; configFile = agentConfig; identityFile = "/x"; }; }) [ "services" "clan" ];
+    expr = removeAttrs (standalone { my-vpn = { enable = false; configFile = agentConfig; identityFile = "/x"; port = 51820; }; }) [ "services" "clan" ];
     expected = { };
   };
 
   misspelledOptionIsAnError = {
-    expr = throws (standalone { my-vpn = { configFile = agentConfig; identityFile = "/x"; prot = 1; }; });
+    expr = throws (standalone { my-vpn = { configFile = agentConfig; identityFile = "/x"; port = 51820; prot = 1; }; });
     expected = true;
   };
 
   missingIdentityIsAnError = {
-    expr = throws (standalone { my-vpn = { configFile = agentConfig; }; });
+    expr = throws (standalone { my-vpn = { configFile = agentConfig; port = 51820; }; });
+    expected = true;
+  };
+
+  # the firewall opens the port the config file holds, never a guessed default
+  missingPortIsAnError = {
+    expr = throws (standalone { my-vpn = { configFile = agentConfig; identityFile = "/x"; }; });
     expected = true;
   };
 
