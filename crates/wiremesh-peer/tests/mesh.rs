@@ -636,19 +636,24 @@ fn garbage_is_dropped_without_answer() {
     assert_eq!(net.node("bravo").dropped.len(), 3);
 }
 
-#[test]
-fn roaming_member_is_reached_at_its_new_endpoint() {
+/// A mesh where alpha talked to bravo, moved to another underlay address and talked again, so
+/// bravo learnt the new address from authenticated data; returns the net and that address.
+fn alpha_roamed() -> (Net, SocketAddr) {
     let all = machines();
     let mut net = Net::new(&all);
     net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"one"));
     net.pump();
-
-    // alpha moves to another underlay address and keeps talking.
     let moved = sock("198.19.5.5:40000");
     net.node("alpha").addr = moved;
     net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"two"));
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 2);
+    (net, moved)
+}
+
+#[test]
+fn roaming_member_is_reached_at_its_new_endpoint() {
+    let (mut net, moved) = alpha_roamed();
 
     let back = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"back"));
     assert!(
@@ -661,16 +666,7 @@ fn roaming_member_is_reached_at_its_new_endpoint() {
 
 #[test]
 fn under_a_flood_a_roamed_member_is_answered_at_its_new_endpoint() {
-    let all = machines();
-    let mut net = Net::new(&all);
-    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"one"));
-    net.pump();
-    // alpha roams (behind a NAT now): bravo learns the address from its authenticated data.
-    let moved = sock("198.19.5.5:40000");
-    net.node("alpha").addr = moved;
-    net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"two"));
-    net.pump();
-    assert_eq!(net.node("bravo").delivered.len(), 2);
+    let (mut net, moved) = alpha_roamed();
 
     // A flood spends this period's identifications.
     let mut stranger = towards_bravo(99, 7);

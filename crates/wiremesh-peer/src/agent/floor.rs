@@ -97,17 +97,18 @@ impl EpochFloor {
     /// The floor of `network`, counting one the last run could not store.
     pub fn get(&self, network: &NetworkPublicKey) -> Option<&Floor> {
         let key = network.to_base64();
-        let saved = self.floors.get(&key);
-        let unsaved = self
-            .unsaved
-            .as_ref()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, f)| f);
-        match (saved, unsaved) {
+        match (self.floors.get(&key), self.unsaved_for(&key)) {
             (Some(s), Some(u)) if u.epoch > s.epoch => Some(u),
-            (Some(s), _) => Some(s),
-            (None, u) => u,
+            (saved, unsaved) => saved.or(unsaved),
         }
+    }
+
+    /// What the last run could not store for the network with this key.
+    fn unsaved_for(&self, key: &str) -> Option<&Floor> {
+        self.unsaved
+            .as_ref()
+            .filter(|(k, _)| k == key)
+            .map(|(_, f)| f)
     }
 
     /// Why the floor of `network` may be behind: the last run could not store an epoch above the
@@ -142,11 +143,7 @@ impl EpochFloor {
         let text = serde_json::to_string_pretty(&floors)
             .map_err(|e| anyhow!("cannot encode the epoch floor: {e}"))?;
         let saved = write_atomically(&self.path, text.as_bytes());
-        let unsaved = self
-            .unsaved
-            .as_ref()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, f)| f.epoch);
+        let unsaved = self.unsaved_for(&key).map(|f| f.epoch);
         match &saved {
             Ok(()) => {
                 self.floors = floors;
