@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use wiremesh_core::config::{Addresses, AgentConfig, Networks, PeerConfig};
 use wiremesh_core::keys::{Identity, NetworkKey};
-use wiremesh_peer::status::{self, MemberStatus, Status};
+use wiremesh_proto::status::{self, MemberStatus, Status};
 
 use crate::daemon::Daemon;
 use crate::env::{project_binary, require_root, require_tools};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use wiremesh_core::keys::NetworkKey;
 use wiremesh_netns_tests::{Lab, assert_reload_changed, serial};
-use wiremesh_peer::status::Source;
+use wiremesh_proto::status::Source;
 
 fn epoch_of(lab: &Lab, member: usize) -> Option<u64> {
     match lab.members[member].status().source {

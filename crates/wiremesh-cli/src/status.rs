@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use wiremesh_peer::status::{self, SOCKET_DIR, Status};
+use wiremesh_proto::status::{self, SOCKET_DIR, Status};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -5,17 +5,11 @@
 //! [`mesh`] (member table, boringtun sessions, routing, demux, inbound filtering, roaming, timers,
 //! diffs), [`budget`] (what handshakes under load may cost) and [`offload`] (splitting TUN
 //! super-packets, coalescing received packets) — takes packets, buffers and time as arguments and
-//! is tested by wiring several cores together in memory. [`status`] holds the local status socket's protocol, shared with
-//! `wiremesh status`; it is all that is built without the `agent` feature.
+//! is tested by wiring several cores together in memory. The local status socket's protocol,
+//! shared with `wiremesh status`, lives in `wiremesh_proto::status`.
 
-#[cfg(feature = "agent")]
 pub mod budget;
-#[cfg(feature = "agent")]
 pub mod mesh;
-#[cfg(feature = "agent")]
 pub mod offload;
-#[cfg(feature = "agent")]
 pub mod prefix;
-#[cfg(feature = "agent")]
 pub mod spec;
-pub mod status;

@@ -663,7 +663,7 @@ pub fn run(options: Options) -> Result<()> {
     let socket_path = options
         .status_socket
         .clone()
-        .unwrap_or_else(|| wiremesh_peer::status::default_socket_path(&config.interface));
+        .unwrap_or_else(|| wiremesh_proto::status::default_socket_path(&config.interface));
     let status = status_server::StatusServer::bind(&socket_path)?;
 
     let routes = Arc::new(Mutex::new(routes));

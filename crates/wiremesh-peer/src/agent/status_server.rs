@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use wiremesh_peer::spec::SpecSource;
-use wiremesh_peer::status::{
+use wiremesh_proto::status::{
     MAX_REQUEST_LINE, MemberStatus, PROTOCOL_VERSION, Request, Response, Source, Status,
 };
 

@@ -543,7 +543,6 @@ mod tests {
     }
 
     /// A hung agent whose accept backlog is full: connecting itself would block forever.
-    #[cfg(feature = "agent")]
     #[test]
     fn connecting_to_a_full_backlog_times_out() {
         use socket2::{Domain, SockAddr, Socket, Type};
