@@ -11,6 +11,8 @@ use wiremesh_core::controller_config::ControllerFile;
 use wiremesh_core::keys::{NetworkSecret, NodePublicKey, WireguardSecret};
 use wiremesh_core::messages::{ErrorCode, ErrorMessage, Message, NetmapPush};
 use wiremesh_core::netmap::{Member, Netmap, NetmapContent};
+use wiremesh_core::plan::host_port;
+use wiremesh_core::ticket::{JoinTicket, TicketController};
 use wiremesh_proto::admin;
 
 use crate::members::members;
@@ -338,7 +340,8 @@ impl<S: Store> Controller<S> {
     }
 
     /// A single-use join token for `name`, valid for `ttl` seconds; `secret` is 32 random bytes.
-    /// Returns the token text and its expiry.
+    /// Returns the join ticket that carries it (with this controller's endpoint and node key and
+    /// the network key, all an agent without a plan needs) and its expiry.
     pub fn create_token(
         &mut self,
         name: &str,
@@ -363,7 +366,19 @@ impl<S: Store> Controller<S> {
             used_at: None,
         };
         self.decide(vec![Change::AddToken { hash, token }], false, now)?;
-        Ok((text, expires_at))
+        let ticket = JoinTicket {
+            instance: self.config.instance.clone(),
+            name: name.to_string(),
+            token: text,
+            network_public_key: self.config.network_public_key,
+            networks: self.config.network,
+            controllers: vec![TicketController {
+                name: self.config.machine.clone(),
+                endpoint: host_port(&self.config.endpoint, self.config.control_port),
+                node_public_key: self.identity,
+            }],
+        };
+        Ok((ticket.encode(), expires_at))
     }
 
     /// Revokes member `name`'s keys: the next epoch flags it revoked (or drops it, outside the

@@ -16,6 +16,7 @@ use wiremesh_controller::{
 use wiremesh_core::keys::{NetworkSecret, NodeSecret, WireguardSecret};
 use wiremesh_core::messages::{EndpointReport, ErrorCode, Hello, Message};
 use wiremesh_core::netmap::{Flags, Netmap};
+use wiremesh_core::ticket::JoinTicket;
 
 fn ipv4(text: &str) -> Option<Ipv4Addr> {
     Some(text.parse().unwrap())
@@ -249,7 +250,16 @@ fn join_tokens_are_single_use_and_expire() {
     let mut c = open(MemoryStore::new(), config(None), T0);
     let (token, expires) = c.create_token("phone", 3600, [5; 32], T0).unwrap();
     assert_eq!(expires, T0 + 3600);
-    assert!(token.starts_with("wmj1."));
+    let ticket = JoinTicket::decode(&token).unwrap();
+    assert!(ticket.token.starts_with("wmj1."));
+    assert_eq!(
+        (ticket.name.as_str(), ticket.instance.as_str()),
+        ("phone", INSTANCE)
+    );
+    assert_eq!(ticket.network_public_key, network_key().public_key());
+    let server = &ticket.controllers[0];
+    assert_eq!(server.endpoint, "vpn.example.org:51821");
+    assert_eq!(server.node_public_key, controller_identity().public_key());
     assert_eq!(c.status(T0).tokens.len(), 1);
     let phone = machine("phone", 40);
     let (id, addresses, map) = accepted(join(&mut c, &phone, &token, T0 + 10));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{INSTANCE, Machine, T0, config, controller_identity, machine, network_key};
+use common::{INSTANCE, Machine, T0, config, controller_identity, machine, network_key, token_of};
 use wiremesh_controller::daemon::{Clock, Limits, Options, Server};
 use wiremesh_core::controller_config::ControllerFile;
 use wiremesh_core::frame::MAX_FRAME_LEN;
@@ -186,6 +186,7 @@ async fn join_tokens_work_once_and_expire() {
     let Outcome::Token { token, .. } = admin_request(&server, create("phone", 3600)).await else {
         panic!("no token");
     };
+    let token = token_of(&token);
     let phone = enroll_as(&server, &machine("phone", 40), Some(token.clone()))
         .await
         .unwrap();
@@ -208,7 +209,7 @@ async fn join_tokens_work_once_and_expire() {
         panic!("no token");
     };
     f.advance(61);
-    match refusal(enroll_as(&server, &machine("tv", 42), Some(token)).await) {
+    match refusal(enroll_as(&server, &machine("tv", 42), Some(token_of(&token))).await) {
         ControlError::Controller { code, .. } => assert_eq!(code, ErrorCode::BAD_TOKEN),
         other => panic!("{other}"),
     }

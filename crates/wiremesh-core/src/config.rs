@@ -19,7 +19,7 @@
 //! | `ipRanges` | `[CIDR]` | what this machine routes into the mesh ("all" expanded) |
 //! | `routes` | `[CIDR]` | prefixes this machine advertises to the others |
 //! | `peers` | `[peer]` | every other member: name, wireguardPublicKey, nodePublicKey, addresses, endpoints (`host:port`, `[v6]:port`), routes, persistentKeepalive |
-//! | `controllers` | [{name, endpoint}] | control endpoints (`host:port`) |
+//! | `controllers` | [{name, endpoint, nodePublicKey}] | control endpoints (`host:port`) and the controller's node key, which the agent pins; an entry without a key is not contacted |
 //! | `networkPublicKey` | base64 | the pinned network key that signs netmaps |
 //!
 //! Names (`instance`, `machine`, peer and controller names) and endpoints follow the netmap's rules:
@@ -91,11 +91,16 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<u16>,
 }
 
-/// A controller's control-plane endpoint.
+/// A controller's control-plane endpoint and the node key it must present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ControllerConfig {
     pub name: String,
     pub endpoint: String,
+    /// Missing in configs planned before the agent talked to controllers: such an entry is
+    /// only a name, since a controller whose key is not pinned cannot be trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_public_key: Option<NodePublicKey>,
 }
 
 /// Why a configuration text was refused.
@@ -303,6 +308,7 @@ mod tests {
             controllers: vec![ControllerConfig {
                 name: "server".into(),
                 endpoint: "vpn.example.org:51821".into(),
+                node_public_key: Some(NodePublicKey::from_bytes(key)),
             }],
             network_public_key: NetworkPublicKey::from_bytes(key),
         }

@@ -16,3 +16,4 @@ pub mod keys;
 pub mod messages;
 pub mod netmap;
 pub mod plan;
+pub mod ticket;

@@ -21,8 +21,18 @@ enum Command {
     /// Bring up the mesh interface and run until SIGTERM (SIGHUP re-reads the config).
     Run {
         /// The agent config written by `wiremesh plan`.
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required_unless_present = "join", conflicts_with = "join")]
+        config: Option<PathBuf>,
+        /// Join with a ticket from `wiremesh-controller token create` instead of a planned
+        /// config; the state directory then keeps the joined config for later starts.
+        #[arg(long, value_name = "TICKET")]
+        join: Option<String>,
+        /// With --join: the UDP port of the tunnels.
+        #[arg(long, requires = "join", default_value_t = wiremesh_core::ticket::DEFAULT_LISTEN_PORT)]
+        listen_port: u16,
+        /// With --join: the interface name [default: wm-<instance>].
+        #[arg(long, requires = "join")]
+        interface: Option<String>,
         /// The identity file written by `wiremesh keygen` (private keys).
         #[arg(long)]
         identity: PathBuf,
@@ -52,17 +62,32 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run {
             config,
+            join,
+            listen_port,
+            interface,
             identity,
             state_dir,
             netmap,
             status_socket,
-        } => agent::run(agent::Options {
-            config,
-            identity,
-            state_dir,
-            netmap,
-            status_socket,
-        }),
+        } => match (config, join) {
+            (Some(config), _) => agent::run(agent::Options {
+                config,
+                identity,
+                state_dir,
+                netmap,
+                status_socket,
+            }),
+            (None, Some(ticket)) => agent::join(agent::JoinOptions {
+                ticket,
+                listen_port,
+                interface,
+                identity,
+                state_dir,
+                status_socket,
+            }),
+            // clap requires one of the two.
+            (None, None) => Err(anyhow::anyhow!("--config or --join is required")),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

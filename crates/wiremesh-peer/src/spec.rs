@@ -40,6 +40,16 @@ pub enum SpecSource {
     Netmap { epoch: u64, expires_unix: u64 },
 }
 
+impl SpecSource {
+    /// The netmap's epoch, `None` for the config's peer list.
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            SpecSource::Config => None,
+            SpecSource::Netmap { epoch, .. } => Some(*epoch),
+        }
+    }
+}
+
 /// The whole desired state of the data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshSpec {

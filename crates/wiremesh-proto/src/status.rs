@@ -79,6 +79,21 @@ pub struct Status {
     /// stale). Absent from older agents.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The controllers this agent takes netmaps from. Absent from older agents.
+    #[serde(default)]
+    pub controllers: Vec<ControllerStatus>,
+}
+
+/// How the agent's connection to one controller stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerStatus {
+    pub name: String,
+    pub endpoint: String,
+    /// Enrolled, and receiving netmaps.
+    pub connected: bool,
+    /// Why the last attempt failed or the last connection ended.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +337,19 @@ impl Status {
         if !dropped.is_empty() {
             let _ = writeln!(out, "  dropped packets: {}", dropped.join(", "));
         }
+        for c in &self.controllers {
+            let state = match (c.connected, &c.last_error) {
+                (true, _) => "connected".to_string(),
+                (false, Some(why)) => format!("not connected: {}", printable(why)),
+                (false, None) => "connecting".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  controller: {} at {} ({state})",
+                printable(&c.name),
+                printable(&c.endpoint)
+            );
+        }
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning: {}", printable(warning));
         }
@@ -396,6 +424,12 @@ mod tests {
             drops: BTreeMap::from([("spoofed-source".to_string(), 2)]),
             now_unix: 1_700_000_000,
             warnings: vec!["the netmap of epoch 6 was dropped\u{1b}[2J".into()],
+            controllers: vec![ControllerStatus {
+                name: "server".into(),
+                endpoint: "vpn.example.org:51821".into(),
+                connected: false,
+                last_error: Some("no answer from the controller within 10s".into()),
+            }],
         }
     }
 
@@ -431,6 +465,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("IPv6 only"), "{text}");
+        assert!(
+            text.contains(
+                "  controller: server at vpn.example.org:51821 (not connected: no answer from the controller within 10s)\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("dropped packets: spoofed-source 2"), "{text}");
         assert!(
             text.contains("  warning: the netmap of epoch 6 was dropped\\u{1b}[2J\n"),

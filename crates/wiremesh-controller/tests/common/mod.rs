@@ -8,6 +8,7 @@ use wiremesh_core::messages::{
     EnrollRequest, EnrollResponse, ErrorCode, Hello, JoinRequest, Message, PROTOCOL_VERSION,
 };
 use wiremesh_core::netmap::{Netmap, NetmapContent};
+use wiremesh_core::ticket::JoinTicket;
 
 pub const INSTANCE: &str = "my-vpn";
 pub const T0: u64 = 1_800_000_000;
@@ -212,8 +213,16 @@ pub fn enroll<S: Store>(c: &mut Controller<S>, m: &Machine, now: u64) -> Answer 
     attempt(c, m, now, |nonce| enroll_request(m, nonce))
 }
 
-pub fn join<S: Store>(c: &mut Controller<S>, m: &Machine, token: &str, now: u64) -> Answer {
-    attempt(c, m, now, |nonce| join_request(m, token, nonce))
+/// Joins with the token inside `ticket` (what `create_token` returns); text that is no ticket is
+/// sent as the token itself.
+pub fn join<S: Store>(c: &mut Controller<S>, m: &Machine, ticket: &str, now: u64) -> Answer {
+    let token = token_of(ticket);
+    attempt(c, m, now, |nonce| join_request(m, &token, nonce))
+}
+
+/// The token a join ticket carries, or the text itself when it is no ticket.
+pub fn token_of(ticket: &str) -> String {
+    JoinTicket::decode(ticket).map_or_else(|_| ticket.to_string(), |t| t.token)
 }
 
 pub fn accepted(answer: Answer) -> (SessionId, Addresses, NetmapContent) {

@@ -203,9 +203,13 @@ pub fn plan(
         }
     }
 
+    // Controllers' keys too: agents pin a controller's node key, also one that is not a member.
     let (keys, network_key) = vars::read_keys(
         instance,
-        peers.keys().copied(),
+        peers
+            .keys()
+            .chain(controllers.keys().filter(|m| !peers.contains_key(*m)))
+            .copied(),
         keys_dir,
         read_key,
         &mut errors,
@@ -273,6 +277,7 @@ pub fn plan(
         .map(|(name, c)| ControllerConfig {
             name: name.to_string(),
             endpoint: host_port(&c.endpoint, c.control_port),
+            node_public_key: keys.get(name).map(|k| k.1),
         })
         .collect();
     let public: BTreeMap<String, PeerConfig> = members
@@ -669,7 +674,8 @@ mod tests {
             server.controllers,
             [ControllerConfig {
                 name: "server".into(),
-                endpoint: "vpn.example.org:51821".into()
+                endpoint: "vpn.example.org:51821".into(),
+                node_public_key: Some(NodePublicKey::from_bytes([102; 32])),
             }]
         );
         assert_eq!(
@@ -914,15 +920,19 @@ mod tests {
                 controller(json!({"endpoint": "fd00::5"})),
             )]),
         );
-        let plan = run(&roles, &keys_for(&["desktop", "laptop", "server"], None)).unwrap();
+        let machines = ["desktop", "laptop", "server", "backup"];
+        let plan = run(&roles, &keys_for(&machines, None)).unwrap();
         assert!(!plan.machines.contains_key("backup"));
         assert_eq!(plan.config("backup"), None);
         assert!(plan.notes.contains(
             &"backup: controller only, not a mesh member (no agent configuration)".to_string()
         ));
+        let backup = &plan.machines["laptop"].controllers[0];
+        assert_eq!(backup.endpoint, "[fd00::5]:51821");
+        // Agents pin a controller's node key also when it is no member.
         assert_eq!(
-            plan.machines["laptop"].controllers[0].endpoint,
-            "[fd00::5]:51821"
+            backup.node_public_key,
+            Some(NodePublicKey::from_bytes([103; 32]))
         );
     }
 

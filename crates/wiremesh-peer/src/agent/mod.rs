@@ -1,14 +1,17 @@
 //! The agent's I/O shell: sets up the TUN device, routes and UDP socket, and runs the two hot
-//! threads, a timer thread (every member's WireGuard timers), a status thread and a reload
-//! thread. The main thread only waits for signals: SIGHUP asks the reload thread for a reload,
-//! SIGTERM/SIGINT shut down. A reload may block for seconds resolving endpoint names; neither the
+//! threads, a timer thread (every member's WireGuard timers), a status thread, a reload thread
+//! and, when the config pins a controller, a control thread that passes the controller's netmaps
+//! to the reload thread. The main thread only waits for signals: SIGHUP asks the reload thread
+//! for a reload, SIGTERM/SIGINT shut down. A reload may block for seconds resolving endpoint names; neither the
 //! timers nor a shutdown wait for it, so no handshake, keepalive, rekey or `systemctl stop` waits
 //! for DNS.
 
 mod backlog;
 mod config;
+mod control;
 mod datapath;
 mod floor;
+mod join;
 mod netlink;
 mod notify;
 mod resolve;
@@ -20,7 +23,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +38,7 @@ use wiremesh_peer::spec::MeshSpec;
 
 use backlog::Backlog;
 use config::StateDir;
+use control::ControllerState;
 use datapath::Shared;
 use floor::{EpochFloor, Floor};
 use resolve::Resolved;
@@ -46,6 +50,16 @@ const DEFAULT_STATE_ROOT: &str = "/var/lib/wiremesh";
 /// Keys of [`Info::warnings`].
 const NETMAP_WARNING: &str = "netmap";
 const FLOOR_WARNING: &str = "epoch-floor";
+
+pub use join::{JoinOptions, join};
+
+/// What the reload thread is asked to do.
+pub enum Request {
+    /// SIGHUP: read the config (and the netmap file) again.
+    Reload,
+    /// A netmap a controller sent (wire bytes, not verified yet).
+    Netmap(Vec<u8>),
+}
 
 /// What `wiremesh-peer run` was told.
 pub struct Options {
@@ -64,16 +78,27 @@ fn now_unix() -> u64 {
 }
 
 /// The netmap to start from: the `--netmap` file when it is valid and passes the epoch floor,
-/// else the last good netmap in the state directory when the floor admits it. None without
-/// `--netmap`.
+/// else the last good netmap in the state directory when the floor admits it. None when neither
+/// `--netmap` nor a controller gives netmaps: the config's peer list is then all there is.
 fn initial_netmap(
     options: &Options,
     config: &AgentConfig,
     state: Option<&StateDir>,
     floor: Option<&Floor>,
 ) -> Option<Netmap> {
-    let path = options.netmap.as_ref()?;
     let stored = state.and_then(|s| s.load_netmap(config));
+    let Some(path) = options.netmap.as_ref() else {
+        // A controller's netmap outlives it: an agent started while no controller answers
+        // comes up from the last one it sent.
+        let stored = stored
+            .filter(|_| !control::controllers(config).is_empty())
+            .filter(|n| floor.is_none_or(|f| f.admits(n)))?;
+        tracing::info!(
+            "starting from the last netmap the controller sent (epoch {})",
+            stored.content().epoch
+        );
+        return Some(stored);
+    };
     let fallback = |why: String, stored: Option<Netmap>| match stored {
         Some(n) if floor.is_none_or(|f| f.admits(&n)) => {
             tracing::warn!(
@@ -143,6 +168,8 @@ pub struct Info {
     pub listen_port: u16,
     /// Conditions an operator should see in `wiremesh status`, by topic.
     pub warnings: BTreeMap<&'static str, String>,
+    /// The controllers the control thread talks to, in the config's order.
+    pub controllers: Vec<ControllerState>,
 }
 
 impl Info {
@@ -153,6 +180,15 @@ impl Info {
             interface: config.interface.clone(),
             listen_port: config.listen_port,
             warnings: BTreeMap::new(),
+            controllers: control::controllers(config)
+                .into_iter()
+                .map(|c| ControllerState {
+                    name: c.name,
+                    endpoint: c.endpoint,
+                    connected: false,
+                    last_error: None,
+                })
+                .collect(),
         }
     }
 }
@@ -419,10 +455,10 @@ struct Reloader {
 }
 
 impl Reloader {
-    /// Reloads once per request until the main thread hangs up or the agent stops. Requests that
-    /// arrive during a reload are merged into one more reload, which sees the files as they are
-    /// then. Between requests, endpoint names are looked up again when due.
-    fn serve(mut self, shared: &Shared, requests: Receiver<()>) {
+    /// Serves requests until the main thread hangs up or the agent stops. Requests that arrive
+    /// during a reload are merged: one more reload, which sees the files as they are then, and
+    /// the newest netmap. Between requests, endpoint names are looked up again when due.
+    fn serve(mut self, shared: &Shared, requests: Receiver<Request>) {
         loop {
             let request = match self.resolved.next_lookup() {
                 Some(due) => requests.recv_timeout(due),
@@ -432,8 +468,18 @@ impl Reloader {
                 return;
             }
             match request {
-                Ok(()) => {
-                    if let Err(e) = self.reload(shared) {
+                Ok(first) => {
+                    let (mut reload, mut netmap) = (false, None);
+                    for request in std::iter::once(first).chain(requests.try_iter()) {
+                        match request {
+                            Request::Reload => reload = true,
+                            Request::Netmap(bytes) => netmap = Some(bytes),
+                        }
+                    }
+                    if let Some(bytes) = netmap {
+                        self.take_netmap(shared, &bytes);
+                    }
+                    if reload && let Err(e) = self.reload(shared) {
                         tracing::error!("reload failed, keeping the running configuration: {e:#}");
                     }
                 }
@@ -468,8 +514,33 @@ impl Reloader {
         self.resolved = resolved;
     }
 
-    /// SIGHUP: re-read the config (and the netmap file) and apply the difference. Nothing is
-    /// applied or stored once the agent is stopping.
+    /// A netmap from a controller: applied when it verifies under the config's network key and
+    /// is newer than the one in use and the epoch floor; otherwise the netmap in use stays.
+    fn take_netmap(&mut self, shared: &Shared, bytes: &[u8]) {
+        let floor = self
+            .floor
+            .as_ref()
+            .and_then(|f| f.get(&self.config.network_public_key));
+        let candidate = Netmap::decode(bytes)
+            .map_err(|e| anyhow!("not a netmap: {e}"))
+            .and_then(|c| {
+                config::accept(&c, &self.config, self.netmap.as_ref(), floor, now_unix())
+                    .map(|new| new.then_some(c))
+                    .map_err(|e| anyhow!("refused: {e}"))
+            });
+        match candidate {
+            Ok(Some(netmap)) => {
+                let config = self.config.clone();
+                if let Err(e) = self.adopt(shared, config, None, Some(netmap), None) {
+                    tracing::error!("cannot apply the controller's netmap: {e:#}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("the controller's netmap: {e:#}; keeping the netmap in use"),
+        }
+    }
+
+    /// SIGHUP: re-read the config (and the netmap file) and apply the difference.
     fn reload(&mut self, shared: &Shared) -> Result<()> {
         let options = &self.options;
         let (text, config) = config::read(&options.config)?;
@@ -477,7 +548,7 @@ impl Reloader {
         let distrusted = self.netmap.as_ref().and_then(|n| {
             n.verify(&config.network_public_key, None, 0)
                 .err()
-                .map(|why| (n.content().epoch, why))
+                .map(|why| (n.content().epoch, why.to_string()))
         });
         let current = self.netmap.as_ref().filter(|_| distrusted.is_none());
         let floor = self
@@ -497,10 +568,28 @@ impl Reloader {
                 Err(e) => tracing::warn!("{e:#}; keeping the netmap in use"),
             }
         }
+        self.adopt(shared, config, Some(text), new_netmap, distrusted)?;
+        tracing::info!("reloaded {}", self.options.config.display());
+        Ok(())
+    }
+
+    /// Makes `config` with `new_netmap` (or the netmap in use, unless `distrusted` names why it
+    /// was dropped) the running state: stores the netmap and raises the epoch floor, then
+    /// applies MTU, addresses, routes and members. `text` is a config read from the file, kept
+    /// as the last good one. Nothing is applied or stored once the agent is stopping.
+    fn adopt(
+        &mut self,
+        shared: &Shared,
+        config: AgentConfig,
+        text: Option<String>,
+        new_netmap: Option<Netmap>,
+        distrusted: Option<(u64, String)>,
+    ) -> Result<()> {
+        let current = self.netmap.as_ref().filter(|_| distrusted.is_none());
         let own_key = shared.mesh().public_key();
         // Endpoint names are resolved here, which may take seconds.
         let (spec, resolved) = spec_of(
-            options,
+            &self.options,
             &config,
             new_netmap.as_ref().or(current),
             &own_key,
@@ -508,7 +597,7 @@ impl Reloader {
         );
         let mut routes = lock(&self.routes);
         if shared.stop.load(Ordering::Relaxed) {
-            tracing::info!("shutting down: the reload is not applied");
+            tracing::info!("shutting down: the change is not applied");
             return Ok(());
         }
         if let Some((epoch, why)) = distrusted {
@@ -556,10 +645,14 @@ impl Reloader {
             info.instance = config.instance.clone();
             info.machine = config.machine.clone();
         }
-        if let Some(state) = self.state.as_ref().filter(|_| options.state_dir.is_some()) {
+        if let Some(text) = text
+            && let Some(state) = self
+                .state
+                .as_ref()
+                .filter(|_| self.options.state_dir.is_some())
+        {
             store("config", state.save_config(&text));
         }
-        tracing::info!("reloaded {}", options.config.display());
         self.config = config;
         self.resolved = resolved;
         Ok(())
@@ -639,9 +732,15 @@ pub fn run(options: Options) -> Result<()> {
         &spec,
         &mut OsIndexSource,
     );
-    // The WireGuard key lives in the mesh from here on; the identity's copies (and the node key,
-    // which the agent does not use) are wiped now, not at exit.
-    drop(identity);
+    // The WireGuard key lives in the mesh from here on. The identity's copies are wiped now, not
+    // at exit, unless a controller is pinned: the control thread proves the node key with it.
+    let controllers = control::controllers(&config);
+    let control = (!controllers.is_empty()).then(|| control::Control {
+        instance: config.instance.clone(),
+        name: config.machine.clone(),
+        identity,
+        controllers,
+    });
     log_report(&report);
     // The last good config is read back only from `--state-dir`: the default directory is named
     // after the config's interface, so it cannot be found when the config is what is missing.
@@ -669,7 +768,9 @@ pub fn run(options: Options) -> Result<()> {
     let routes = Arc::new(Mutex::new(routes));
     let interface = config.interface.clone();
     let mut threads = Vec::new();
-    let (request_reload, requests) = mpsc::sync_channel::<()>(1);
+    // Unbounded: the reload thread merges whatever queued up while it was busy, and the
+    // controller sends a netmap only when something changed.
+    let (request_reload, requests) = mpsc::channel::<Request>();
     let started = start_threads(&shared, status, &mut threads).and_then(|()| {
         let reloader = Reloader {
             options,
@@ -683,8 +784,14 @@ pub fn run(options: Options) -> Result<()> {
         // Never joined: at shutdown it may be waiting for a name server (see `shut_down`).
         spawn(&shared, "wm-reload", move |shared| {
             reloader.serve(shared, requests)
-        })
-        .map(drop)
+        })?;
+        if let Some(control) = control {
+            let netmaps = request_reload.clone();
+            threads.push(spawn(&shared, "wm-control", move |shared| {
+                control::serve(control, shared, netmaps)
+            })?);
+        }
+        Ok(())
     });
     if let Err(e) = started {
         shut_down(&shared, threads, &routes, &socket_path);
@@ -703,15 +810,13 @@ pub fn run(options: Options) -> Result<()> {
 
     let outcome = loop {
         match wait_signal(&signals) {
-            libc::SIGHUP => match request_reload.try_send(()) {
-                // Full: a reload is already due, and it will read the files as they are now.
-                Ok(()) | Err(TrySendError::Full(())) => {}
-                // Only a panic ends it early, perhaps halfway through applying a change: stop with
-                // an error, so that the service manager starts the agent afresh.
-                Err(TrySendError::Disconnected(())) => {
+            libc::SIGHUP => {
+                // Only a panic ends the reload thread early, perhaps halfway through applying a
+                // change: stop with an error, so that the service manager starts the agent afresh.
+                if request_reload.send(Request::Reload).is_err() {
                     break Err(anyhow!("the reload thread has ended unexpectedly"));
                 }
-            },
+            }
             sig => {
                 tracing::info!(signal = sig, "shutting down");
                 break Ok(());

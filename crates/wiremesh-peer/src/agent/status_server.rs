@@ -14,7 +14,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use wiremesh_peer::spec::SpecSource;
 use wiremesh_proto::status::{
-    MAX_REQUEST_LINE, MemberStatus, PROTOCOL_VERSION, Request, Response, Source, Status,
+    ControllerStatus, MAX_REQUEST_LINE, MemberStatus, PROTOCOL_VERSION, Request, Response, Source,
+    Status,
 };
 
 use wiremesh_peer::mesh::Mesh;
@@ -205,6 +206,16 @@ fn status(mesh: &Mesh, info: &Info, now: u64) -> Status {
         drops,
         now_unix: now,
         warnings: info.warnings.values().cloned().collect(),
+        controllers: info
+            .controllers
+            .iter()
+            .map(|c| ControllerStatus {
+                name: c.name.clone(),
+                endpoint: c.endpoint.clone(),
+                connected: c.connected,
+                last_error: c.last_error.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -336,6 +347,7 @@ mod tests {
             interface: "wm-my-vpn".into(),
             listen_port: 51820,
             warnings: BTreeMap::from([("netmap", "dropped".to_string())]),
+            controllers: Vec::new(),
         };
         let s = status(&mesh, &info, 1_000);
         assert_eq!(s.warnings, ["dropped"]);

@@ -1,0 +1,277 @@
+//! The control thread: keeps one enrolled session with a controller of the config, hands every
+//! netmap it pushes to the reload thread, and says in the status how the connection stands. It
+//! runs a small tokio runtime of its own, so the hot threads never wait on the control plane, and
+//! the tunnels do not depend on it: while no controller answers, the mesh runs on from the netmap
+//! or peer list it has.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use wiremesh_core::config::AgentConfig;
+use wiremesh_core::keys::{Identity, NodePublicKey};
+use wiremesh_proto::client::{self, ControlError, ControlSettings, Enrolled};
+
+use super::Request;
+use super::datapath::Shared;
+
+/// How long a connection and enrollment may take before the next attempt.
+const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long looking up a controller's name may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the control thread looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+/// A controller the agent may talk to: only those whose node key the config pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    pub name: String,
+    pub endpoint: String,
+    pub node_public_key: NodePublicKey,
+}
+
+/// The controllers of `config` with a pinned node key.
+pub fn controllers(config: &AgentConfig) -> Vec<Controller> {
+    config
+        .controllers
+        .iter()
+        .filter_map(|c| {
+            Some(Controller {
+                name: c.name.clone(),
+                endpoint: c.endpoint.clone(),
+                node_public_key: c.node_public_key?,
+            })
+        })
+        .collect()
+}
+
+/// How a controller connection stands, for `wiremesh status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerState {
+    pub name: String,
+    pub endpoint: String,
+    pub connected: bool,
+    pub last_error: Option<String>,
+}
+
+/// Reconnection delays: doubling from [`Backoff::FIRST`] up to [`Backoff::MAX`], each spread by
+/// ±25 % so that agents that lost the same controller do not all come back in the same instant.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(500);
+    pub const MAX: Duration = Duration::from_secs(5);
+
+    /// The wait before the next attempt; `random` is any random number (it picks the jitter).
+    pub fn next(&mut self, random: u32) -> Duration {
+        let base = Self::FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        // 75 % to 125 % of the base, in steps of 1/1000.
+        base.mul_f64(0.75 + f64::from(random % 501) / 1000.0)
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Who the agent is towards the controllers.
+pub struct Control {
+    pub instance: String,
+    pub name: String,
+    pub identity: Identity,
+    pub controllers: Vec<Controller>,
+}
+
+/// Resolves `endpoint` (`host:port`) within [`LOOKUP_TIMEOUT`].
+async fn resolve(endpoint: &str) -> Result<SocketAddr> {
+    let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(endpoint))
+        .await
+        .map_err(|_| anyhow!("looking up {endpoint} took over {LOOKUP_TIMEOUT:?}"))?
+        .with_context(|| format!("cannot look up {endpoint}"))?;
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("{endpoint} has no address"))
+}
+
+/// Connects to `controller` and enrolls (with `join`, a token, when the agent is not a member
+/// yet).
+pub async fn enroll(
+    control: &Control,
+    controller: &Controller,
+    join: Option<String>,
+    last_epoch: Option<u64>,
+) -> Result<Enrolled> {
+    let addr = resolve(&controller.endpoint).await?;
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let endpoint = quinn::Endpoint::client(local)
+        .with_context(|| format!("cannot open a UDP socket for the controller at {addr}"))?;
+    let settings = ControlSettings {
+        instance: control.instance.clone(),
+        name: control.name.clone(),
+        identity: control.identity.clone(),
+        controller: controller.node_public_key,
+        join,
+        last_epoch,
+    };
+    client::enroll(&endpoint, addr, &settings, ENROLL_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            // The controller's own words, as they are the reason an operator must read.
+            ControlError::Refused(why) => anyhow!("refused: {why}"),
+            other => anyhow!(other),
+        })
+}
+
+/// Enrolls once with a join token, for `wiremesh-peer run --join` before anything else runs.
+pub fn join(control: &Control, token: &str) -> Result<Enrolled> {
+    let runtime = runtime()?;
+    let mut last = None;
+    for controller in &control.controllers {
+        match runtime.block_on(enroll(control, controller, Some(token.to_string()), None)) {
+            Ok(enrolled) => return Ok(enrolled),
+            Err(e) => {
+                tracing::warn!(controller = %controller.name, "cannot join: {e:#}");
+                last = Some(e.context(format!(
+                    "controller {} at {}",
+                    controller.name, controller.endpoint
+                )));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("the join ticket names no controller")))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the control thread's runtime")
+}
+
+/// The control thread's body: until the agent stops, stay enrolled with one controller after
+/// the other, passing every netmap to the reload thread.
+pub fn serve(control: Control, shared: &Shared, netmaps: Sender<Request>) {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e:#}; the agent runs without a controller");
+            return;
+        }
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            () = stay_connected(&control, shared, &netmaps) => {}
+            () = stopped(shared) => {}
+        }
+    });
+}
+
+async fn stopped(shared: &Shared) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(STOP_POLL).await;
+    }
+}
+
+/// Updates the status entry of controller `index`.
+fn set_state(shared: &Shared, index: usize, connected: bool, error: Option<String>) {
+    if let Some(state) = shared.info().controllers.get_mut(index) {
+        state.connected = connected;
+        if error.is_some() || connected {
+            state.last_error = error;
+        }
+    }
+}
+
+async fn stay_connected(control: &Control, shared: &Shared, netmaps: &Sender<Request>) {
+    let mut backoff = Backoff::default();
+    let mut index = 0;
+    loop {
+        let Some(controller) = control.controllers.get(index) else {
+            return;
+        };
+        let epoch = shared.mesh().spec().source.epoch();
+        match enroll(control, controller, None, epoch).await {
+            Ok(enrolled) => {
+                backoff.reset();
+                tracing::info!(controller = %controller.name, "connected to the controller");
+                set_state(shared, index, true, None);
+                let why = follow(enrolled, netmaps).await;
+                tracing::warn!(controller = %controller.name, "controller connection lost: {why}");
+                set_state(shared, index, false, Some(why));
+            }
+            Err(e) => {
+                tracing::warn!(controller = %controller.name, "cannot enroll: {e:#}");
+                set_state(shared, index, false, Some(format!("{e:#}")));
+            }
+        }
+        index = (index + 1) % control.controllers.len();
+        let mut random = [0u8; 4];
+        let _ = getrandom::fill(&mut random);
+        tokio::time::sleep(backoff.next(u32::from_ne_bytes(random))).await;
+    }
+}
+
+/// Passes the netmap of the enrollment and every pushed one on, until the session ends; returns
+/// why it ended.
+async fn follow(enrolled: Enrolled, netmaps: &Sender<Request>) -> String {
+    let mut session = enrolled.session;
+    if netmaps.send(Request::Netmap(enrolled.netmap)).is_err() {
+        return "the agent is stopping".into();
+    }
+    loop {
+        match session.next_netmap().await {
+            Ok(netmap) => {
+                if netmaps.send(Request::Netmap(netmap)).is_err() {
+                    return "the agent is stopping".into();
+                }
+            }
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::default();
+        let mid = 250; // exactly the base
+        let waits: Vec<Duration> = (0..6).map(|_| b.next(mid)).collect();
+        assert_eq!(
+            waits,
+            [500, 1000, 2000, 4000, 5000, 5000].map(Duration::from_millis)
+        );
+        b.reset();
+        assert_eq!(b.next(0), Duration::from_millis(375));
+        assert_eq!(b.next(500), Duration::from_millis(1250));
+        for random in [0, 1, 499, 500, u32::MAX] {
+            let wait = Backoff { failures: 40 }.next(random);
+            assert!(wait >= Duration::from_millis(3750) && wait <= Duration::from_millis(6250));
+        }
+    }
+
+    #[test]
+    fn only_controllers_with_a_pinned_key_are_contacted() {
+        let text = include_str!("../../../wiremesh-core/tests/agent-config.json");
+        let mut config = AgentConfig::from_json(text).unwrap();
+        let pinned = controllers(&config);
+        assert_eq!(pinned.len(), 1);
+        assert_eq!(pinned[0].name, "server");
+        config.controllers[0].node_public_key = None;
+        assert!(controllers(&config).is_empty());
+    }
+}
