@@ -178,7 +178,7 @@ fn run_notifies_systemd_answers_the_admin_and_stops_on_sigterm() {
         &["token", "create", "--name", "phone", "--ttl", "1h"],
     ));
     assert!(
-        token.starts_with("wmj1.") && token.ends_with('\n'),
+        token.starts_with("wmjoin1.") && token.ends_with('\n') && token.lines().count() == 1,
         "{token}"
     );
     let bad_ttl = admin(&dir, &["token", "create", "--name", "tv", "--ttl", "soon"]);
