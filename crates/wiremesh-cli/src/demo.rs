@@ -1,8 +1,11 @@
 //! `wiremesh demo`: brings up a real mesh on this machine in network namespaces, as root. It plans
 //! an inventory (by default the bundled `examples/inventory.json`) with throwaway keys, one
-//! namespace per machine on a shared underlay bridge, one `wiremesh-peer` agent per namespace,
-//! prints each agent's `wiremesh status`, pings every pair over IPv4 and IPv6, and tears it all down
-//! on exit, on error and on Ctrl-C. Progress goes to stderr, results to stdout.
+//! namespace per machine on a shared underlay bridge, the instance's `wiremesh-controller` in its
+//! machine's namespace and one `wiremesh-peer` agent per namespace. Members without a static IPv4
+//! address get theirs by lease from the controller. It prints each agent's `wiremesh status`, pings
+//! every pair over IPv4 and IPv6 (the leased addresses included), prints `wiremesh-controller
+//! status`, and tears it all down on exit, on error and on Ctrl-C. Progress goes to stderr, results
+//! to stdout.
 
 mod lab;
 mod signal;
@@ -13,10 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use serde_json::{Value, json};
 use wiremesh_core::config::AgentConfig;
 use wiremesh_core::keys::{Identity, NetworkKey};
 use wiremesh_inventory::{Catalog, ResolveOptions, resolve};
+use wiremesh_proto::status::Source;
 
 use lab::Lab;
 
@@ -24,6 +29,8 @@ use lab::Lab;
 const EXAMPLE_INVENTORY: &str = include_str!("../../../examples/inventory.json");
 /// How long each pair may take to answer its first ping (the first one includes the handshake).
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agents may take to get their leases from the controller.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -97,16 +104,29 @@ fn demo(args: &Args) -> Result<bool, String> {
     }
 
     progress("generating throwaway keys");
-    write_keys(dir.path(), &args.instance, &machines)?;
-    let mut rewritten = with_underlay_endpoints(&inventory, &args.instance, &lab, &members)?;
-    let mut configs = plan(dir.path(), &rewritten, &args.instance, &machines)?;
-    // A controller with dynamic IPv4 leases gives addresses only when it runs; the demo has no
-    // controller, so members without a static IPv4 get one from the lower half of the network
-    // (the dynamic range is the upper half) and the plan is redone.
-    if let Some(with_static) = with_static_ipv4(&rewritten, &args.instance, &configs)? {
-        progress("giving machines without a static IPv4 one from the network's lower half");
-        rewritten = with_static;
-        configs = plan(dir.path(), &rewritten, &args.instance, &machines)?;
+    let network_key = write_keys(dir.path(), &args.instance, &machines)?;
+    let rewritten = with_underlay_endpoints(&inventory, &args.instance, &lab, &members)?;
+    let configs = plan(dir.path(), &rewritten, &args.instance, &machines)?;
+
+    let mut controllers = Vec::new();
+    for machine in &machines {
+        let config = dir
+            .path()
+            .join("plan")
+            .join(format!("{machine}.controller.json"));
+        if !config.is_file() {
+            continue;
+        }
+        signal::check()?;
+        progress(&format!("starting the controller on {machine}"));
+        let state = lab.start_controller(
+            &sibling_binary("wiremesh-controller")?,
+            machine,
+            &config,
+            &network_key,
+            &dir.path().join(machine).join("identity"),
+        )?;
+        controllers.push((machine.clone(), state));
     }
 
     for machine in &machines {
@@ -124,8 +144,9 @@ fn demo(args: &Args) -> Result<bool, String> {
         )?;
     }
 
+    let addresses = wait_for_leases(dir.path(), &configs, !controllers.is_empty())?;
     progress("pinging every pair over IPv4 and IPv6");
-    let results = ping_all(&lab, &configs)?;
+    let results = ping_all(&lab, &addresses)?;
     for machine in &machines {
         signal::check()?;
         println!("== wiremesh status on {machine}");
@@ -133,6 +154,11 @@ fn demo(args: &Args) -> Result<bool, String> {
             "{}",
             status_text(&dir.path().join(machine).join("status.sock"))?
         );
+    }
+    for (machine, state) in &controllers {
+        signal::check()?;
+        println!("== wiremesh-controller status on {machine}");
+        println!("{}", controller_status_text(state)?);
     }
     let ok = report(&results, &mut lab, machines.len());
     if ok && args.keep {
@@ -156,8 +182,8 @@ fn report(results: &[PingResult], lab: &mut Lab, agents: usize) -> bool {
         }
     }
     let dead = lab.dead_agents();
-    for (machine, status, log) in &dead {
-        println!("the agent of {machine} exited ({status}); its log:\n{log}");
+    for (who, status, log) in &dead {
+        println!("{who} exited ({status}); its log:\n{log}");
     }
     let ok = failed == 0 && dead.is_empty();
     println!(
@@ -195,10 +221,8 @@ fn keep_until_ctrl_c(
     println!("Press Ctrl-C to tear it down.");
     // Ctrl-C is the normal end here: the exit status stays that of the checks.
     while !signal::requested() {
-        if let Some((machine, status, log)) = lab.dead_agents().into_iter().next() {
-            return Err(format!(
-                "the agent of {machine} exited ({status}); its log:\n{log}"
-            ));
+        if let Some((who, status, log)) = lab.dead_agents().into_iter().next() {
+            return Err(format!("{who} exited ({status}); its log:\n{log}"));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -235,7 +259,7 @@ fn sibling_binary(name: &str) -> Result<PathBuf, String> {
     } else {
         Err(format!(
             "{} not found: the demo runs the agent that sits next to `wiremesh`. Build both: \
-             cargo build --release -p wiremesh-cli -p wiremesh-peer",
+             cargo build --release -p wiremesh-cli -p wiremesh-peer -p wiremesh-controller",
             path.display()
         ))
     }
@@ -274,8 +298,9 @@ fn instance_members(text: &str, instance: &str) -> Result<Vec<(String, Value)>, 
 }
 
 /// Writes each machine's identity (mode 0600) and the public keys in Clan's public vars layout,
-/// which `wiremesh plan --keys` reads.
-fn write_keys(dir: &Path, instance: &str, machines: &[String]) -> Result<(), String> {
+/// which `wiremesh plan --keys` reads, and the network key the controller signs with; returns
+/// the network key's path.
+fn write_keys(dir: &Path, instance: &str, machines: &[String]) -> Result<PathBuf, String> {
     let vars = dir.join("keys").join("vars");
     for machine in machines {
         let identity = Identity::generate().map_err(|e| format!("no randomness: {e}"))?;
@@ -303,7 +328,10 @@ fn write_keys(dir: &Path, instance: &str, machines: &[String]) -> Result<(), Str
             .join(format!("wiremesh-network-{instance}"))
             .join("network-public-key"),
         &network.public_key().to_base64(),
-    )
+    )?;
+    let path = dir.join("network.key");
+    write_secret(&path, &network.to_file_text())?;
+    Ok(path)
 }
 
 fn write_value(dir: &Path, text: &str) -> Result<(), String> {
@@ -366,41 +394,6 @@ fn with_underlay_endpoints(
         }
     }
     Ok(out)
-}
-
-/// When the plan left members without IPv4 in an IPv4 network, the inventory with static `ipv4`
-/// settings for them: .1, .2, … of the network, skipping addresses already taken.
-fn with_static_ipv4(
-    inventory: &Value,
-    instance: &str,
-    configs: &BTreeMap<String, AgentConfig>,
-) -> Result<Option<Value>, String> {
-    let Some(network) = configs.values().find_map(|c| c.network.ipv4) else {
-        return Ok(None);
-    };
-    let missing: Vec<&String> = configs
-        .iter()
-        .filter(|(_, c)| c.addresses.ipv4.is_none())
-        .map(|(m, _)| m)
-        .collect();
-    if missing.is_empty() {
-        return Ok(None);
-    }
-    let taken: Vec<_> = configs.values().filter_map(|c| c.addresses.ipv4).collect();
-    let mut free = network.hosts().filter(|a| !taken.contains(a));
-    let mut out = inventory.clone();
-    let roles = out
-        .pointer_mut(&format!("/instances/{}/roles", pointer_escape(instance)))
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| format!("instances.{instance}.roles is not an object"))?;
-    for machine in missing {
-        let addr = free
-            .next()
-            .ok_or_else(|| format!("no free IPv4 address left in {network}"))?;
-        machine_settings(roles, "peer", machine)
-            .insert("ipv4".into(), forced(json!(addr.to_string())));
-    }
-    Ok(Some(out))
 }
 
 /// `roles.<role>.machines.<machine>.settings` as a mutable object, created where missing. The
@@ -485,19 +478,67 @@ struct PingResult {
     outcome: Result<String, String>,
 }
 
+/// Each machine's overlay addresses as its agent reports them: the planned ones, and a leased
+/// IPv4 address once the controller's netmap brought it. With a controller, waits (at most
+/// [`LEASE_TIMEOUT`]) until every agent runs on its netmap and every member planned without an
+/// IPv4 address in an IPv4 network has its lease.
+fn wait_for_leases(
+    dir: &Path,
+    configs: &BTreeMap<String, AgentConfig>,
+    controller: bool,
+) -> Result<BTreeMap<String, Vec<IpAddr>>, String> {
+    if controller {
+        progress("waiting for the agents to enroll and get their leases");
+    }
+    let deadline = Instant::now() + LEASE_TIMEOUT;
+    loop {
+        signal::check()?;
+        let mut addresses = BTreeMap::new();
+        let mut waiting = Vec::new();
+        for (machine, config) in configs {
+            let socket = dir.join(machine).join("status.sock");
+            let status = wiremesh_proto::status::query(&socket)?;
+            let own: Vec<IpAddr> = status
+                .addresses
+                .iter()
+                .filter_map(|a| a.parse::<IpNet>().ok().map(|n| n.addr()))
+                .collect();
+            let leased = config.addresses.ipv4.is_none() && config.network.ipv4.is_some();
+            let ready = !controller
+                || (matches!(status.source, Source::Netmap { .. })
+                    && (!leased || own.iter().any(IpAddr::is_ipv4)));
+            if !ready {
+                waiting.push(machine.as_str());
+            } else if controller && leased {
+                if let Some(v4) = own.iter().find(|a| a.is_ipv4()) {
+                    progress(&format!("  {machine} holds {v4}, leased by the controller"));
+                }
+            }
+            addresses.insert(machine.clone(), own);
+        }
+        if waiting.is_empty() {
+            return Ok(addresses);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no netmap or lease from the controller within {LEASE_TIMEOUT:?} for {}",
+                waiting.join(", ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Pings every ordered pair of machines at each of the target's overlay addresses, retrying until
 /// the first reply or [`PING_TIMEOUT`].
-fn ping_all(lab: &Lab, configs: &BTreeMap<String, AgentConfig>) -> Result<Vec<PingResult>, String> {
+fn ping_all(
+    lab: &Lab,
+    addresses: &BTreeMap<String, Vec<IpAddr>>,
+) -> Result<Vec<PingResult>, String> {
     let mut results = Vec::new();
-    for from in configs.keys() {
-        for (to, config) in configs.iter().filter(|(to, _)| *to != from) {
-            let addrs = config
-                .addresses
-                .ipv4
-                .map(IpAddr::V4)
-                .into_iter()
-                .chain([IpAddr::V6(config.addresses.ipv6)]);
-            for addr in addrs {
+    for from in addresses.keys() {
+        for (to, addrs) in addresses.iter().filter(|(to, _)| *to != from) {
+            for &addr in addrs {
                 signal::check()?;
                 let outcome = ping_until_reply(lab, from, addr)?;
                 results.push(PingResult {
@@ -537,6 +578,20 @@ fn ping_until_reply(lab: &Lab, from: &str, addr: IpAddr) -> Result<Result<String
         }
         signal::check()?;
     }
+}
+
+/// `wiremesh-controller status --state-dir DIR`, as text.
+fn controller_status_text(state: &Path) -> Result<String, String> {
+    let out = lab::run(
+        Command::new(sibling_binary("wiremesh-controller")?)
+            .arg("status")
+            .arg("--state-dir")
+            .arg(state),
+        Duration::from_secs(10),
+    )?;
+    Ok(format!("{}{}", out.stdout, out.stderr)
+        .trim_end()
+        .to_owned())
 }
 
 /// `wiremesh status --socket PATH` (this executable), as text.

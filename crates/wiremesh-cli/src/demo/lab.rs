@@ -30,9 +30,10 @@ pub struct Node {
     pub underlay: Ipv4Addr,
 }
 
-/// A running agent.
+/// A running daemon (an agent or a controller).
 struct Agent {
-    machine: String,
+    /// "the agent of laptop", "the controller of server".
+    who: String,
     child: Child,
     log: PathBuf,
 }
@@ -114,43 +115,79 @@ impl Lab {
         identity: &Path,
         status_socket: &Path,
     ) -> Result<(), String> {
-        let netns = self
-            .node(machine)
-            .map(|n| n.netns.clone())
-            .ok_or_else(|| format!("no namespace for machine {machine}"))?;
-        let mdir = self.dir.join(machine);
-        let notify_path = mdir.join("notify.sock");
-        let notify = UnixDatagram::bind(&notify_path)
-            .map_err(|e| format!("cannot bind {}: {e}", notify_path.display()))?;
-        notify
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| e.to_string())?;
-        let log = mdir.join("agent.log");
-        let log_file =
-            File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns])
-            .arg(peer_bin)
-            .arg("run")
+        let state = self.dir.join(machine).join("state");
+        let mut cmd = Command::new(peer_bin);
+        cmd.arg("run")
             .arg("--config")
             .arg(config)
             .arg("--identity")
             .arg(identity)
             .arg("--state-dir")
-            .arg(mdir.join("state"))
+            .arg(state)
             .arg("--status-socket")
-            .arg(status_socket)
+            .arg(status_socket);
+        self.start(machine, "agent", cmd)
+    }
+
+    /// Starts `wiremesh-controller run` in `machine`'s namespace, its store in
+    /// `<dir>/<machine>/controller`, and waits for its READY=1.
+    pub fn start_controller(
+        &mut self,
+        controller_bin: &Path,
+        machine: &str,
+        config: &Path,
+        network_key: &Path,
+        identity: &Path,
+    ) -> Result<PathBuf, String> {
+        let state = self.dir.join(machine).join("controller");
+        let mut cmd = Command::new(controller_bin);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--network-key")
+            .arg(network_key)
+            .arg("--identity")
+            .arg(identity)
+            .arg("--state-dir")
+            .arg(&state);
+        self.start(machine, "controller", cmd)?;
+        Ok(state)
+    }
+
+    /// Runs `cmd` in `machine`'s namespace as its `role` daemon (log in `<dir>/<machine>/<role>.log`)
+    /// and waits until it tells systemd's protocol READY=1.
+    fn start(&mut self, machine: &str, role: &str, cmd: Command) -> Result<(), String> {
+        let netns = self
+            .node(machine)
+            .map(|n| n.netns.clone())
+            .ok_or_else(|| format!("no namespace for machine {machine}"))?;
+        let mdir = self.dir.join(machine);
+        let notify_path = mdir.join(format!("{role}-notify.sock"));
+        let notify = UnixDatagram::bind(&notify_path)
+            .map_err(|e| format!("cannot bind {}: {e}", notify_path.display()))?;
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        let log = mdir.join(format!("{role}.log"));
+        let log_file =
+            File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+        let program = cmd.get_program().to_owned();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .arg(&program)
+            .args(cmd.get_args())
             .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
-            // Its own process group: Ctrl-C reaches only the demo, which then stops agents in order.
+            // Its own process group: Ctrl-C reaches only the demo, which then stops daemons in order.
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", peer_bin.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let who = format!("the {role} of {machine}");
         self.agents.push(Agent {
-            machine: machine.to_owned(),
+            who: who.clone(),
             child,
             log: log.clone(),
         });
@@ -168,25 +205,25 @@ impl Lab {
             }
             if let Ok(Some(status)) = agent.child.try_wait() {
                 return Err(format!(
-                    "the agent of {machine} exited ({status}) before it was ready; its log:\n{}",
+                    "{who} exited ({status}) before it was ready; its log:\n{}",
                     tail(&log)
                 ));
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "the agent of {machine} did not report ready within {READY_TIMEOUT:?}; its log:\n{}",
+                    "{who} did not report ready within {READY_TIMEOUT:?}; its log:\n{}",
                     tail(&log)
                 ));
             }
         }
     }
 
-    /// The machines whose agent has exited, with how.
+    /// The daemons that have exited ("the agent of laptop"), with how and their log's tail.
     pub fn dead_agents(&mut self) -> Vec<(String, ExitStatus, String)> {
         let mut dead = Vec::new();
         for agent in &mut self.agents {
             if let Ok(Some(status)) = agent.child.try_wait() {
-                dead.push((agent.machine.clone(), status, tail(&agent.log)));
+                dead.push((agent.who.clone(), status, tail(&agent.log)));
             }
         }
         dead
@@ -225,10 +262,7 @@ impl Drop for Lab {
                         std::thread::sleep(Duration::from_millis(20))
                     }
                     Ok(None) => {
-                        eprintln!(
-                            "demo: the agent of {} ignored SIGTERM; killing it",
-                            agent.machine
-                        );
+                        eprintln!("demo: {} ignored SIGTERM; killing it", agent.who);
                         let _ = agent.child.kill();
                         let _ = agent.child.wait();
                         break;
@@ -244,7 +278,7 @@ impl Drop for Lab {
         for netns in names {
             delete_namespace(&netns);
         }
-        eprintln!("demo: removed every namespace and agent");
+        eprintln!("demo: removed every namespace and daemon");
     }
 }
 
