@@ -509,10 +509,11 @@ fn wait_for_leases(
                     && (!leased || own.iter().any(IpAddr::is_ipv4)));
             if !ready {
                 waiting.push(machine.as_str());
-            } else if controller && leased {
-                if let Some(v4) = own.iter().find(|a| a.is_ipv4()) {
-                    progress(&format!("  {machine} holds {v4}, leased by the controller"));
-                }
+            } else if controller
+                && leased
+                && let Some(v4) = own.iter().find(|a| a.is_ipv4())
+            {
+                progress(&format!("  {machine} holds {v4}, leased by the controller"));
             }
             addresses.insert(machine.clone(), own);
         }
