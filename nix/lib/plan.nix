@@ -17,12 +17,13 @@ in
   };
 
   # The public vars `wiremesh plan --keys` reads for this instance, relative to the clan
-  # directory: every peer's two public keys and the network public key.
+  # directory: the two public keys of every machine in it (agents pin a controller's node key,
+  # also one that is no peer) and the network public key.
   publicVars = { instanceName, roles }:
     builtins.concatMap
       (m: map (f: "vars/per-machine/${m}/wiremesh-${instanceName}/${f}/value")
         [ "wireguard-public-key" "node-public-key" ])
-      (builtins.attrNames (roles.peer.machines or { }))
+      (members roles)
     ++ [ "vars/shared/wiremesh-network-${instanceName}/network-public-key/value" ];
 
   # A `builtins.path` filter keeping exactly `files` (relative to `root`) and their directories,

@@ -35,6 +35,21 @@ in
     ];
   };
 
+  # a controller that is no peer: agents pin its node key, so plan reads its public vars too
+  publicVarsIncludeControllerOnlyMachines = {
+    expr = planLib.publicVars {
+      instanceName = "my-vpn";
+      roles = { controller.machines.backup = { }; peer.machines.laptop = { }; };
+    };
+    expected = [
+      "vars/per-machine/backup/wiremesh-my-vpn/wireguard-public-key/value"
+      "vars/per-machine/backup/wiremesh-my-vpn/node-public-key/value"
+      "vars/per-machine/laptop/wiremesh-my-vpn/wireguard-public-key/value"
+      "vars/per-machine/laptop/wiremesh-my-vpn/node-public-key/value"
+      "vars/shared/wiremesh-network-my-vpn/network-public-key/value"
+    ];
+  };
+
   # the store copy of the clan directory holds the public keys and no secret or other var
   onlyPublicKeysAreCopied = {
     expr = filesBelow (builtins.path {
