@@ -164,13 +164,21 @@ impl<S: Store> Controller<S> {
         })
     }
 
-    /// Renews the netmap when it is due; call it every minute or so.
+    /// Renews the netmap when it is due and forgets expired join tokens; call it every minute
+    /// or so.
     pub fn tick(&mut self, now: u64) -> Result<Vec<Output>, ControllerError> {
-        if self.renewal_due(now) {
-            self.decide(Vec::new(), true, now)
-        } else {
-            Ok(Vec::new())
+        let expired: Vec<Change> = self
+            .state
+            .tokens
+            .iter()
+            .filter(|(_, t)| now >= t.expires_at)
+            .map(|(hash, _)| Change::DropToken { hash: *hash })
+            .collect();
+        let renew = self.renewal_due(now);
+        if expired.is_empty() && !renew {
+            return Ok(Vec::new());
         }
+        self.decide(expired, renew, now)
     }
 
     fn renewal_due(&self, now: u64) -> bool {

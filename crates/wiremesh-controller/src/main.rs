@@ -45,8 +45,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
+        /// [default: /var/lib/wiremesh-controller, or the one instance directory below it]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Join tokens for agents outside the inventory.
     Token {
@@ -56,8 +57,9 @@ enum Command {
     /// Revoke a member's keys; takes effect in the next epoch.
     Revoke {
         name: String,
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
+        /// [default: /var/lib/wiremesh-controller, or the one instance directory below it]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Devices that cannot run wiremesh (a phone with the WireGuard app).
     Device {
@@ -75,8 +77,9 @@ enum TokenCommand {
         /// How long the token is valid: 90s, 15m, 1h, 7d (at most 30d).
         #[arg(long, default_value = "1h")]
         ttl: String,
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
+        /// [default: /var/lib/wiremesh-controller, or the one instance directory below it]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -85,8 +88,9 @@ enum DeviceCommand {
     /// Issue a complete credential: prints a wg-quick configuration and its QR code.
     Add {
         name: String,
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
+        /// [default: /var/lib/wiremesh-controller, or the one instance directory below it]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -108,7 +112,7 @@ fn main() -> ExitCode {
             clock: Clock::system(),
         }),
         Command::Status { json, state_dir } => {
-            admin_call(&state_dir, Request::Status, |o| match o {
+            admin_call(state_dir, Request::Status, |o| match o {
                 Outcome::Status(status) if json => {
                     serde_json::to_string_pretty(&status).map(|t| t + "\n").ok()
                 }
@@ -129,7 +133,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&format!("--ttl: {e}")),
             };
             admin_call(
-                &state_dir,
+                state_dir,
                 Request::TokenCreate { name, ttl_seconds },
                 |o| match o {
                     Outcome::Token { token, .. } => Some(format!("{token}\n")),
@@ -138,7 +142,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Revoke { name, state_dir } => {
-            admin_call(&state_dir, Request::Revoke { name }, |o| match o {
+            admin_call(state_dir, Request::Revoke { name }, |o| match o {
                 Outcome::Revoked { name, epoch } => Some(format!(
                     "revoked {}; epoch {epoch} tells the members\n",
                     printable(&name)
@@ -148,7 +152,7 @@ fn main() -> ExitCode {
         }
         Command::Device {
             command: DeviceCommand::Add { name, state_dir },
-        } => admin_call(&state_dir, Request::DeviceAdd { name }, |o| match o {
+        } => admin_call(state_dir, Request::DeviceAdd { name }, |o| match o {
             Outcome::Device { wg_quick, .. } => Some(device_text(&wg_quick)),
             _ => None,
         }),
@@ -180,11 +184,45 @@ fn run(options: Options) -> ExitCode {
 }
 
 /// Sends `request` to the controller in `state_dir` and prints what `print` makes of the answer.
+/// The state directory of the controller to ask: the one given, else the default directory
+/// when a controller runs there, else the only instance directory below it that holds an admin
+/// socket (the NixOS unit keeps `/var/lib/wiremesh-controller/<instance>`).
+fn find_state_dir(given: Option<PathBuf>, root: &Path) -> Result<PathBuf, String> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    if root.join(SOCKET_FILE).exists() {
+        return Ok(root.to_owned());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|dir| dir.join(SOCKET_FILE).exists())
+        .collect();
+    found.sort();
+    match found.len() {
+        0 | 1 => Ok(found.pop().unwrap_or_else(|| root.to_owned())),
+        _ => Err(format!(
+            "several controllers run here ({}); choose one with --state-dir",
+            found
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 fn admin_call(
-    state_dir: &Path,
+    state_dir: Option<PathBuf>,
     request: Request,
     print: impl FnOnce(Outcome) -> Option<String>,
 ) -> ExitCode {
+    let state_dir = match find_state_dir(state_dir, Path::new(DEFAULT_STATE_DIR)) {
+        Ok(dir) => dir,
+        Err(e) => return fail(&e),
+    };
     let socket = state_dir.join(SOCKET_FILE);
     let response = match admin::request(&socket, &request, ADMIN_TIMEOUT) {
         Ok(r) => r,
@@ -276,4 +314,33 @@ fn device_text(wg_quick: &str) -> String {
         Err(e) => format!("(no QR code: {e})"),
     };
     format!("{wg_quick}\n{qr}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_dir_is_found_without_a_flag_when_it_is_unambiguous() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let given = PathBuf::from("/elsewhere");
+        assert_eq!(find_state_dir(Some(given.clone()), root), Ok(given));
+        // Nothing runs: the default, whose missing socket the request then reports.
+        assert_eq!(find_state_dir(None, root), Ok(root.to_owned()));
+        let instance = root.join("my-vpn");
+        std::fs::create_dir(&instance).unwrap();
+        std::fs::write(instance.join(SOCKET_FILE), "").unwrap();
+        assert_eq!(find_state_dir(None, root), Ok(instance.clone()));
+        let other = root.join("lab");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join(SOCKET_FILE), "").unwrap();
+        let e = find_state_dir(None, root).unwrap_err();
+        assert!(
+            e.contains("several controllers") && e.contains("--state-dir"),
+            "{e}"
+        );
+        std::fs::write(root.join(SOCKET_FILE), "").unwrap();
+        assert_eq!(find_state_dir(None, root), Ok(root.to_owned()));
+    }
 }

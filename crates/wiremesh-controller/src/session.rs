@@ -83,6 +83,14 @@ impl<S: Store> Controller<S> {
         self.refuse(id, code, message)
     }
 
+    /// Session `id` was heard from at `now` without a message (QUIC keepalives): its last
+    /// contact moves on.
+    pub fn alive(&mut self, id: SessionId, now: u64) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.last_contact = session.last_contact.max(now);
+        }
+    }
+
     /// Whether the session has enrolled.
     pub fn is_enrolled(&self, id: SessionId) -> bool {
         self.sessions

@@ -88,12 +88,32 @@ pub struct Revocation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Epoch(EpochRecord),
-    Lease { member: String, ipv4: Ipv4Addr },
-    Release { member: String },
-    AddNode { name: String, node: Node },
-    RemoveNode { name: String },
-    AddToken { hash: TokenHash, token: Token },
-    UseToken { hash: TokenHash, at: u64 },
+    Lease {
+        member: String,
+        ipv4: Ipv4Addr,
+    },
+    Release {
+        member: String,
+    },
+    AddNode {
+        name: String,
+        node: Node,
+    },
+    RemoveNode {
+        name: String,
+    },
+    AddToken {
+        hash: TokenHash,
+        token: Token,
+    },
+    UseToken {
+        hash: TokenHash,
+        at: u64,
+    },
+    /// An expired token is forgotten.
+    DropToken {
+        hash: TokenHash,
+    },
     Revoke(Revocation),
 }
 
@@ -186,6 +206,11 @@ impl State {
                 Some(token) if token.used_at.is_none() => token.used_at = Some(*at),
                 _ => return Err(Conflict::TokenUnusable),
             },
+            Change::DropToken { hash } => {
+                if self.tokens.remove(hash).is_none() {
+                    return Err(Conflict::TokenUnusable);
+                }
+            }
             Change::Revoke(revocation) => {
                 let key = revocation.node_public_key;
                 if self.revocations.contains_key(&key) {
@@ -284,6 +309,10 @@ mod tests {
         };
         state.apply(&use_it).unwrap();
         assert_eq!(state.apply(&use_it), Err(Conflict::TokenUnusable));
+        let drop_it = Change::DropToken { hash: [1; 32] };
+        state.apply(&drop_it).unwrap();
+        assert!(state.tokens.is_empty());
+        assert_eq!(state.apply(&drop_it), Err(Conflict::TokenUnusable));
         let epoch = |epoch| {
             Change::Epoch(EpochRecord {
                 epoch,

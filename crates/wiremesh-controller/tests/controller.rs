@@ -44,6 +44,23 @@ fn static_and_dynamic_members_enroll_and_the_netmap_verifies() {
 }
 
 #[test]
+fn keepalives_move_the_last_contact_of_a_quiet_agent() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (id, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    let last_contact = |c: &Controller<MemoryStore>| {
+        let status = c.status(T0 + 100);
+        let laptop = status.members.iter().find(|m| m.name == "laptop").unwrap();
+        laptop.connection.as_ref().unwrap().last_contact
+    };
+    assert_eq!(last_contact(&c), T0);
+    c.alive(id, T0 + 30);
+    assert_eq!(last_contact(&c), T0 + 30);
+    // A late report never moves it back.
+    c.alive(id, T0 + 10);
+    assert_eq!(last_contact(&c), T0 + 30);
+}
+
+#[test]
 fn without_dynamic_leases_members_keep_only_their_static_addresses() {
     let mut cfg = config(None);
     cfg.dynamic_ip.enable = false;
@@ -317,6 +334,31 @@ fn join_tokens_are_single_use_and_expire() {
         "\"laptop\" is already an inventory member; pick another name"
     );
     assert!(c.create_token("x", 0, [9; 32], T0).is_err());
+}
+
+#[test]
+fn expired_tokens_are_forgotten_on_the_next_tick_and_stay_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    let mut c = open(SqliteStore::open(&path).unwrap(), config(None), T0);
+    c.create_token("phone", 60, [5; 32], T0).unwrap();
+    c.create_token("tv", 3600, [6; 32], T0).unwrap();
+    let epoch = c.epoch().unwrap().epoch;
+    assert!(c.tick(T0 + 59).unwrap().is_empty());
+    assert_eq!(c.status(T0 + 59).tokens.len(), 2);
+    assert!(c.tick(T0 + 60).unwrap().is_empty(), "no push for a token");
+    let names = |c: &Controller<SqliteStore>| -> Vec<String> {
+        c.status(T0 + 60)
+            .tokens
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&c), ["tv"]);
+    assert_eq!(c.epoch().unwrap().epoch, epoch, "no new epoch for a token");
+    drop(c);
+    let c = open(SqliteStore::open(&path).unwrap(), config(None), T0 + 61);
+    assert_eq!(names(&c), ["tv"]);
 }
 
 #[test]

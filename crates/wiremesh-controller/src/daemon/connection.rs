@@ -21,6 +21,9 @@ fn close_code(code: ErrorCode) -> quinn::VarInt {
 
 /// How long a closing connection waits for the agent to read the last message.
 const LINGER: Duration = Duration::from_secs(2);
+/// How often a connection's received datagrams are looked at, so that an agent that only sends
+/// QUIC keepalives still shows a recent last contact.
+const ALIVE_CHECK: Duration = Duration::from_secs(5);
 
 pub async fn serve(incoming: quinn::Incoming, core: CoreHandle, limits: Limits) {
     let remote = incoming.remote_address();
@@ -76,9 +79,25 @@ pub async fn serve(incoming: quinn::Incoming, core: CoreHandle, limits: Limits) 
         return;
     };
     let writer = tokio::spawn(write(connection.clone(), send, outgoing));
-    read(recv, id, &core, &limits).await;
+    tokio::select! {
+        () = read(recv, id, &core, &limits) => {}
+        () = report_alive(&connection, id, &core) => {}
+    }
     core.send(Command::Disconnect { id });
     let _ = writer.await;
+}
+
+/// Tells the core whenever datagrams arrived since the last look; never returns.
+async fn report_alive(connection: &quinn::Connection, id: u64, core: &CoreHandle) {
+    let mut seen = connection.stats().udp_rx.datagrams;
+    loop {
+        tokio::time::sleep(ALIVE_CHECK).await;
+        let now = connection.stats().udp_rx.datagrams;
+        if now != seen {
+            seen = now;
+            core.send(Command::Alive { id });
+        }
+    }
 }
 
 async fn read(recv: quinn::RecvStream, id: u64, core: &CoreHandle, limits: &Limits) {

@@ -48,6 +48,10 @@ pub enum Command {
     Disconnect {
         id: SessionId,
     },
+    /// The agent's packets (QUIC keepalives included) still arrive.
+    Alive {
+        id: SessionId,
+    },
     Admin {
         request: Request,
         reply: oneshot::Sender<Response>,
@@ -156,6 +160,7 @@ impl Core {
                 let outputs = self.controller.reject(id, code, message);
                 self.dispatch(outputs);
             }
+            Command::Alive { id } => self.controller.alive(id, self.clock.now()),
             Command::Disconnect { id } => {
                 self.controller.disconnect(id);
                 self.outboxes.remove(&id);

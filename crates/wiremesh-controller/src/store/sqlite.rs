@@ -346,6 +346,10 @@ fn write(tx: &Transaction<'_>, change: &Change) -> Result<(), String> {
             "UPDATE join_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL",
             params![signed(*at)?, hex(hash)],
         ),
+        Change::DropToken { hash } => tx.execute(
+            "DELETE FROM join_tokens WHERE token_hash = ?1",
+            params![hex(hash)],
+        ),
         Change::Revoke(r) => tx.execute(
             "INSERT INTO revocations (node_public_key, wireguard_public_key, name, revoked_at) \
              VALUES (?1, ?2, ?3, ?4)",
