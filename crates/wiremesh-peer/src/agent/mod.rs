@@ -633,6 +633,9 @@ impl Reloader {
                     "interface name and listen port changes take effect only after a restart"
                 );
             }
+            if control::controllers(&config) != control::controllers(&self.config) {
+                tracing::warn!("a change of controllers takes effect only after a restart");
+            }
         }
         let old_addresses = shared.mesh().spec().addresses.clone();
         sync_mtu(&shared.tun, config.mtu);
