@@ -56,6 +56,8 @@ async fn measure(n: usize) -> Result<(), String> {
     let daemon = fleet.start(BOUND)?;
     let with_log = |e: String| format!("{e}\ncontroller log:\n{}", daemon.log_tail());
 
+    let cpu = || -> Result<_, String> { Ok((daemon.cpu()?, fleet::cpu_time("self")?)) };
+    let cpu_start = cpu()?;
     let start = Instant::now();
     let (swarm, mut tracker) = fleet.enroll(daemon.addr, 0..n, true, BOUND)?;
     tracker
@@ -79,6 +81,7 @@ async fn measure(n: usize) -> Result<(), String> {
         .await
         .map_err(with_log)?;
     let settled = start.elapsed();
+    let cpu_settled = cpu()?;
 
     let change = Instant::now();
     let request = Request::DeviceAdd {
@@ -95,6 +98,7 @@ async fn measure(n: usize) -> Result<(), String> {
         .await
         .map_err(with_log)?;
     let pushed = change.elapsed();
+    let cpu_pushed = cpu()?;
     let (peak, current) = daemon.memory()?;
     let netmap = tracker.netmap_bytes.get(&epoch).copied().unwrap_or(0);
     swarm.stop(Duration::from_secs(5)).await;
@@ -114,6 +118,21 @@ async fn measure(n: usize) -> Result<(), String> {
     println!(
         "| push one change (device add) to all {n} | {:.3} s |",
         pushed.as_secs_f64()
+    );
+    let spent = |from: (Duration, Duration), to: (Duration, Duration)| {
+        format!(
+            "{:.2} s / {:.2} s",
+            (to.0 - from.0).as_secs_f64(),
+            (to.1 - from.1).as_secs_f64()
+        )
+    };
+    println!(
+        "| CPU controller / agents, enrolling until settled | {} |",
+        spent(cpu_start, cpu_settled)
+    );
+    println!(
+        "| CPU controller / agents, pushing the change | {} |",
+        spent(cpu_settled, cpu_pushed)
     );
     println!("| controller peak RSS (VmHWM) | {:.1} MiB |", mib(peak));
     println!(
