@@ -6,6 +6,7 @@
 //! one line that survives copy and paste.
 
 use base64::Engine as _;
+use ipnet::IpNet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
@@ -113,7 +114,14 @@ impl JoinTicket {
                 ipv4: None,
                 ipv6: crate::addresses::member_ipv6(self.networks.ipv6, &self.name),
             },
-            ip_ranges: Vec::new(),
+            // The role's default `ipRanges = ["all"]`: the instance's networks.
+            ip_ranges: self
+                .networks
+                .ipv4
+                .map(IpNet::V4)
+                .into_iter()
+                .chain([IpNet::V6(self.networks.ipv6)])
+                .collect(),
             routes: Vec::new(),
             peers: Vec::new(),
             controllers: self
@@ -167,6 +175,9 @@ mod tests {
         assert_eq!(config.interface, "wm-my-vpn");
         assert_eq!(config.listen_port, 51820);
         assert_eq!(config.addresses.ipv4, None);
+        // Like a planned member's default `ipRanges = ["all"]`: members' packets are accepted.
+        let ranges: Vec<String> = config.ip_ranges.iter().map(|n| n.to_string()).collect();
+        assert_eq!(ranges, ["100.96.0.0/16", "fd8c:65c0:2740::/48"]);
         assert_eq!(
             config.addresses.ipv6,
             crate::addresses::member_ipv6(sample().networks.ipv6, "phone")
