@@ -74,6 +74,7 @@ pub fn project_binary(name: &str) -> PathBuf {
     let package = match name {
         "wiremesh" => "wiremesh-cli",
         "wiremesh-peer" => "wiremesh-peer",
+        "wiremesh-controller" => "wiremesh-controller",
         other => panic!("no workspace binary named {other}"),
     };
     let exe = std::env::current_exe().expect("the test knows its own executable path");

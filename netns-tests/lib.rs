@@ -9,6 +9,7 @@
 //! teardown come from `wiremesh-lab`, which `wiremesh demo` shares.
 
 mod capture;
+mod controller;
 mod daemon;
 mod env;
 mod go_member;
@@ -26,6 +27,7 @@ pub use env::{project_binary, require_root, require_tools};
 pub use go_member::GoPeer;
 pub use lab::{AGENT_PORT, Lab, Member, TUN_NAME, assert_reload_changed};
 pub use netns::{Netns, veth};
+pub use planned::LEASE_RANGE;
 pub use serial::serial;
 pub use transfer::{Transfer, tcp_transfer};
 pub use wait::{wait_for, wait_until};
