@@ -1,6 +1,7 @@
 //! `wiremesh-controller`: `run` serves the control channel; `status`, `token create`, `revoke`
 //! and `device add` talk to a running controller over its admin socket.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +41,10 @@ enum Command {
         /// Where the store (controller.sqlite) and the admin socket live.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// The UDP address to serve on instead of `[::]:controlPort` (e.g. `127.0.0.1:0` for a
+        /// test on loopback; the address taken is logged).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
     },
     /// Members, leases, connected agents and the epoch.
     Status {
@@ -102,12 +107,13 @@ fn main() -> ExitCode {
             network_key,
             identity,
             state_dir,
+            listen,
         } => run(Options {
             config,
             network_key,
             identity,
             state_dir,
-            listen: None,
+            listen,
             limits: Limits::default(),
             clock: Clock::system(),
         }),
