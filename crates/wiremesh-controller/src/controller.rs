@@ -9,7 +9,7 @@ use wiremesh_core::addresses::member_ipv6;
 use wiremesh_core::config::Addresses;
 use wiremesh_core::controller_config::ControllerFile;
 use wiremesh_core::keys::{NetworkSecret, NodePublicKey, WireguardSecret};
-use wiremesh_core::messages::{ErrorCode, ErrorMessage, Message, NetmapPush};
+use wiremesh_core::messages::{ErrorCode, ErrorMessage, Message};
 use wiremesh_core::netmap::{Member, Netmap, NetmapContent};
 use wiremesh_core::plan::host_port;
 use wiremesh_core::ticket::{JoinTicket, TicketController};
@@ -34,10 +34,24 @@ const MAX_NAME_LEN: usize = wiremesh_core::netmap::MAX_NAME_LEN;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Send(SessionId, Message),
+    /// Send the session the current netmap ([`Controller::epoch`]). Not a copy of the bytes per
+    /// session: the shell encodes the newest netmap once for every session that is due one, so a
+    /// burst of epochs costs one push each.
+    Push(SessionId),
     /// Close the session once what was queued for it is sent.
     Close(SessionId),
     /// Log a warning.
     Warn(String),
+}
+
+impl Output {
+    /// The session the output is for; none for a warning.
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            Output::Send(id, _) | Output::Push(id) | Output::Close(id) => Some(*id),
+            Output::Warn(_) => None,
+        }
+    }
 }
 
 /// Why an operation failed.
@@ -268,20 +282,13 @@ impl<S: Store> Controller<S> {
 
     /// The current netmap to every enrolled session.
     fn push_all(&self) -> Vec<Output> {
-        let Some(record) = &self.state.epoch else {
+        if self.state.epoch.is_none() {
             return Vec::new();
-        };
+        }
         self.sessions
             .iter()
             .filter(|(_, s)| matches!(s.phase, Phase::Enrolled { .. }))
-            .map(|(id, _)| {
-                Output::Send(
-                    *id,
-                    Message::NetmapPush(NetmapPush {
-                        netmap: record.netmap.clone(),
-                    }),
-                )
-            })
+            .map(|(id, _)| Output::Push(*id))
             .collect()
     }
 
@@ -533,7 +540,7 @@ impl<S: Store> Controller<S> {
             .filter(|(_, s)| filter(s))
             .map(|(id, _)| *id)
             .collect();
-        outputs.retain(|o| !matches!(o, Output::Send(to, _) if ids.contains(to)));
+        outputs.retain(|o| o.session().is_none_or(|to| !ids.contains(&to)));
         for id in ids {
             outputs.extend(self.refuse(id, code, message.to_string()));
         }

@@ -317,7 +317,7 @@ impl<S: Store> Controller<S> {
             Err(e) => return self.internal(id, &name, e),
         };
         // The enrolling session gets the netmap in its answer, not as a push.
-        outputs.retain(|o| !matches!(o, Output::Send(to, _) if *to == id));
+        outputs.retain(|o| !matches!(o, Output::Send(to, _) | Output::Push(to) if *to == id));
         let Some(session) = self.sessions.get_mut(&id) else {
             return outputs;
         };

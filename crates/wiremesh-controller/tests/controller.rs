@@ -84,7 +84,7 @@ fn every_change_is_pushed_to_enrolled_agents() {
         &enroll_request(&machine("laptop", 2), &nonce).encode(),
         T0,
     );
-    let map = pushed(&out, server);
+    let map = pushed(&c, &out, server);
     let content = map
         .verify(&network_key().public_key(), Some(1), T0)
         .unwrap();
@@ -94,12 +94,13 @@ fn every_change_is_pushed_to_enrolled_agents() {
     );
     // The enrolling agent got the netmap in its answer, not as a second push.
     assert_eq!(messages_to(&out, laptop_session).len(), 1);
+    assert!(!out.contains(&Output::Push(laptop_session)));
 
     let report = Message::EndpointReport(EndpointReport {
         endpoints: vec!["198.18.5.5:51820".into()],
     });
     let out = c.receive(laptop_session, &report.encode(), T0 + 5);
-    let map = pushed(&out, server);
+    let map = pushed(&c, &out, server);
     assert_eq!(map.content().epoch, 3);
     assert_eq!(
         map.content().member("laptop").unwrap().endpoints,
@@ -373,7 +374,7 @@ fn revocation_closes_the_session_frees_the_lease_and_flags_the_member() {
         messages_to(&out, laptop).as_slice(),
         [Message::Error(e)] if e.code == ErrorCode::REVOKED
     ));
-    let map = pushed(&out, server);
+    let map = pushed(&c, &out, server);
     assert_eq!(map.content().epoch, before + 1);
     let entry = map.content().member("laptop").unwrap();
     assert!(entry.flags.contains(Flags::REVOKED));
@@ -496,7 +497,7 @@ fn the_netmap_is_renewed_before_it_expires() {
     );
     let now = first.expires_at - RENEW_BEFORE;
     let out = c.tick(now).unwrap();
-    let map = pushed(&out, server);
+    let map = pushed(&c, &out, server);
     let content = map
         .verify(&network_key().public_key(), Some(first.epoch), now)
         .unwrap();

@@ -1,5 +1,6 @@
 //! Control messages over a QUIC stream: the core's length-prefixed frames, read with a size limit.
 
+use bytes::Bytes;
 use wiremesh_core::frame::{FrameDecoder, FrameError, encode_frame};
 use wiremesh_core::messages::{MAX_MESSAGE_LEN, Message};
 
@@ -15,6 +16,21 @@ pub enum WireError {
     Read(#[from] quinn::ReadError),
     #[error("cannot write to the stream: {0}")]
     Write(#[from] quinn::WriteError),
+}
+
+/// A message encoded as one frame, written to many streams without a copy for each: quinn keeps
+/// the shared buffer until every stream has sent it.
+pub fn shared_frame(message: &Message) -> Result<Bytes, WireError> {
+    Ok(Bytes::from(encode_frame(
+        &message.encode(),
+        MAX_MESSAGE_LEN,
+    )?))
+}
+
+/// Writes a frame made by [`shared_frame`].
+pub async fn write_frame(send: &mut quinn::SendStream, frame: Bytes) -> Result<(), WireError> {
+    send.write_chunk(frame).await?;
+    Ok(())
 }
 
 /// Writes one message as a frame.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use wiremesh_core::messages::ErrorCode;
 use wiremesh_proto::tls::peer_node_key;
-use wiremesh_proto::wire::{FrameReader, MAX_AGENT_FRAME, WireError, write_message};
+use wiremesh_proto::wire::{FrameReader, MAX_AGENT_FRAME, WireError, write_frame, write_message};
 
 use super::Limits;
 use super::core::{Command, CoreHandle, OUTBOX, Outgoing};
@@ -150,6 +150,11 @@ async fn write(
         match next {
             Outgoing::Message(message) => {
                 if write_message(&mut send, &message).await.is_err() {
+                    break;
+                }
+            }
+            Outgoing::Frame(frame) => {
+                if write_frame(&mut send, frame).await.is_err() {
                     break;
                 }
             }

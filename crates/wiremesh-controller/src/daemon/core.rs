@@ -2,21 +2,26 @@
 //! commands; it runs them in order (SQLite commits included, off the async runtime) and routes
 //! the outputs to the sessions' outboxes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use wiremesh_core::controller_config::ControllerFile;
 use wiremesh_core::keys::{NodePublicKey, NodeSecret, WireguardSecret};
-use wiremesh_core::messages::{ErrorCode, Message};
+use wiremesh_core::messages::{ErrorCode, Message, NetmapPush};
 use wiremesh_proto::admin::{ADMIN_VERSION, Outcome, Request, Response};
+use wiremesh_proto::wire::shared_frame;
 
 use super::Clock;
 use crate::{ConfigDiff, Controller, Output, SessionId, SqliteStore};
 
 /// How often the netmap's expiry is checked.
 const TICK: Duration = Duration::from_secs(30);
+/// The shortest time between two rounds of netmap pushes: changes that come faster (a fleet
+/// enrolling at once) are merged into one push of the newest netmap.
+const PUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages queued for one session before it counts as stuck and is dropped.
 pub const OUTBOX: usize = 64;
 
@@ -24,6 +29,8 @@ pub const OUTBOX: usize = 64;
 #[derive(Debug)]
 pub enum Outgoing {
     Message(Message),
+    /// An encoded frame shared with other sessions (a netmap push).
+    Frame(Bytes),
     /// Finish the stream and close the connection.
     Close,
 }
@@ -95,9 +102,11 @@ pub fn spawn(
 struct Core {
     controller: Controller<SqliteStore>,
     outboxes: BTreeMap<SessionId, tokio_mpsc::Sender<Outgoing>>,
-    /// The newest netmap push not yet handed to each session; a newer one replaces it (every
-    /// netmap is the whole mesh).
-    pushes: BTreeMap<SessionId, Message>,
+    /// Sessions due the current netmap: every netmap is the whole mesh, so a session that missed
+    /// some epochs needs only the newest.
+    pushes: BTreeSet<SessionId>,
+    /// When pushes last went out.
+    last_push: Instant,
     clock: Clock,
 }
 
@@ -106,7 +115,8 @@ impl Core {
         Self {
             controller,
             outboxes: BTreeMap::new(),
-            pushes: BTreeMap::new(),
+            pushes: BTreeSet::new(),
+            last_push: Instant::now(),
             clock,
         }
     }
@@ -114,17 +124,25 @@ impl Core {
     fn run(mut self, commands: mpsc::Receiver<Command>) {
         let mut last_tick = Instant::now();
         loop {
-            match commands.recv_timeout(TICK) {
+            let wait = if self.pushes.is_empty() {
+                TICK
+            } else {
+                PUSH_INTERVAL.saturating_sub(self.last_push.elapsed())
+            };
+            match commands.recv_timeout(wait) {
                 Ok(command) => self.handle(command),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            // Commands that queued up meanwhile run before the pushes go out, so a burst of
-            // enrollments costs each agent one push of the last netmap, not one per epoch.
+            // Commands that queued up meanwhile run before the pushes go out, and pushes go out
+            // at most every PUSH_INTERVAL, so a burst of enrollments costs each agent one push of
+            // the last netmap, not one per epoch.
             while let Ok(command) = commands.try_recv() {
                 self.handle(command);
             }
-            self.flush();
+            if self.last_push.elapsed() >= PUSH_INTERVAL {
+                self.flush();
+            }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 let now = self.clock.now();
@@ -254,10 +272,10 @@ impl Core {
     fn dispatch(&mut self, outputs: Vec<Output>) {
         for output in outputs {
             match output {
-                Output::Send(id, message @ Message::NetmapPush(_)) => {
-                    self.pushes.insert(id, message);
+                Output::Push(id) => {
+                    self.pushes.insert(id);
                 }
-                Output::Send(id, message) => self.send(id, message),
+                Output::Send(id, message) => self.send(id, Outgoing::Message(message)),
                 Output::Close(id) => {
                     self.pushes.remove(&id);
                     if let Some(outbox) = self.outboxes.remove(&id) {
@@ -269,15 +287,31 @@ impl Core {
         }
     }
 
+    /// Sends the current netmap, encoded once, to every session due a push.
     fn flush(&mut self) {
-        for (id, message) in std::mem::take(&mut self.pushes) {
-            self.send(id, message);
+        self.last_push = Instant::now();
+        let pushes = std::mem::take(&mut self.pushes);
+        let Some(record) = self.controller.epoch().filter(|_| !pushes.is_empty()) else {
+            return;
+        };
+        let push = Message::NetmapPush(NetmapPush {
+            netmap: record.netmap.clone(),
+        });
+        let frame = match shared_frame(&push) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::error!("cannot encode the netmap push: {e}");
+                return;
+            }
+        };
+        for id in pushes {
+            self.send(id, Outgoing::Frame(frame.clone()));
         }
     }
 
-    fn send(&mut self, id: SessionId, message: Message) {
+    fn send(&mut self, id: SessionId, outgoing: Outgoing) {
         let full = match self.outboxes.get(&id) {
-            Some(outbox) => outbox.try_send(Outgoing::Message(message)).is_err(),
+            Some(outbox) => outbox.try_send(outgoing).is_err(),
             None => false,
         };
         if full {

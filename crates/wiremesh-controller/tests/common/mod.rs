@@ -236,10 +236,17 @@ pub fn accepted(answer: Answer) -> (SessionId, Addresses, NetmapContent) {
     }
 }
 
-/// The one netmap pushed to session `id`.
-pub fn pushed(outputs: &[Output], id: SessionId) -> Netmap {
-    match messages_to(outputs, id).as_slice() {
-        [Message::NetmapPush(push)] => Netmap::decode(&push.netmap).unwrap(),
-        other => panic!("expected one push to session {id}, got {other:?}"),
-    }
+/// The netmap pushed to session `id`: one push, of the controller's current netmap, and no
+/// other message.
+pub fn pushed<S: Store>(c: &Controller<S>, outputs: &[Output], id: SessionId) -> Netmap {
+    let pushes = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Push(to) if *to == id))
+        .count();
+    let others = messages_to(outputs, id);
+    assert!(
+        pushes == 1 && others.is_empty(),
+        "expected one push to session {id}, got {pushes} and {others:?}"
+    );
+    Netmap::decode(&c.epoch().unwrap().netmap).unwrap()
 }
