@@ -2,9 +2,10 @@
 //! shown when the test is failing.
 
 use std::fs::File;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::wait::wait_until;
 
@@ -68,6 +69,37 @@ impl Daemon {
         }
     }
 
+    /// Waits until the daemon tells `notify` (its NOTIFY_SOCKET, see [`notify_socket`]) READY=1,
+    /// at most `timeout`. `Err` with its log when it exits first or the time is up; the daemon is
+    /// left as it is (a test may still want its exit status).
+    pub fn wait_ready(&mut self, notify: &UnixDatagram, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.exited() {
+                return Err(format!(
+                    "{} exited ({status}) before it was ready; log:\n{}",
+                    self.label,
+                    self.log_text()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not send READY=1 to NOTIFY_SOCKET within {timeout:?}; log:\n{}",
+                    self.label,
+                    self.log_text()
+                ));
+            }
+        }
+    }
+
     /// SIGTERM, then SIGKILL after a grace period; returns how it exited.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
@@ -87,6 +119,18 @@ impl Daemon {
             }
         }
     }
+}
+
+/// A NOTIFY_SOCKET (systemd's readiness protocol) bound at `path`, replacing what was there, with
+/// a short read timeout so [`Daemon::wait_ready`] can look at the daemon between reads.
+pub fn notify_socket(path: &Path) -> UnixDatagram {
+    let _ = std::fs::remove_file(path);
+    let notify = UnixDatagram::bind(path)
+        .unwrap_or_else(|e| panic!("cannot bind the notify socket {}: {e}", path.display()));
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("a read timeout can be set");
+    notify
 }
 
 impl Drop for Daemon {

@@ -57,11 +57,11 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The path of a workspace binary (`wiremesh`, `wiremesh-peer`), built for this test run: `cargo
-/// test` does not build other packages' binaries for this package's tests, so this runs `cargo
-/// build -p <package> --bin <name>` once per binary and test process, with the cargo, profile and
-/// target directory of the running test (`target/<profile>/deps/<test>`). A binary that cannot be
-/// built fails the test with cargo's output.
+/// The path of a workspace binary (`wiremesh`, `wiremesh-peer`, `wiremesh-controller`), built for
+/// this test run: `cargo test` does not build other packages' binaries for this package's tests,
+/// so this runs `cargo build -p <package> --bin <name>` once per binary and test process, with the
+/// cargo, profile and target directory of the running test (`target/<profile>/deps/<test>`). A
+/// binary that cannot be built fails the test with cargo's output.
 pub fn project_binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
     let mut built = BUILT
@@ -74,6 +74,7 @@ pub fn project_binary(name: &str) -> PathBuf {
     let package = match name {
         "wiremesh" => "wiremesh-cli",
         "wiremesh-peer" => "wiremesh-peer",
+        "wiremesh-controller" => "wiremesh-controller",
         other => panic!("no workspace binary named {other}"),
     };
     let exe = std::env::current_exe().expect("the test knows its own executable path");

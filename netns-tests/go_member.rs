@@ -101,3 +101,123 @@ impl Lab {
         }
     }
 }
+
+/// The parts of a wg-quick configuration a device needs: `[Interface]` PrivateKey and Address,
+/// and each `[Peer]`'s PublicKey, AllowedIPs, Endpoint and PersistentKeepalive.
+#[derive(Debug, Default)]
+struct WgQuick {
+    private_key: String,
+    addresses: Vec<String>,
+    peers: Vec<WgQuickPeer>,
+}
+
+#[derive(Debug, Default)]
+struct WgQuickPeer {
+    public_key: String,
+    allowed_ips: Vec<String>,
+    endpoint: Option<String>,
+    keepalive: Option<u16>,
+}
+
+impl WgQuick {
+    /// Parses wg-quick's INI format; panics (with the text) on a key this harness does not know
+    /// or a missing PrivateKey/Address/PublicKey.
+    fn parse(text: &str) -> Self {
+        let mut conf = Self::default();
+        let mut in_peer = false;
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line {
+                "[Interface]" => in_peer = false,
+                "[Peer]" => {
+                    in_peer = true;
+                    conf.peers.push(WgQuickPeer::default());
+                }
+                _ => {
+                    let (key, value) = line
+                        .split_once('=')
+                        .map(|(k, v)| (k.trim(), v.trim()))
+                        .unwrap_or_else(|| panic!("not a wg-quick line: {line:?} in\n{text}"));
+                    match (in_peer, key, conf.peers.last_mut()) {
+                        (false, "PrivateKey", _) => conf.private_key = value.to_owned(),
+                        (false, "Address", _) => conf.addresses.extend(list(value)),
+                        (true, "PublicKey", Some(p)) => p.public_key = value.to_owned(),
+                        (true, "AllowedIPs", Some(p)) => p.allowed_ips.extend(list(value)),
+                        (true, "Endpoint", Some(p)) => p.endpoint = Some(value.to_owned()),
+                        (true, "PersistentKeepalive", Some(p)) => {
+                            p.keepalive =
+                                Some(value.parse().unwrap_or_else(|e| {
+                                    panic!("PersistentKeepalive {value:?}: {e}")
+                                }));
+                        }
+                        _ => panic!("unexpected wg-quick line {line:?} in\n{text}"),
+                    }
+                }
+            }
+        }
+        assert!(
+            !conf.private_key.is_empty() && !conf.addresses.is_empty(),
+            "no PrivateKey or Address in the wg-quick configuration:\n{text}"
+        );
+        assert!(
+            conf.peers.iter().all(|p| !p.public_key.is_empty()),
+            "a [Peer] without PublicKey in the wg-quick configuration:\n{text}"
+        );
+        conf
+    }
+}
+
+impl Lab {
+    /// Plugs in a device at underlay 198.18.0.`host` that runs wireguard-go set up from the
+    /// wg-quick configuration `text` (what `wiremesh-controller device add` prints), the way
+    /// wg-quick would: the private key, each peer with its endpoint, allowed IPs and keepalive
+    /// (`wg set`), the addresses on the interface and a route per allowed IP range.
+    pub fn wg_quick_device(&self, name: &str, host: u8, text: &str) -> GoPeer {
+        let conf = WgQuick::parse(text);
+        let underlay4 = Ipv4Addr::new(198, 18, 0, host);
+        let underlay6 = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, u16::from(host));
+        let ns = Netns::new(name);
+        self.plug(&ns, IpAddr::V4(underlay4), IpAddr::V6(underlay6));
+        let wg = WgGo::start_with_key(&ns, self.dir(), AGENT_PORT, &conf.private_key);
+        for p in &conf.peers {
+            let Some(endpoint) = &p.endpoint else {
+                continue;
+            };
+            let endpoint: SocketAddr = endpoint
+                .parse()
+                .unwrap_or_else(|e| panic!("Endpoint {endpoint:?} is not an address: {e}"));
+            let allowed: Vec<&str> = p.allowed_ips.iter().map(String::as_str).collect();
+            wg.set_peer(&ns, &p.public_key, endpoint, &allowed, p.keepalive);
+        }
+        let addresses: Vec<&str> = conf.addresses.iter().map(String::as_str).collect();
+        wg.up(&ns, &addresses, 1420);
+        for net in conf.peers.iter().flat_map(|p| &p.allowed_ips) {
+            wg.route(&ns, net);
+        }
+        let address = |v4: bool| {
+            conf.addresses
+                .iter()
+                .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok())
+                .find(|a| a.is_ipv4() == v4)
+                .unwrap_or_else(|| panic!("no IPv{} Address in\n{text}", if v4 { 4 } else { 6 }))
+        };
+        let (IpAddr::V4(overlay4), IpAddr::V6(overlay6)) = (address(true), address(false)) else {
+            unreachable!("the addresses were picked by family")
+        };
+        GoPeer {
+            wg,
+            ns,
+            underlay4,
+            overlay4,
+            overlay6,
+        }
+    }
+}

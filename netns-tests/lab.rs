@@ -8,16 +8,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wiremesh_core::config::{Addresses, AgentConfig, Networks, PeerConfig};
 use wiremesh_core::keys::{Identity, NetworkKey};
 use wiremesh_proto::status::{self, MemberStatus, Status};
 
-use crate::daemon::Daemon;
+use crate::controller::RunningController;
+use crate::daemon::{Daemon, notify_socket};
 use crate::env::{project_binary, require_root, require_tools};
 use crate::netns::{Netns, veth};
-use crate::wait::wait_for;
+use crate::planned::Planning;
+use crate::wait::{wait_for, wait_until};
 use wiremesh_lab::run_bounded;
 
 /// The UDP port every agent listens on.
@@ -48,6 +50,11 @@ pub struct Member {
     pub netmap: Option<PathBuf>,
     /// Start without `--state-dir`, so the agent uses its default directory.
     pub default_state_dir: bool,
+    /// Start with `--join TICKET` and no `--config`: a machine outside the inventory.
+    pub join: Option<String>,
+    /// The overlay addresses the agent reported holding ([`Member::wait_for_ipv4`]): a leased
+    /// IPv4 address, and both addresses of a machine that joined with a ticket.
+    learned: Option<Addresses>,
     dir: PathBuf,
 }
 
@@ -65,23 +72,65 @@ impl Member {
         self.dir.join("state")
     }
 
-    fn config(&self) -> &AgentConfig {
+    /// The member's overlay IPv4 address: from its configuration, else the one its agent
+    /// reported (a lease, see [`Member::wait_for_ipv4`]).
+    pub fn overlay4(&self) -> Ipv4Addr {
         self.config
             .as_ref()
-            .unwrap_or_else(|| panic!("member {} has no agent configuration yet", self.name))
-    }
-
-    /// The member's overlay IPv4 address (from its configuration).
-    pub fn overlay4(&self) -> Ipv4Addr {
-        self.config()
-            .addresses
-            .ipv4
+            .and_then(|c| c.addresses.ipv4)
+            .or_else(|| self.learned.and_then(|a| a.ipv4))
             .unwrap_or_else(|| panic!("member {} has no overlay IPv4 address", self.name))
     }
 
-    /// The member's overlay IPv6 address (from its configuration).
+    /// The member's overlay IPv6 address: from its configuration, else the one its agent reported.
     pub fn overlay6(&self) -> Ipv6Addr {
-        self.config().addresses.ipv6
+        match (&self.config, self.learned) {
+            (Some(config), _) => config.addresses.ipv6,
+            (None, Some(learned)) => learned.ipv6,
+            (None, None) => panic!("member {} has no overlay IPv6 address yet", self.name),
+        }
+    }
+
+    /// Waits (at most `timeout`) until the agent's status lists an IPv4 overlay address (a leased
+    /// one, for a member without a static address) and remembers its addresses, so that
+    /// [`Member::overlay4`] and [`Member::overlay6`] give them; returns the IPv4 address.
+    pub fn wait_for_ipv4(&mut self, timeout: Duration) -> Ipv4Addr {
+        let mut learned = None;
+        let mut last = None;
+        let waited = wait_until(
+            &format!("agent {} to hold an IPv4 overlay address", self.name),
+            timeout,
+            || {
+                let Ok(status) = status::query(&self.status_socket()) else {
+                    return false;
+                };
+                let parsed: Vec<IpAddr> = status
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.split('/').next()?.parse().ok())
+                    .collect();
+                last = Some(status.addresses);
+                let v4 = parsed.iter().find_map(|a| match a {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                });
+                let v6 = parsed.iter().find_map(|a| match a {
+                    IpAddr::V6(v6) => Some(*v6),
+                    IpAddr::V4(_) => None,
+                });
+                learned = v4.zip(v6);
+                learned.is_some()
+            },
+        );
+        if let Err(e) = waited {
+            panic!("{e}; its addresses: {last:?}; log:\n{}", self.agent_log());
+        }
+        let (ipv4, ipv6) = learned.expect("the wait ended with both addresses");
+        self.learned = Some(Addresses {
+            ipv4: Some(ipv4),
+            ipv6,
+        });
+        ipv4
     }
 
     /// Writes `config` as this member's agent configuration file.
@@ -92,47 +141,49 @@ impl Member {
 
     /// Starts the agent and waits (bounded) until it tells the notify socket READY=1.
     pub fn start(&mut self) {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`Member::start`], with `Err` (saying why, with the log) when the agent exits before it is
+    /// ready or is not ready in time. An agent that exited stays recorded: [`Member::stop`] gives
+    /// its exit status and [`Member::agent_log`] its log.
+    pub fn try_start(&mut self) -> Result<(), String> {
         assert!(
             self.agent.is_none(),
             "agent {} is already running",
             self.name
         );
         let notify_path = self.dir.join("notify.sock");
-        let _ = std::fs::remove_file(&notify_path);
-        let notify = UnixDatagram::bind(&notify_path).expect("the notify socket can be bound");
-        notify
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("a read timeout can be set");
+        let notify = notify_socket(&notify_path);
         let peer_bin = project_binary("wiremesh-peer");
-        let (config, identity, state, status) = (
-            self.config_path(),
-            self.identity_path(),
-            self.state_dir(),
-            self.status_socket(),
-        );
-        let argv = [
-            peer_bin.to_string_lossy().into_owned(),
-            "run".into(),
-            "--config".into(),
-            config.to_string_lossy().into_owned(),
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        let mut argv = vec![path(peer_bin), "run".into()];
+        match &self.join {
+            // A machine outside the inventory: no config, the ticket says everything.
+            Some(ticket) => argv.extend([
+                "--join".into(),
+                ticket.clone(),
+                "--listen-port".into(),
+                AGENT_PORT.to_string(),
+                "--interface".into(),
+                TUN_NAME.into(),
+            ]),
+            None => argv.extend(["--config".into(), path(self.config_path())]),
+        }
+        argv.extend([
             "--identity".into(),
-            identity.to_string_lossy().into_owned(),
+            path(self.identity_path()),
             "--status-socket".into(),
-            status.to_string_lossy().into_owned(),
-        ];
-        let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let state = state.to_string_lossy().into_owned();
+            path(self.status_socket()),
+        ]);
         if !self.default_state_dir {
-            argv.extend(["--state-dir", &state]);
+            argv.extend(["--state-dir".into(), path(self.state_dir())]);
         }
-        let netmap = self
-            .netmap
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned());
-        if let Some(netmap) = &netmap {
-            argv.extend(["--netmap", netmap]);
+        if let Some(netmap) = &self.netmap {
+            argv.extend(["--netmap".into(), path(netmap.clone())]);
         }
-        let notify_env = notify_path.to_string_lossy().into_owned();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let notify_env = path(notify_path);
         let mut agent = self.ns.spawn(
             &format!("agent {}", self.name),
             &argv,
@@ -143,32 +194,15 @@ impl Member {
             ],
             &self.dir.join("agent.log"),
         );
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Ok(n) = notify.recv(&mut buf)
-                && String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-            {
-                break;
-            }
-            if let Some(status) = agent.exited() {
-                panic!(
-                    "agent {} exited ({status}) before it was ready; log:\n{}",
-                    self.name,
-                    agent.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent {} did not send READY=1 to NOTIFY_SOCKET within {READY_TIMEOUT:?}; log:\n{}",
-                self.name,
-                agent.log_text()
-            );
-        }
+        let ready = agent.wait_ready(&notify, READY_TIMEOUT);
         self.agent = Some(agent);
         self.notify = Some(notify);
+        ready
+    }
+
+    /// The agent's process id while one was started.
+    pub fn agent_pid(&self) -> Option<i32> {
+        self.agent.as_ref().map(Daemon::pid)
     }
 
     /// Stops the agent with SIGTERM (SIGKILL after a grace period); panics if it was not running.
@@ -333,7 +367,11 @@ impl Member {
 
 /// A switch namespace with a bridge and the members plugged into it.
 pub struct Lab {
+    // Declared first so it is stopped before the members' namespaces go away.
+    pub(crate) controller: Option<RunningController>,
     pub members: Vec<Member>,
+    /// What [`Lab::planned`] and its siblings planned, so the inventory can be planned anew.
+    pub(crate) planning: Option<Planning>,
     switch: Netns,
     network_key: NetworkKey,
     dir: tempfile::TempDir,
@@ -369,37 +407,51 @@ impl Lab {
         switch.ip(&["link", "set", "br0", "up"]);
         let network_key = NetworkKey::generate().expect("the OS has randomness");
         let mut lab = Self {
+            controller: None,
             members: Vec::new(),
+            planning: None,
             switch,
             network_key,
             dir,
         };
-        for (i, name) in names.iter().enumerate() {
-            let host = u8::try_from(11 + i).expect("fewer than 100 members");
-            let underlay4 = Ipv4Addr::new(198, 18, 0, host);
-            let underlay6 = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, u16::from(host));
-            let ns = Netns::new(name);
-            lab.plug(&ns, IpAddr::V4(underlay4), IpAddr::V6(underlay6));
-            let member_dir = lab.dir.path().join(name);
-            std::fs::create_dir_all(member_dir.join("state")).expect("the lab dir is writable");
-            let identity = Identity::generate().expect("the OS has randomness");
-            let member = Member {
-                agent: None,
-                notify: None,
-                name: (*name).to_owned(),
-                ns,
-                underlay4,
-                underlay6,
-                identity,
-                config: None,
-                netmap: None,
-                default_state_dir: false,
-                dir: member_dir,
-            };
-            write_secret(&member.identity_path(), &member.identity.to_file_text());
-            lab.members.push(member);
+        for name in names {
+            lab.add_machine(name);
         }
         lab
+    }
+
+    /// Adds machine `name` to the lab: a namespace plugged into the switch at 198.18.0.(11+i)/24
+    /// and fd00:18::(11+i)/64 (`i` its index among the members), a fresh identity written to its
+    /// identity file, and no agent configuration yet.
+    pub fn add_machine(&mut self, name: &str) -> &mut Member {
+        let i = self.members.len();
+        let host = u8::try_from(11 + i).expect("fewer than 100 members");
+        assert!(i < 99, "at most 99 members");
+        let underlay4 = Ipv4Addr::new(198, 18, 0, host);
+        let underlay6 = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, u16::from(host));
+        let ns = Netns::new(name);
+        self.plug(&ns, IpAddr::V4(underlay4), IpAddr::V6(underlay6));
+        let member_dir = self.dir.path().join(name);
+        std::fs::create_dir_all(member_dir.join("state")).expect("the lab dir is writable");
+        let identity = Identity::generate().expect("the OS has randomness");
+        let member = Member {
+            agent: None,
+            notify: None,
+            name: name.to_owned(),
+            ns,
+            underlay4,
+            underlay6,
+            identity,
+            config: None,
+            netmap: None,
+            default_state_dir: false,
+            join: None,
+            learned: None,
+            dir: member_dir,
+        };
+        write_secret(&member.identity_path(), &member.identity.to_file_text());
+        self.members.push(member);
+        self.members.last_mut().expect("just pushed")
     }
 
     /// [`Lab::underlay`] plus one agent configuration per member, written directly from the

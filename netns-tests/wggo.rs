@@ -27,12 +27,18 @@ impl WgGo {
     /// name is unique on the host, because the UAPI socket `/var/run/wireguard/<dev>.sock` is a
     /// host-wide path even though the interface lives in a namespace.
     pub fn start(ns: &Netns, dir: &Path, port: u16) -> Self {
+        require_tools(&["wg"]);
+        Self::start_with_key(ns, dir, port, wg(&["genkey"], None).trim())
+    }
+
+    /// [`WgGo::start`] with a given private key (base64, as `wg genkey` prints it), e.g. one a
+    /// wg-quick configuration holds.
+    pub fn start_with_key(ns: &Netns, dir: &Path, port: u16, key: &str) -> Self {
         require_tools(&["wireguard-go", "wg"]);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dev = format!("wg{n}x{}", std::process::id());
         let private_key = dir.join(format!("{dev}.key"));
-        let key = wg(&["genkey"], None);
-        std::fs::write(&private_key, &key).expect("the test dir is writable");
+        std::fs::write(&private_key, format!("{key}\n")).expect("the test dir is writable");
         let public_key = wg(&["pubkey"], Some(&private_key)).trim().to_owned();
         let log = dir.join(format!("{dev}.log"));
         let daemon = ns.spawn(
@@ -104,6 +110,11 @@ impl WgGo {
             ns.ip(&["addr", "add", addr, "dev", &self.dev]);
         }
         ns.ip(&["link", "set", &self.dev, "mtu", &mtu.to_string(), "up"]);
+    }
+
+    /// Routes `net` (`addr/prefix`) into the interface, as wg-quick does for each AllowedIPs.
+    pub fn route(&self, ns: &Netns, net: &str) {
+        ns.ip(&["route", "replace", net, "dev", &self.dev]);
     }
 
     /// Adds one more address (no route) to the interface, e.g. to send from a spoofed source.
