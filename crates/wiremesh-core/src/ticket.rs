@@ -6,8 +6,8 @@
 //! one line that survives copy and paste.
 
 use base64::Engine as _;
-use ipnet::IpNet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::addresses::interface_name;
