@@ -54,7 +54,8 @@ fn the_demo_pings_every_pair_and_removes_everything() {
         );
     }
     assert!(
-        out.stdout.contains("== wiremesh-controller status on server")
+        out.stdout
+            .contains("== wiremesh-controller status on server")
             && out.stdout.contains("3 of 65534 addresses leased"),
         "{}",
         out.stdout
