@@ -134,6 +134,10 @@ async fn measure(n: usize) -> Result<(), String> {
         "| CPU controller / agents, pushing the change | {} |",
         spent(cpu_settled, cpu_pushed)
     );
+    println!(
+        "| enrollments cut off on the way (a handshake over 10 s) and tried again | {} |",
+        tracker.retries
+    );
     println!("| controller peak RSS (VmHWM) | {:.1} MiB |", mib(peak));
     println!(
         "| controller RSS afterwards (VmRSS) | {:.1} MiB |",

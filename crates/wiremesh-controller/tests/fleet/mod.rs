@@ -18,7 +18,7 @@ use wiremesh_core::controller_config::{ControllerFile, DynamicIp, MemberConfig};
 use wiremesh_core::keys::{Identity, NetworkKey, NodePublicKey};
 use wiremesh_core::netmap::Netmap;
 use wiremesh_proto::admin::{self, Outcome, Request, SOCKET_FILE, Status};
-use wiremesh_proto::client::{ControlSettings, enroll};
+use wiremesh_proto::client::{ControlError, ControlSettings, enroll};
 
 pub const INSTANCE: &str = "scale-vpn";
 /// The controller binary of this build (cargo builds it for the package's tests and benches).
@@ -184,7 +184,9 @@ impl Fleet {
     }
 
     /// Starts one task per agent in `agents` that enrolls (each within `bound`) and, with
-    /// `follow`, keeps reading pushed netmaps; all of it is reported to the returned [`Tracker`].
+    /// `follow`, keeps reading pushed netmaps and, like a real agent, tries again after a
+    /// connection that failed on the way (never after a refusal); all of it is reported to the
+    /// returned [`Tracker`].
     pub fn enroll(
         &self,
         addr: SocketAddr,
@@ -224,6 +226,7 @@ impl Fleet {
             epochs: BTreeMap::new(),
             netmap_bytes: BTreeMap::new(),
             failures: Vec::new(),
+            retries: 0,
         };
         Ok((Swarm { endpoints, tasks }, tracker))
     }
@@ -238,11 +241,24 @@ async fn run_agent(
     bound: Duration,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let mut enrolled = match enroll(&endpoint, addr, &settings, bound).await {
-        Ok(enrolled) => enrolled,
-        Err(e) => {
-            let _ = events.send(Event::Failed(agent, format!("enrollment: {e}")));
-            return;
+    let start = tokio::time::Instant::now();
+    let mut enrolled = loop {
+        match enroll(&endpoint, addr, &settings, bound).await {
+            Ok(enrolled) => break enrolled,
+            Err(
+                e @ (ControlError::Connect { .. }
+                | ControlError::Timeout(_)
+                | ControlError::Closed(_)),
+            ) if follow && start.elapsed() < bound => {
+                let _ = events.send(Event::Retried(agent, e.to_string()));
+                // The agent's first backoff step, spread by the agent's number.
+                let wait = 500 + (agent % 250) as u64;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            Err(e) => {
+                let _ = events.send(Event::Failed(agent, format!("enrollment: {e}")));
+                return;
+            }
         }
     };
     let _ = events.send(Event::Enrolled(agent, enrolled.addresses.ipv4));
@@ -296,6 +312,8 @@ enum Event {
     /// The agent, the netmap's epoch and its size in bytes.
     Netmap(usize, u64, usize),
     Failed(usize, String),
+    /// An enrollment that failed on the way and is tried again, and why.
+    Retried(usize, String),
 }
 
 /// The agents' tasks and their sockets.
@@ -330,6 +348,8 @@ pub struct Tracker {
     /// The size of each epoch's netmap.
     pub netmap_bytes: BTreeMap<u64, usize>,
     pub failures: Vec<(usize, String)>,
+    /// Enrollments that failed on the way and were tried again.
+    pub retries: usize,
 }
 
 impl Tracker {
@@ -349,6 +369,7 @@ impl Tracker {
                 self.netmap_bytes.insert(epoch, bytes);
             }
             Event::Failed(agent, e) => self.failures.push((agent, e)),
+            Event::Retried(..) => self.retries += 1,
         }
     }
 
