@@ -89,6 +89,18 @@ pub struct Controller<S: Store> {
     pub(crate) next_session: SessionId,
     /// Endpoints agents reported, by member name (not stored: agents report them again).
     pub(crate) reported: BTreeMap<String, Vec<String>>,
+    /// Set between [`Controller::begin_batch`] and [`Controller::end_batch`].
+    pub(crate) batch: Option<Batch>,
+}
+
+/// Decisions that share one new epoch: each is committed as it is made, the netmap is signed
+/// once at the end, and the enrollments are answered then, with that netmap.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Something was committed that may change the netmap.
+    epoch_due: bool,
+    /// Enrolled sessions waiting for their answer, with their member names.
+    pub(crate) accepts: Vec<(SessionId, String)>,
 }
 
 impl<S: Store> Controller<S> {
@@ -134,6 +146,7 @@ impl<S: Store> Controller<S> {
             sessions: BTreeMap::new(),
             next_session: 0,
             reported: BTreeMap::new(),
+            batch: None,
         };
         let changes = controller.reconcile();
         let force = controller.renewal_due(now);
@@ -176,6 +189,42 @@ impl<S: Store> Controller<S> {
                 .filter_map(|m| m.addresses.ipv4)
                 .collect(),
         })
+    }
+
+    /// Starts a batch: the decisions until [`Controller::end_batch`] share one new epoch, so a
+    /// fleet enrolling at once costs one netmap per batch rather than one per agent. Every
+    /// decision is still committed before anything is acknowledged: enrollments are answered at
+    /// the end of the batch.
+    pub fn begin_batch(&mut self) {
+        self.batch.get_or_insert_with(Batch::default);
+    }
+
+    /// Ends the batch: signs and commits the new epoch if the members changed, then answers the
+    /// enrollments of the batch with it and pushes it to the other sessions.
+    pub fn end_batch(&mut self, now: u64) -> Vec<Output> {
+        let Some(batch) = self.batch.take() else {
+            return Vec::new();
+        };
+        let mut outputs = if batch.epoch_due {
+            match self.decide(Vec::new(), false, now) {
+                Ok(outputs) => outputs,
+                Err(e) => {
+                    let mut outputs = Vec::new();
+                    for (id, name) in batch.accepts {
+                        outputs.extend(self.internal(id, &name, e.clone()));
+                    }
+                    return outputs;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        for (id, name) in batch.accepts {
+            // The answer carries the netmap; a push as well would be the same one again.
+            outputs.retain(|o| !matches!(o, Output::Push(to) if *to == id));
+            outputs.extend(self.accept(id, &name));
+        }
+        outputs
     }
 
     /// Renews the netmap when it is due and forgets expired join tokens; call it every minute
@@ -233,6 +282,18 @@ impl<S: Store> Controller<S> {
         let mut next = self.state.clone();
         next.apply_all(&changes)
             .map_err(|e| ControllerError::Refused(e.to_string()))?;
+        if let Some(batch) = &mut self.batch
+            && !force
+            && next.epoch.is_some()
+        {
+            // The netmap waits for the end of the batch; the decision itself is committed now.
+            if !changes.is_empty() {
+                self.store.commit(&changes)?;
+                self.state = next;
+                batch.epoch_due = true;
+            }
+            return Ok(Vec::new());
+        }
         let members = members(&self.config, &next, &self.reported);
         let new_epoch = force || next.epoch.is_none() || members != self.current;
         if new_epoch {

@@ -335,21 +335,32 @@ impl<S: Store> Controller<S> {
             return outputs;
         };
         session.phase = Phase::Enrolled { name: name.clone() };
+        match &mut self.batch {
+            Some(batch) => batch.accepts.push((id, name)),
+            None => outputs.extend(self.accept(id, &name)),
+        }
+        outputs
+    }
+
+    /// The answer to an enrolled session: its addresses and the current netmap.
+    pub(crate) fn accept(&mut self, id: SessionId, name: &str) -> Vec<Output> {
+        if !self.is_enrolled(id) {
+            return Vec::new();
+        }
         let addresses = self
             .current
-            .binary_search_by(|m| m.name.as_str().cmp(&name))
+            .binary_search_by(|m| m.name.as_str().cmp(name))
             .ok()
             .map(|i| self.current[i].addresses);
         let (Some(addresses), Some(record)) = (addresses, &self.state.epoch) else {
             let e = ControllerError::Refused(format!("{name:?} is missing from the netmap"));
-            return self.internal(id, &name, e);
+            return self.internal(id, name, e);
         };
         let netmap = record.netmap.clone();
-        outputs.push(Output::Send(
+        vec![Output::Send(
             id,
             Message::EnrollResponse(EnrollResponse::Accepted { addresses, netmap }),
-        ));
-        outputs
+        )]
     }
 
     fn endpoints(
@@ -434,7 +445,12 @@ impl<S: Store> Controller<S> {
         outputs
     }
 
-    fn internal(&mut self, id: SessionId, name: &str, e: ControllerError) -> Vec<Output> {
+    pub(crate) fn internal(
+        &mut self,
+        id: SessionId,
+        name: &str,
+        e: ControllerError,
+    ) -> Vec<Output> {
         let mut outputs = vec![Output::Warn(format!(
             "cannot record the enrollment of {name:?}: {e}"
         ))];

@@ -44,6 +44,46 @@ fn static_and_dynamic_members_enroll_and_the_netmap_verifies() {
 }
 
 #[test]
+fn a_batch_of_enrollments_shares_one_epoch_and_is_answered_after_its_commit() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (server, _, _) = accepted(enroll(&mut c, &machine("server", 1), T0));
+    let before = c.epoch().unwrap().epoch;
+    let agents = [machine("laptop", 2), machine("desktop", 3)];
+    let greeted: Vec<_> = agents.iter().map(|m| greet(&mut c, m, T0)).collect();
+    c.begin_batch();
+    for (m, (id, nonce)) in agents.iter().zip(&greeted) {
+        let out = c.receive(*id, &enroll_request(m, nonce).encode(), T0);
+        assert!(out.is_empty(), "answered before the batch ended: {out:?}");
+    }
+    // Each lease is committed as it is decided, before any answer.
+    assert_eq!(c.store().state().leases.len(), 2);
+    assert_eq!(c.store().state().epoch.as_ref().unwrap().epoch, before);
+    let out = c.end_batch(T0);
+    assert_eq!(c.store().state().epoch.as_ref().unwrap().epoch, before + 1);
+    assert_eq!(
+        c.epoch().unwrap().epoch,
+        before + 1,
+        "one epoch for the batch"
+    );
+    for (m, (id, _)) in agents.iter().zip(&greeted) {
+        let (_, addresses, map) = accepted(answer(&out, *id, T0));
+        assert_eq!(map.epoch, before + 1);
+        assert_eq!(map.member(&m.name).unwrap().addresses, addresses);
+        assert!(!out.contains(&Output::Push(*id)), "answered and pushed");
+    }
+    let map = pushed(&c, &out, server);
+    assert!(
+        map.content()
+            .member("desktop")
+            .unwrap()
+            .addresses
+            .ipv4
+            .is_some()
+    );
+    assert!(c.end_batch(T0).is_empty(), "no batch is open");
+}
+
+#[test]
 fn keepalives_move_the_last_contact_of_a_quiet_agent() {
     let mut c = open(MemoryStore::new(), config(None), T0);
     let (id, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));

@@ -130,20 +130,25 @@ impl Core {
                 PUSH_INTERVAL.saturating_sub(self.last_push.elapsed())
             };
             match commands.recv_timeout(wait) {
-                Ok(command) => self.handle(command),
+                Ok(command) => {
+                    // The commands that queued up meanwhile join it in one batch (one new epoch
+                    // for a burst of enrollments), for at most PUSH_INTERVAL, so that a steady
+                    // stream of commands holds neither the answers nor the pushes back.
+                    let started = Instant::now();
+                    self.controller.begin_batch();
+                    self.handle(command);
+                    while started.elapsed() < PUSH_INTERVAL
+                        && let Ok(command) = commands.try_recv()
+                    {
+                        self.handle(command);
+                    }
+                    self.end_batch();
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            // Commands that queued up meanwhile run before the pushes go out, and pushes go out
-            // at most every PUSH_INTERVAL, so a burst of enrollments costs each agent one push of
-            // the last netmap, not one per epoch.
-            while let Ok(command) = commands.try_recv() {
-                self.handle(command);
-                // A steady stream of commands must not hold the pushes back for ever.
-                if !self.pushes.is_empty() && self.last_push.elapsed() >= PUSH_INTERVAL {
-                    break;
-                }
-            }
+            // Pushes go out at most every PUSH_INTERVAL, so a burst of epochs costs each agent
+            // one push of the last netmap.
             if self.last_push.elapsed() >= PUSH_INTERVAL {
                 self.flush();
             }
@@ -189,14 +194,19 @@ impl Core {
                 self.pushes.remove(&id);
             }
             Command::Admin { request, reply } => {
+                // An admin command acts on its own epoch, which its answer names.
+                self.end_batch();
                 let outcome = self.admin(request, now);
+                self.controller.begin_batch();
                 let _ = reply.send(Response {
                     version: ADMIN_VERSION,
                     outcome,
                 });
             }
             Command::Reload { config, reply } => {
+                self.end_batch();
                 let result = self.controller.reload(*config, now);
+                self.controller.begin_batch();
                 let answer = match result {
                     Ok((diff, outputs)) => {
                         self.dispatch(outputs);
@@ -267,6 +277,12 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Ends the controller's batch and sends what it decided.
+    fn end_batch(&mut self) {
+        let outputs = self.controller.end_batch(self.clock.now());
+        self.dispatch(outputs);
     }
 
     fn epoch(&self) -> u64 {
