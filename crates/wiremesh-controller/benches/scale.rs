@@ -135,7 +135,7 @@ async fn measure(n: usize) -> Result<(), String> {
         spent(cpu_settled, cpu_pushed)
     );
     println!(
-        "| enrollments cut off on the way (a handshake over 10 s) and tried again | {} |",
+        "| enrollments cut off on the way (over 10 s) and tried again | {} |",
         tracker.retries
     );
     println!("| controller peak RSS (VmHWM) | {:.1} MiB |", mib(peak));

@@ -93,12 +93,14 @@ pub struct Controller<S: Store> {
     pub(crate) batch: Option<Batch>,
 }
 
-/// Decisions that share one new epoch: each is committed as it is made, the netmap is signed
-/// once at the end, and the enrollments are answered then, with that netmap.
+/// Decisions that share one commit and one new epoch: each is applied to the state as it is
+/// made (so the next one sees it), all are committed together with the netmap at the end, and
+/// only then are the enrollments answered.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    /// Something was committed that may change the netmap.
-    epoch_due: bool,
+    /// The state as committed, while decisions are waiting for the batch's commit.
+    committed: Option<State>,
+    changes: Vec<Change>,
     /// Enrolled sessions waiting for their answer, with their member names.
     pub(crate) accepts: Vec<(SessionId, String)>,
 }
@@ -205,19 +207,22 @@ impl<S: Store> Controller<S> {
         let Some(batch) = self.batch.take() else {
             return Vec::new();
         };
-        let mut outputs = if batch.epoch_due {
-            match self.decide(Vec::new(), false, now) {
-                Ok(outputs) => outputs,
-                Err(e) => {
-                    let mut outputs = Vec::new();
-                    for (id, name) in batch.accepts {
-                        outputs.extend(self.internal(id, &name, e.clone()));
+        let mut outputs = match batch.committed {
+            None => Vec::new(),
+            Some(committed) => {
+                let staged = std::mem::replace(&mut self.state, committed);
+                match self.commit(staged, batch.changes, false, now) {
+                    Ok(outputs) => outputs,
+                    // The state stays as committed: nothing of the batch was promised.
+                    Err(e) => {
+                        let mut outputs = Vec::new();
+                        for (id, name) in batch.accepts {
+                            outputs.extend(self.internal(id, &name, e.clone()));
+                        }
+                        return outputs;
                     }
-                    return outputs;
                 }
             }
-        } else {
-            Vec::new()
         };
         for (id, name) in batch.accepts {
             // The answer carries the netmap; a push as well would be the same one again.
@@ -272,10 +277,11 @@ impl<S: Store> Controller<S> {
     }
 
     /// Checks `changes` against the state, adds a new epoch when the members change (or `force`),
-    /// commits the batch and only then adopts it and pushes the new netmap to enrolled sessions.
+    /// commits them and only then adopts them and pushes the new netmap to enrolled sessions.
+    /// Within a batch, they are adopted now and committed at its end.
     pub(crate) fn decide(
         &mut self,
-        mut changes: Vec<Change>,
+        changes: Vec<Change>,
         force: bool,
         now: u64,
     ) -> Result<Vec<Output>, ControllerError> {
@@ -286,14 +292,26 @@ impl<S: Store> Controller<S> {
             && !force
             && next.epoch.is_some()
         {
-            // The netmap waits for the end of the batch; the decision itself is committed now.
+            // Committed with the batch's netmap at its end, before anything is answered.
             if !changes.is_empty() {
-                self.store.commit(&changes)?;
-                self.state = next;
-                batch.epoch_due = true;
+                let committed = std::mem::replace(&mut self.state, next);
+                batch.committed.get_or_insert(committed);
+                batch.changes.extend(changes);
             }
             return Ok(Vec::new());
         }
+        self.commit(next, changes, force, now)
+    }
+
+    /// Commits `changes`, which turned the state into `next`, with a new epoch when the members
+    /// change (or `force`); only then adopts `next` and pushes the new netmap.
+    fn commit(
+        &mut self,
+        mut next: State,
+        mut changes: Vec<Change>,
+        force: bool,
+        now: u64,
+    ) -> Result<Vec<Output>, ControllerError> {
         let members = members(&self.config, &next, &self.reported);
         let new_epoch = force || next.epoch.is_none() || members != self.current;
         if new_epoch {

@@ -55,10 +55,14 @@ fn a_batch_of_enrollments_shares_one_epoch_and_is_answered_after_its_commit() {
         let out = c.receive(*id, &enroll_request(m, nonce).encode(), T0);
         assert!(out.is_empty(), "answered before the batch ended: {out:?}");
     }
-    // Each lease is committed as it is decided, before any answer.
-    assert_eq!(c.store().state().leases.len(), 2);
-    assert_eq!(c.store().state().epoch.as_ref().unwrap().epoch, before);
+    // The second lease saw the first; both are committed together with the netmap, and only
+    // then answered.
+    assert_eq!(c.state().leases.len(), 2);
+    assert!(c.store().state().leases.is_empty());
+    let commits = c.store().commits();
     let out = c.end_batch(T0);
+    assert_eq!(c.store().commits(), commits + 1, "one commit for the batch");
+    assert_eq!(c.store().state().leases.len(), 2);
     assert_eq!(c.store().state().epoch.as_ref().unwrap().epoch, before + 1);
     assert_eq!(
         c.epoch().unwrap().epoch,
@@ -81,6 +85,31 @@ fn a_batch_of_enrollments_shares_one_epoch_and_is_answered_after_its_commit() {
             .is_some()
     );
     assert!(c.end_batch(T0).is_empty(), "no batch is open");
+}
+
+#[test]
+fn a_batch_whose_commit_fails_promises_nothing() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let before = c.epoch().unwrap().epoch;
+    let laptop = machine("laptop", 2);
+    let (id, nonce) = greet(&mut c, &laptop, T0);
+    c.begin_batch();
+    assert!(
+        c.receive(id, &enroll_request(&laptop, &nonce).encode(), T0)
+            .is_empty()
+    );
+    c.store_mut().set_failing(true);
+    let out = c.end_batch(T0);
+    assert!(closed(&out, id), "{out:?}");
+    assert!(matches!(
+        messages_to(&out, id).as_slice(),
+        [Message::Error(e)] if e.code == ErrorCode::INTERNAL
+    ));
+    assert!(c.state().leases.is_empty(), "the lease was not kept");
+    assert_eq!(c.epoch().unwrap().epoch, before);
+    c.store_mut().set_failing(false);
+    let (_, addresses, _) = accepted(enroll(&mut c, &laptop, T0 + 1));
+    assert_eq!(addresses.ipv4, ipv4("100.77.0.2"));
 }
 
 #[test]

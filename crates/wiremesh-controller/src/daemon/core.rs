@@ -20,8 +20,14 @@ use crate::{ConfigDiff, Controller, Output, SessionId, SqliteStore};
 /// How often the netmap's expiry is checked.
 const TICK: Duration = Duration::from_secs(30);
 /// The shortest time between two rounds of netmap pushes: changes that come faster (a fleet
-/// enrolling at once) are merged into one push of the newest netmap.
+/// enrolling at once) are merged into one push of the newest netmap. Also the longest a batch
+/// of commands runs.
 const PUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// A round of pushes is followed by a pause of its bytes at this rate (at least
+/// [`PUSH_INTERVAL`], at most [`MAX_PUSH_PAUSE`]): a fleet's enrollment storm would otherwise
+/// spend the controller's CPU on netmaps every agent replaces a moment later.
+const PUSH_BYTES_PER_SECOND: f64 = 200e6;
+const MAX_PUSH_PAUSE: Duration = Duration::from_secs(1);
 /// Messages queued for one session before it counts as stuck and is dropped.
 pub const OUTBOX: usize = 64;
 
@@ -105,8 +111,9 @@ struct Core {
     /// Sessions due the current netmap: every netmap is the whole mesh, so a session that missed
     /// some epochs needs only the newest.
     pushes: BTreeSet<SessionId>,
-    /// When pushes last went out.
+    /// When pushes last went out, and how long the next round waits after it.
     last_push: Instant,
+    push_pause: Duration,
     clock: Clock,
 }
 
@@ -117,6 +124,7 @@ impl Core {
             outboxes: BTreeMap::new(),
             pushes: BTreeSet::new(),
             last_push: Instant::now(),
+            push_pause: PUSH_INTERVAL,
             clock,
         }
     }
@@ -127,7 +135,7 @@ impl Core {
             let wait = if self.pushes.is_empty() {
                 TICK
             } else {
-                PUSH_INTERVAL.saturating_sub(self.last_push.elapsed())
+                self.push_pause.saturating_sub(self.last_push.elapsed())
             };
             match commands.recv_timeout(wait) {
                 Ok(command) => {
@@ -147,9 +155,8 @@ impl Core {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            // Pushes go out at most every PUSH_INTERVAL, so a burst of epochs costs each agent
-            // one push of the last netmap.
-            if self.last_push.elapsed() >= PUSH_INTERVAL {
+            // A burst of epochs costs each agent one push of the last netmap.
+            if self.last_push.elapsed() >= self.push_pause {
                 self.flush();
             }
             if last_tick.elapsed() >= TICK {
@@ -324,6 +331,9 @@ impl Core {
                 return;
             }
         };
+        let bytes = frame.len() * pushes.len();
+        self.push_pause = Duration::from_secs_f64(bytes as f64 / PUSH_BYTES_PER_SECOND)
+            .clamp(PUSH_INTERVAL, MAX_PUSH_PAUSE);
         for id in pushes {
             self.send(id, Outgoing::Frame(frame.clone()));
         }

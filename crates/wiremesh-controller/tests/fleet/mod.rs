@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use wiremesh_core::config::{Addresses, Networks};
 use wiremesh_core::controller_config::{ControllerFile, DynamicIp, MemberConfig};
 use wiremesh_core::keys::{Identity, NetworkKey, NodePublicKey};
+use wiremesh_core::messages::ErrorCode;
 use wiremesh_core::netmap::Netmap;
 use wiremesh_proto::admin::{self, Outcome, Request, SOCKET_FILE, Status};
 use wiremesh_proto::client::{ControlError, ControlSettings, enroll};
@@ -245,11 +246,14 @@ async fn run_agent(
     let mut enrolled = loop {
         match enroll(&endpoint, addr, &settings, bound).await {
             Ok(enrolled) => break enrolled,
-            Err(
-                e @ (ControlError::Connect { .. }
-                | ControlError::Timeout(_)
-                | ControlError::Closed(_)),
-            ) if follow && start.elapsed() < bound => {
+            // Everything but a refusal of this agent: a connection cut off, a handshake or an
+            // enrollment that the loaded controller did not finish within its 10 s.
+            Err(e)
+                if follow
+                    && start.elapsed() < bound
+                    && !matches!(&e, ControlError::Refused(_))
+                    && !matches!(&e, ControlError::Controller { code, .. } if *code != ErrorCode::TIMEOUT) =>
+            {
                 let _ = events.send(Event::Retried(agent, e.to_string()));
                 // The agent's first backoff step, spread by the agent's number.
                 let wait = 500 + (agent % 250) as u64;
