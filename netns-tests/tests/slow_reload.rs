@@ -115,7 +115,7 @@ impl DeadDnsLab {
         require_tools(&["nft"]);
         let lab = Lab::planned(names);
         let dead_dns = Netns::new("deaddns");
-        lab.plug(&dead_dns, IpAddr::V4(DEAD_DNS4), IpAddr::V6(DEAD_DNS6));
+        lab.plug(&dead_dns, DEAD_DNS4, DEAD_DNS6);
         nft_load(
             &dead_dns,
             lab.dir(),
