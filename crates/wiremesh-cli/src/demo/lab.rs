@@ -49,7 +49,7 @@ pub struct Lab {
 
 impl Lab {
     /// Builds the switch and one namespace per machine; machine `i` gets 198.18.0.(i+1)/24. A
-    /// failure halfway tears down what was built (the partly built lab is dropped).
+    /// failure halfway tears down what was built (each namespace deletes itself when dropped).
     pub fn build(machines: &[String], dir: &Path) -> Result<Self, String> {
         if machines.len() > 250 {
             return Err(format!(
@@ -61,28 +61,26 @@ impl Lab {
         let pid = std::process::id();
         let switch = Namespace::create(format!("{PREFIX}{pid}-switch"))?;
         let public4 = "198.18.0.0/24".parse().expect("a valid prefix");
-        let mut lab = Self {
-            agents: Vec::new(),
-            nodes: Vec::new(),
-            underlay: Some(Topology::new(switch, public4, None)?),
-            dir: dir.to_owned(),
-        };
+        let underlay = Topology::new(switch, public4, None)?;
+        let mut nodes = Vec::new();
         for (i, machine) in machines.iter().enumerate() {
             signal::check()?;
             let ns = Namespace::create(format!("{PREFIX}{pid}-{machine}"))?;
             let host = u8::try_from(i + 1).map_err(|_| "too many machines".to_owned())?;
-            let underlay = Ipv4Addr::new(198, 18, 0, host);
-            let node = Node {
+            let addr = Ipv4Addr::new(198, 18, 0, host);
+            underlay.plug(&ns, addr, None)?;
+            nodes.push(Node {
                 machine: machine.clone(),
                 ns,
-                underlay,
-            };
-            if let Some(topology) = &lab.underlay {
-                topology.plug(&node.ns, underlay, None)?;
-            }
-            lab.nodes.push(node);
+                underlay: addr,
+            });
         }
-        Ok(lab)
+        Ok(Self {
+            agents: Vec::new(),
+            nodes,
+            underlay: Some(underlay),
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn node(&self, machine: &str) -> Option<&Node> {
