@@ -68,9 +68,9 @@ impl Netns {
         self.ns.ip(args).unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Writes a sysctl of this namespace (`key` as a path under /proc/sys, e.g. `net/ipv4/ip_forward`).
-    pub fn sysctl(&self, key: &str, value: &str) {
-        self.ns.sysctl(key, value).unwrap_or_else(|e| panic!("{e}"));
+    /// Loads an nftables ruleset into the namespace, panicking on failure.
+    pub fn nft(&self, ruleset: &str) {
+        self.ns.nft(ruleset).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts a long-running program in the namespace; its output goes to `log`.
@@ -116,7 +116,7 @@ impl Netns {
              \tchain in {{ type filter hook input priority 0; iifname \"{dev}\" numgen random mod 100 < {percent} counter drop; }}\n\
              }}\n"
         );
-        self.ns.nft(&ruleset).unwrap_or_else(|e| panic!("{e}"));
+        self.nft(&ruleset);
     }
 
     /// How many packets [`Netns::random_loss`] has dropped so far (both directions).

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wiremesh_netns_tests::{
-    Mapping, Namespace, NatId, Netns, Topology, namespace, serial, spawn_in,
+    Mapping, Namespace, NatId, Netns, Topology, namespace, require_tools, serial, spawn_in,
 };
 
 /// The port every echo listens on, and the one the asking socket is bound to.
@@ -121,6 +121,7 @@ fn ask(socket: &UdpSocket, echo: SocketAddr) -> Option<SocketAddr> {
 
 /// A public segment 198.18.0.0/24 on a switch of its own.
 fn public_segment() -> Topology {
+    require_tools(&["ip", "nft"]);
     Topology::new(namespace("switch"), "198.18.0.0/24".parse().unwrap(), None)
         .unwrap_or_else(|e| panic!("{e}"))
 }
