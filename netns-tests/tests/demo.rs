@@ -19,6 +19,7 @@ fn demo_namespaces(pid: u32) -> Vec<String> {
 fn the_demo_pings_every_pair_and_removes_everything() {
     let _one_at_a_time = serial();
     project_binary("wiremesh-peer");
+    project_binary("wiremesh-controller");
     let mut cmd = Command::new(project_binary("wiremesh"));
     cmd.arg("demo");
     let out = run_bounded(&mut cmd, Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}"));
@@ -43,8 +44,24 @@ fn the_demo_pings_every_pair_and_removes_everything() {
             out.stdout
         );
     }
+    // The example gives no machine a static IPv4 address: the controller leases every one, and
+    // the pings above went over those leases.
+    for machine in ["server", "laptop", "desktop"] {
+        assert!(
+            out.stderr.contains(&format!("  {machine} holds 100.96.0.")),
+            "{}",
+            out.stderr
+        );
+    }
     assert!(
-        out.stderr.contains("removed every namespace and agent"),
+        out.stdout
+            .contains("== wiremesh-controller status on server")
+            && out.stdout.contains("3 of 65534 addresses leased"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("removed every namespace and daemon"),
         "{}",
         out.stderr
     );

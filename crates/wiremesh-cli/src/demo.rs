@@ -493,6 +493,7 @@ fn wait_for_leases(
         progress("waiting for the agents to enroll and get their leases");
     }
     let deadline = Instant::now() + LEASE_TIMEOUT;
+    let mut announced = std::collections::BTreeSet::new();
     loop {
         signal::check()?;
         let mut addresses = BTreeMap::new();
@@ -514,6 +515,7 @@ fn wait_for_leases(
             } else if controller
                 && leased
                 && let Some(v4) = own.iter().find(|a| a.is_ipv4())
+                && announced.insert(machine.clone())
             {
                 progress(&format!("  {machine} holds {v4}, leased by the controller"));
             }

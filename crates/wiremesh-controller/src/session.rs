@@ -253,13 +253,26 @@ impl<S: Store> Controller<S> {
         if let Err(outputs) = self.check_proof(id, &request) {
             return outputs;
         }
-        let bad_token = "the join token is unknown, already used or expired; ask the admin for a new one (`wiremesh-controller token create`)";
-        let Some(hash) = token_hash(&join.token) else {
-            return self.refuse(id, ErrorCode::BAD_TOKEN, bad_token.into());
-        };
-        let name = match self.state.tokens.get(&hash) {
-            Some(t) if t.is_usable(now) => t.name.clone(),
-            _ => return self.refuse(id, ErrorCode::BAD_TOKEN, bad_token.into()),
+        // Saying which is safe: only a holder of the token learns about it.
+        let ask = "ask the admin for a new one (`wiremesh-controller token create`)";
+        let found =
+            token_hash(&join.token).and_then(|hash| Some((hash, self.state.tokens.get(&hash)?)));
+        let (hash, name) = match found {
+            Some((hash, t)) if t.is_usable(now) => (hash, t.name.clone()),
+            Some((_, t)) => {
+                let why = match t.used_at {
+                    Some(_) => "the join token was used already".to_string(),
+                    None => format!(
+                        "the join token expired {} s ago",
+                        now.saturating_sub(t.expires_at)
+                    ),
+                };
+                return self.refuse(id, ErrorCode::BAD_TOKEN, format!("{why}; {ask}"));
+            }
+            None => {
+                let why = "the join token is unknown (not made here, or expired and forgotten)";
+                return self.refuse(id, ErrorCode::BAD_TOKEN, format!("{why}; {ask}"));
+            }
         };
         if request.name != name {
             return self.refuse(

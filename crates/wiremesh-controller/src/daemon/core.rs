@@ -139,6 +139,10 @@ impl Core {
             // the last netmap, not one per epoch.
             while let Ok(command) = commands.try_recv() {
                 self.handle(command);
+                // A steady stream of commands must not hold the pushes back for ever.
+                if !self.pushes.is_empty() && self.last_push.elapsed() >= PUSH_INTERVAL {
+                    break;
+                }
             }
             if self.last_push.elapsed() >= PUSH_INTERVAL {
                 self.flush();

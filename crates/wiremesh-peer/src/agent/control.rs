@@ -23,6 +23,9 @@ const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the control thread looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
+/// The wait after the controller refused this agent (revoked, not a member): an operator has to
+/// act first, so asking often helps nobody.
+const AFTER_REFUSAL: Duration = Duration::from_secs(30);
 
 /// A controller the agent may talk to: only those whose node key the config pins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,13 +76,17 @@ impl Backoff {
             .saturating_mul(1 << self.failures.min(16))
             .min(Self::MAX);
         self.failures = self.failures.saturating_add(1);
-        // 75 % to 125 % of the base, in steps of 1/1000.
-        base.mul_f64(0.75 + f64::from(random % 501) / 1000.0)
+        jittered(base, random)
     }
 
     pub fn reset(&mut self) {
         self.failures = 0;
     }
+}
+
+/// 75 % to 125 % of `base`, in steps of 1/1000 picked by `random`.
+fn jittered(base: Duration, random: u32) -> Duration {
+    base.mul_f64(0.75 + f64::from(random % 501) / 1000.0)
 }
 
 /// Who the agent is towards the controllers.
@@ -125,22 +132,39 @@ pub async fn enroll(
         join,
         last_epoch,
     };
-    client::enroll(&endpoint, addr, &settings, ENROLL_TIMEOUT)
-        .await
-        .map_err(|e| match e {
-            // The controller's own words, as they are the reason an operator must read.
-            ControlError::Refused(why) => anyhow!("refused: {why}"),
-            other => anyhow!(other),
-        })
+    Ok(client::enroll(&endpoint, addr, &settings, ENROLL_TIMEOUT).await?)
 }
 
-/// Enrolls once with a join token, for `wiremesh-peer run --join` before anything else runs.
+/// Whether `e` is the controller's refusal of this agent, not a fault on the way.
+fn is_refusal(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<ControlError>(),
+        Some(ControlError::Refused(_) | ControlError::Controller { .. })
+    )
+}
+
+/// Enrolls once with a join token, for `wiremesh-peer run --join` before anything else runs. A
+/// key that joined before (the token spent, but the answer or the saving of it lost) is let in
+/// by its key alone, so an interrupted join can be run again.
 pub fn join(control: &Control, token: &str) -> Result<Enrolled> {
     let runtime = runtime()?;
     let mut last = None;
     for controller in &control.controllers {
-        match runtime.block_on(enroll(control, controller, Some(token.to_string()), None)) {
-            Ok(enrolled) => return Ok(enrolled),
+        let attempt = runtime
+            .block_on(enroll(control, controller, Some(token.to_string()), None))
+            .or_else(|e| {
+                if !is_refusal(&e) {
+                    return Err(e);
+                }
+                runtime
+                    .block_on(enroll(control, controller, None, None))
+                    .map_err(|_| e)
+            });
+        match attempt {
+            Ok(enrolled) => {
+                runtime.shutdown_background();
+                return Ok(enrolled);
+            }
             Err(e) => {
                 tracing::warn!(controller = %controller.name, "cannot join: {e:#}");
                 last = Some(e.context(format!(
@@ -150,6 +174,8 @@ pub fn join(control: &Control, token: &str) -> Result<Enrolled> {
             }
         }
     }
+    // A name lookup still running on the runtime's blocking pool is not waited for.
+    runtime.shutdown_background();
     Err(last.unwrap_or_else(|| anyhow!("the join ticket names no controller")))
 }
 
@@ -176,6 +202,9 @@ pub fn serve(control: Control, shared: &Shared, netmaps: Sender<Request>) {
             () = stopped(shared) => {}
         }
     });
+    // A name lookup still running on the runtime's blocking pool (a dead name server) must not
+    // hold up the agent's shutdown.
+    runtime.shutdown_background();
 }
 
 async fn stopped(shared: &Shared) {
@@ -202,24 +231,36 @@ async fn stay_connected(control: &Control, shared: &Shared, netmaps: &Sender<Req
             return;
         };
         let epoch = shared.mesh().spec().source.epoch();
-        match enroll(control, controller, None, epoch).await {
+        let mut random = [0u8; 4];
+        let _ = getrandom::fill(&mut random);
+        let random = u32::from_ne_bytes(random);
+        let wait = match enroll(control, controller, None, epoch).await {
             Ok(enrolled) => {
-                backoff.reset();
                 tracing::info!(controller = %controller.name, "connected to the controller");
                 set_state(shared, index, true, None);
+                let since = tokio::time::Instant::now();
                 let why = follow(enrolled, netmaps).await;
                 tracing::warn!(controller = %controller.name, "controller connection lost: {why}");
                 set_state(shared, index, false, Some(why));
+                // Only a session that lasted starts the backoff afresh: a controller that
+                // accepts and drops agents at once must not draw the fleet back every 0.5 s.
+                if since.elapsed() >= Backoff::MAX {
+                    backoff.reset();
+                }
+                backoff.next(random)
             }
             Err(e) => {
                 tracing::warn!(controller = %controller.name, "cannot enroll: {e:#}");
                 set_state(shared, index, false, Some(format!("{e:#}")));
+                if is_refusal(&e) {
+                    jittered(AFTER_REFUSAL, random)
+                } else {
+                    backoff.next(random)
+                }
             }
-        }
+        };
         index = (index + 1) % control.controllers.len();
-        let mut random = [0u8; 4];
-        let _ = getrandom::fill(&mut random);
-        tokio::time::sleep(backoff.next(u32::from_ne_bytes(random))).await;
+        tokio::time::sleep(wait).await;
     }
 }
 

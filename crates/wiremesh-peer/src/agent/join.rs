@@ -6,13 +6,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use wiremesh_core::keys::Identity;
 use wiremesh_core::netmap::Netmap;
 use wiremesh_core::ticket::JoinTicket;
 
 use super::config::{self, StateDir, write_atomically};
-use super::{Options, control, default_state_dir, now_unix, run};
+use super::{Options, control, default_state_dir, now_unix, run, store};
 
 /// The configuration a joined agent keeps in its state directory.
 const JOINED_CONFIG: &str = "joined-config.json";
@@ -40,8 +40,23 @@ pub fn join(options: JoinOptions) -> Result<()> {
     let state = StateDir::open(&state_dir)?;
     let path = state_dir.join(JOINED_CONFIG);
     if path.exists() {
+        let (_, joined) = config::read(&path)?;
+        if (joined.instance.as_str(), joined.machine.as_str())
+            != (config.instance.as_str(), config.machine.as_str())
+        {
+            bail!(
+                "--join: this machine joined instance {:?} as {:?} ({}), but the ticket is for \
+                 instance {:?} as {:?}; remove that file (or use another --state-dir) to join anew",
+                joined.instance,
+                joined.machine,
+                path.display(),
+                config.instance,
+                config.machine
+            );
+        }
         tracing::info!(
-            "{} exists: this machine joined before, the ticket is not used again",
+            "{} exists: this machine joined before; the ticket is not used again, and the \
+             stored configuration (port, interface) applies",
             path.display()
         );
     } else {
@@ -58,12 +73,12 @@ pub fn join(options: JoinOptions) -> Result<()> {
             .map_err(|e| anyhow!("the controller sent no valid netmap: {e}"))?;
         config::accept(&netmap, &config, None, None, now_unix())
             .map_err(|e| anyhow!("the controller's netmap is refused: {e}"))?;
-        state
-            .save_netmap(&netmap)
-            .context("cannot keep the netmap of the join")?;
+        // The configuration first: with it a later start enrolls by key, and the controller
+        // sends the netmap again; the netmap alone would be no use.
         write_atomically(&path, config.to_json().as_bytes()).with_context(|| {
             format!("cannot keep the joined configuration in {}", path.display())
         })?;
+        store("netmap", state.save_netmap(&netmap));
         tracing::info!(
             ipv4 = ?enrolled.addresses.ipv4,
             ipv6 = %enrolled.addresses.ipv6,

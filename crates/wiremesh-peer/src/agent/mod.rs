@@ -469,15 +469,17 @@ impl Reloader {
             }
             match request {
                 Ok(first) => {
-                    let (mut reload, mut netmap) = (false, None);
+                    let (mut reload, mut netmaps) = (false, Vec::new());
                     for request in std::iter::once(first).chain(requests.try_iter()) {
                         match request {
                             Request::Reload => reload = true,
-                            Request::Netmap(bytes) => netmap = Some(bytes),
+                            Request::Netmap(bytes) => netmaps.push(bytes),
                         }
                     }
-                    if let Some(bytes) = netmap {
-                        self.take_netmap(shared, &bytes);
+                    // The newest of them, by epoch, in case two controllers sent one each.
+                    let epoch = |bytes: &Vec<u8>| Netmap::decode(bytes).map(|n| n.content().epoch);
+                    if let Some(bytes) = netmaps.iter().max_by_key(|b| epoch(b).ok()) {
+                        self.take_netmap(shared, bytes);
                     }
                     if reload && let Err(e) = self.reload(shared) {
                         tracing::error!("reload failed, keeping the running configuration: {e:#}");
@@ -536,7 +538,12 @@ impl Reloader {
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!("the controller's netmap: {e:#}; keeping the netmap in use"),
+            Err(e) => {
+                // Connected but refusing what it sends: the operator must see it in the status.
+                let warning = format!("the controller's netmap: {e:#}; keeping the netmap in use");
+                tracing::warn!("{warning}");
+                shared.info().warnings.insert(NETMAP_WARNING, warning);
+            }
         }
     }
 
