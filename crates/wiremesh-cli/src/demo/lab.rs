@@ -139,9 +139,10 @@ impl Lab {
     /// Runs `cmd` in `machine`'s namespace as its `role` daemon (log in `<dir>/<machine>/<role>.log`)
     /// and waits until it tells systemd's protocol READY=1.
     fn start(&mut self, machine: &str, role: &str, cmd: Command) -> Result<(), String> {
-        let netns = self
+        let program = cmd.get_program().to_owned();
+        let mut inside = self
             .node(machine)
-            .map(|n| n.ns.name().to_owned())
+            .map(|n| n.ns.command(&program))
             .ok_or_else(|| format!("no namespace for machine {machine}"))?;
         let mdir = self.dir.join(machine);
         let notify_path = mdir.join(format!("{role}-notify.sock"));
@@ -154,10 +155,7 @@ impl Lab {
         let log_file =
             File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
-        let program = cmd.get_program().to_owned();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns])
-            .arg(&program)
+        let child = inside
             .args(cmd.get_args())
             .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
