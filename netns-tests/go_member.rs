@@ -43,7 +43,7 @@ impl Lab {
         let overlay4 = Ipv4Addr::new(100, 77, 0, host);
         let overlay6 = Ipv6Addr::new(0xfd77, 0x77, 0, 0, 0, 0, 0, u16::from(host));
         let ns = Netns::new(name);
-        self.plug(&ns, IpAddr::V4(underlay4), IpAddr::V6(underlay6));
+        self.plug(&ns, underlay4, underlay6);
         let wg = WgGo::start(&ns, self.dir(), AGENT_PORT);
         for m in &self.members {
             let endpoint = SocketAddr::new(IpAddr::V4(m.underlay4), AGENT_PORT);
@@ -185,7 +185,7 @@ impl Lab {
         let underlay4 = Ipv4Addr::new(198, 18, 0, host);
         let underlay6 = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, u16::from(host));
         let ns = Netns::new(name);
-        self.plug(&ns, IpAddr::V4(underlay4), IpAddr::V6(underlay6));
+        self.plug(&ns, underlay4, underlay6);
         let wg = WgGo::start_with_key(&ns, self.dir(), AGENT_PORT, &conf.private_key);
         for p in &conf.peers {
             let Some(endpoint) = &p.endpoint else {

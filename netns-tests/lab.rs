@@ -1,5 +1,5 @@
-//! A mesh lab: one namespace per member, all plugged into a bridge in a "switch" namespace (the
-//! underlay, 198.18.0.0/24 and fd00:18::/64), each running a `wiremesh-peer` agent from an agent
+//! A mesh lab: one namespace per member, all plugged into the public switch of a
+//! `wiremesh_lab::Topology` (the underlay, 198.18.0.0/24 and fd00:18::/64), each running a `wiremesh-peer` agent from an agent
 //! configuration file (schema version 1, `wiremesh_core::config`). Extra namespaces (a stock
 //! WireGuard peer, an attacker) can be plugged into the same switch.
 
@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wiremesh_core::config::{Addresses, AgentConfig, Networks, PeerConfig};
@@ -17,10 +16,10 @@ use wiremesh_proto::status::{self, MemberStatus, Status};
 use crate::controller::RunningController;
 use crate::daemon::{Daemon, notify_socket};
 use crate::env::{project_binary, require_root, require_tools};
-use crate::netns::{Netns, veth};
+use crate::netns::{Netns, namespace};
 use crate::planned::Planning;
 use crate::wait::{wait_for, wait_until};
-use wiremesh_lab::run_bounded;
+use wiremesh_lab::{Topology, run_bounded};
 
 /// The UDP port every agent listens on.
 pub const AGENT_PORT: u16 = 51820;
@@ -29,10 +28,11 @@ pub const TUN_NAME: &str = "wm0";
 /// How long an agent may take from start to READY=1.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The underlay's public segment, where the members are.
+const PUBLIC4: &str = "198.18.0.0/24";
+const PUBLIC6: &str = "fd00:18::/64";
 const OVERLAY4: &str = "100.77.0.0/16";
 const OVERLAY6: &str = "fd77:77::/48";
-
-static PORT_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// One mesh member: its namespace, addresses, identity and (when started) its agent.
 pub struct Member {
@@ -365,14 +365,14 @@ impl Member {
     }
 }
 
-/// A switch namespace with a bridge and the members plugged into it.
+/// The members and the underlay topology they are plugged into.
 pub struct Lab {
     // Declared first so it is stopped before the members' namespaces go away.
     pub(crate) controller: Option<RunningController>,
     pub members: Vec<Member>,
     /// What [`Lab::planned`] and its siblings planned, so the inventory can be planned anew.
     pub(crate) planning: Option<Planning>,
-    switch: Netns,
+    underlay: Topology,
     network_key: NetworkKey,
     dir: tempfile::TempDir,
 }
@@ -392,7 +392,7 @@ pub fn assert_reload_changed(logged: &str, change: &str, member: &str, untouched
 
 impl Lab {
     /// Builds the underlay for `names`: member `i` gets 198.18.0.(11+i)/24 and fd00:18::(11+i)/64 on
-    /// its `eth0`, plugged into bridge `br0` of the switch namespace. Every member gets a fresh
+    /// its `eth0`, plugged into the public switch of the lab's topology ([`Lab::topology`]). Every member gets a fresh
     /// identity written to its identity file. No agent configuration yet.
     pub fn underlay(names: &[&str]) -> Self {
         require_root();
@@ -402,15 +402,18 @@ impl Lab {
             .prefix("wiremesh-netns-")
             .tempdir()
             .expect("a temp dir can be made");
-        let switch = Netns::new("switch");
-        switch.ip(&["link", "add", "br0", "type", "bridge"]);
-        switch.ip(&["link", "set", "br0", "up"]);
+        let underlay = Topology::new(
+            namespace("switch"),
+            PUBLIC4.parse().expect("a valid prefix"),
+            Some(PUBLIC6.parse().expect("a valid prefix")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let network_key = NetworkKey::generate().expect("the OS has randomness");
         let mut lab = Self {
             controller: None,
             members: Vec::new(),
             planning: None,
-            switch,
+            underlay,
             network_key,
             dir,
         };
@@ -430,7 +433,7 @@ impl Lab {
         let underlay4 = Ipv4Addr::new(198, 18, 0, host);
         let underlay6 = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, u16::from(host));
         let ns = Netns::new(name);
-        self.plug(&ns, IpAddr::V4(underlay4), IpAddr::V6(underlay6));
+        self.plug(&ns, underlay4, underlay6);
         let member_dir = self.dir.path().join(name);
         std::fs::create_dir_all(member_dir.join("state")).expect("the lab dir is writable");
         let identity = Identity::generate().expect("the OS has randomness");
@@ -530,20 +533,16 @@ impl Lab {
         self.dir.path()
     }
 
-    /// Plugs `ns` into the switch: a veth `eth0` in `ns` with the two addresses (/24 and /64).
-    pub fn plug(&self, ns: &Netns, addr4: IpAddr, addr6: IpAddr) {
-        let port = format!("p{}", PORT_COUNTER.fetch_add(1, Ordering::Relaxed));
-        veth(&self.switch, &port, ns, "eth0");
-        self.switch.ip(&["link", "set", &port, "master", "br0"]);
-        ns.ip(&["addr", "add", &format!("{addr4}/24"), "dev", "eth0"]);
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("{addr6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
+    /// Plugs `ns` into the switch: its `eth0` with the two addresses (/24 and /64).
+    pub fn plug(&self, ns: &Netns, addr4: Ipv4Addr, addr6: Ipv6Addr) {
+        self.underlay
+            .plug(ns, addr4, Some(addr6))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The underlay the members are plugged into, to add NAT routers and hosts behind them.
+    pub fn topology(&mut self) -> &mut Topology {
+        &mut self.underlay
     }
 
     pub fn member(&mut self, name: &str) -> &mut Member {

@@ -1,14 +1,17 @@
-//! Network namespaces with unique names (prefix, test process id, counter) that delete themselves,
-//! and the veth links between them.
+//! Network namespaces with unique names (prefix, test process id, counter) that delete themselves
+//! (`wiremesh_lab::Namespace`, which they dereference to), with panicking helpers for tests, and
+//! the veth links between them.
 
-use std::ffi::OsStr;
+use std::fs::File;
 use std::net::IpAddr;
+use std::ops::Deref;
+use std::os::fd::AsRawFd as _;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wiremesh_lab::{Output, delete_namespace, orphaned_namespaces, run_bounded};
+use wiremesh_lab::{Namespace, delete_namespace, orphaned_namespaces};
 
 use crate::daemon::Daemon;
 use crate::env::{require_root, require_tools};
@@ -18,78 +21,56 @@ use crate::wait::wait_until;
 const PREFIX: &str = "wmt-";
 /// The bound on every short command (ip, tc, sysctl, ping -c 1).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long what still runs in a namespace being deleted has to exit after SIGTERM.
+/// How long what still runs in an orphaned namespace has to exit after SIGTERM.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(3);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Makes `wmt-<pid>-<n>-<role>` (loopback up, IPv6 duplicate address detection off). First
+/// removes namespaces left by test processes that died without cleaning up (killed by a signal,
+/// so `Drop` never ran).
+pub fn namespace(role: &str) -> Namespace {
+    require_root();
+    require_tools(&["ip"]);
+    remove_orphans();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{PREFIX}{}-{n}-{role}", std::process::id());
+    Namespace::create(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A network namespace made for one test; deleted on drop after killing what still runs in it.
 pub struct Netns {
-    name: String,
+    ns: Namespace,
+}
+
+impl Deref for Netns {
+    type Target = Namespace;
+    fn deref(&self) -> &Namespace {
+        &self.ns
+    }
 }
 
 impl Netns {
-    /// Makes `wmt-<pid>-<n>-<role>` with loopback up and IPv6 duplicate address detection off (so
-    /// addresses are usable at once). First removes namespaces left by test processes that died
-    /// without cleaning up (killed by a signal, so `Drop` never ran).
+    /// A namespace named by [`namespace`].
     pub fn new(role: &str) -> Self {
-        require_root();
-        require_tools(&["ip"]);
-        remove_orphans();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{PREFIX}{}-{n}-{role}", std::process::id());
-        host(&["ip", "netns", "add", &name]);
-        let ns = Self { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        for conf in ["all", "default"] {
-            ns.sysctl(&format!("net/ipv6/conf/{conf}/accept_dad"), "0");
+        Self {
+            ns: namespace(role),
         }
-        ns
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// A command that runs `program` inside this namespace.
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
-    }
-
-    /// Runs `argv` in the namespace with a bound, whatever its exit status.
-    pub fn try_run(&self, argv: &[&str], timeout: Duration) -> Result<Output, String> {
-        let (program, args) = argv.split_first().expect("a command line is not empty");
-        run_bounded(self.command(program).args(args), timeout)
     }
 
     /// Runs `argv` in the namespace and returns its stdout; panics unless it exits 0.
     pub fn run(&self, argv: &[&str]) -> String {
-        let out = self
-            .try_run(argv, COMMAND_TIMEOUT)
-            .unwrap_or_else(|e| panic!("in namespace {}: {e}", self.name));
-        assert!(
-            out.success(),
-            "in namespace {}: {argv:?} failed ({}): {}{}",
-            self.name,
-            out.status,
-            out.stdout,
-            out.stderr
-        );
-        out.stdout
+        self.ns.run(argv).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `ip -n <ns> <args>`, panicking on failure.
     pub fn ip(&self, args: &[&str]) {
-        let mut argv = vec!["ip", "-n", &self.name];
-        argv.extend_from_slice(args);
-        host(&argv);
+        self.ns.ip(args).unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Writes a sysctl of this namespace (`key` as a path under /proc/sys, e.g. `net/ipv4/ip_forward`).
-    pub fn sysctl(&self, key: &str, value: &str) {
-        self.run(&["sh", "-c", &format!("echo {value} > /proc/sys/{key}")]);
+    /// Loads an nftables ruleset into the namespace, panicking on failure.
+    pub fn nft(&self, ruleset: &str) {
+        self.ns.nft(ruleset).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts a long-running program in the namespace; its output goes to `log`.
@@ -115,7 +96,7 @@ impl Netns {
     /// Pings `dst` until a reply comes, at most `timeout`; `Err` names the namespace and address.
     pub fn wait_ping(&self, dst: IpAddr, timeout: Duration) -> Result<Duration, String> {
         wait_until(
-            &format!("a ping reply from {dst} in {}", self.name),
+            &format!("a ping reply from {dst} in {}", self.name()),
             timeout,
             || self.ping_once(dst),
         )
@@ -135,10 +116,7 @@ impl Netns {
              \tchain in {{ type filter hook input priority 0; iifname \"{dev}\" numgen random mod 100 < {percent} counter drop; }}\n\
              }}\n"
         );
-        let file = tempfile::NamedTempFile::new().expect("a temp file can be made");
-        std::fs::write(file.path(), ruleset).expect("a temp file is writable");
-        let path = file.path().to_string_lossy().into_owned();
-        self.run(&["nft", "-f", &path]);
+        self.nft(&ruleset);
     }
 
     /// How many packets [`Netns::random_loss`] has dropped so far (both directions).
@@ -154,43 +132,34 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = delete_namespace(&self.name, TEARDOWN_GRACE);
-    }
-}
-
-/// A veth pair: `a_dev` in `a` and `b_dev` in `b`, both up. Created from inside `a`, so the link
-/// never appears in the host's namespace.
+/// A veth pair: `a_dev` in `a` and `b_dev` in `b`, both up, panicking on failure.
 pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
-    a.ip(&[
-        "link",
-        "add",
-        a_dev,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_dev,
-        "netns",
-        b.name(),
-    ]);
-    a.ip(&["link", "set", a_dev, "up"]);
-    b.ip(&["link", "set", b_dev, "up"]);
+    wiremesh_lab::veth(a, a_dev, b, b_dev).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Runs a command in the host namespace (only `ip`/`tc` with an explicit `-n`), panicking on failure.
-fn host(argv: &[&str]) {
-    let (program, args) = argv.split_first().expect("a command line is not empty");
-    let out = run_bounded(Command::new(program).args(args), COMMAND_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.success(),
-        "{argv:?} failed ({}): {}{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+/// Runs `f` on a new thread that first enters namespace `ns` (setns), so the sockets it opens live
+/// there; the handle gives `f`'s result, or why the thread could not enter.
+pub fn spawn_in<T: Send + 'static>(
+    ns: &Namespace,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> JoinHandle<Result<T, String>> {
+    let name = ns.name().to_owned();
+    std::thread::spawn(move || {
+        enter(&name)?;
+        f()
+    })
+}
+
+/// Moves the calling thread into the named network namespace.
+pub(crate) fn enter(name: &str) -> Result<(), String> {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+    // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Deletes `wmt-<pid>-…` namespaces whose test process is gone.

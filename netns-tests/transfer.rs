@@ -3,16 +3,14 @@
 //! pseudo-random bytes; both hash what they saw with sha256. No extra tools, and every socket
 //! operation has a timeout.
 
-use std::fs::File;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::netns::Netns;
+use crate::netns::{Netns, enter};
 
 const CHUNK: usize = 64 * 1024;
 /// No single read, write or connect may stall longer than this.
@@ -147,16 +145,4 @@ pub fn tcp_transfer(
         received_sha256: received,
         elapsed: start.elapsed(),
     })
-}
-
-/// Moves the calling thread into the named network namespace.
-fn enter(name: &str) -> Result<(), String> {
-    let path = format!("/run/netns/{name}");
-    let file = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
-    // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
 }

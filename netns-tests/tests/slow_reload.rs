@@ -70,13 +70,6 @@ impl Drop for NetnsEtc {
     }
 }
 
-/// Loads an nftables ruleset into `ns`.
-fn nft_load(ns: &Netns, dir: &Path, name: &str, ruleset: &str) {
-    let file = dir.join(format!("{name}.nft"));
-    std::fs::write(&file, ruleset).expect("the lab dir is writable");
-    ns.run(&["nft", "-f", &file.to_string_lossy()]);
-}
-
 /// The packets counted by the (single) counter of nftables table `inet <table>` in `ns`.
 fn nft_packets(ns: &Netns, table: &str) -> u64 {
     let listing = ns.run(&["nft", "list", "table", "inet", table]);
@@ -115,11 +108,8 @@ impl DeadDnsLab {
         require_tools(&["nft"]);
         let lab = Lab::planned(names);
         let dead_dns = Netns::new("deaddns");
-        lab.plug(&dead_dns, IpAddr::V4(DEAD_DNS4), IpAddr::V6(DEAD_DNS6));
-        nft_load(
-            &dead_dns,
-            lab.dir(),
-            "dead-dns",
+        lab.plug(&dead_dns, DEAD_DNS4, DEAD_DNS6);
+        dead_dns.nft(
             "table inet wm_dead_dns {\n\
              \tchain in { type filter hook input priority 0; meta l4proto { udp, tcp } th dport 53 counter drop; }\n\
              }\n",
@@ -145,11 +135,7 @@ fn timers_keep_running_while_a_reload_waits_for_dns() {
     let mut dead = DeadDnsLab::new(&["alpha", "beta", "gamma"]);
     let lab = &mut dead.lab;
     let alpha_underlay = lab.members[0].underlay4;
-    nft_load(
-        &lab.members[1].ns,
-        lab.dir(),
-        "keepalives",
-        &format!(
+    lab.members[1].ns.nft(&format!(
             "table inet wm_keepalives {{\n\
              \tchain in {{ type filter hook input priority 0; ip saddr {alpha_underlay} udp dport {AGENT_PORT} udp length {KEEPALIVE_UDP_LEN} counter; }}\n\
              }}\n"

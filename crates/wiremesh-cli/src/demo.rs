@@ -99,7 +99,9 @@ fn demo(args: &Args) -> Result<bool, String> {
     for node in &lab.nodes {
         progress(&format!(
             "  {} → namespace {} at {}",
-            node.machine, node.netns, node.underlay
+            node.machine,
+            node.ns.name(),
+            node.underlay
         ));
     }
 
@@ -211,7 +213,7 @@ fn keep_until_ctrl_c(
             .addresses
             .ipv4
             .map_or_else(|| last.addresses.ipv6.to_string(), |v4| v4.to_string());
-        println!("  sudo ip netns exec {} ping {target}", first.netns);
+        println!("  sudo ip netns exec {} ping {target}", first.ns.name());
     }
     println!(
         "  sudo {} status --socket {}",

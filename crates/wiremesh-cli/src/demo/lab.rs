@@ -1,6 +1,7 @@
-//! The demo's network: one namespace per machine, each plugged with a veth link into a bridge in a
-//! "switch" namespace (underlay 198.18.0.0/24), the agents running in them, and the teardown that
-//! removes all of it when the lab is dropped (on success, on error, on Ctrl-C and on panic).
+//! The demo's network, built with `wiremesh_lab::Topology`: one namespace per machine plugged into
+//! the public switch (underlay 198.18.0.0/24), the agents running in them, and the teardown that
+//! removes all of it when the lab is dropped (on success, on error, on Ctrl-C and on panic). What
+//! is left here is the demo's policy: names, addresses, which daemons run where, what to print.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use wiremesh_lab::Output;
+use wiremesh_lab::{Namespace, Output, Topology};
 
 use super::signal;
 
@@ -20,13 +21,13 @@ const PREFIX: &str = "wmdemo-";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an agent may take to report READY=1.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long what is left in a namespace at teardown (agents are already stopped) has after SIGTERM.
+/// How long what is left in an orphaned namespace has after SIGTERM.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// One machine's namespace and underlay address.
 pub struct Node {
     pub machine: String,
-    pub netns: String,
+    pub ns: Namespace,
     pub underlay: Ipv4Addr,
 }
 
@@ -42,13 +43,13 @@ struct Agent {
 pub struct Lab {
     agents: Vec<Agent>,
     pub nodes: Vec<Node>,
-    switch: Option<String>,
+    underlay: Option<Topology>,
     dir: PathBuf,
 }
 
 impl Lab {
     /// Builds the switch and one namespace per machine; machine `i` gets 198.18.0.(i+1)/24. A
-    /// failure halfway tears down what was built (the partly built lab is dropped).
+    /// failure halfway tears down what was built (each namespace deletes itself when dropped).
     pub fn build(machines: &[String], dir: &Path) -> Result<Self, String> {
         if machines.len() > 250 {
             return Err(format!(
@@ -58,47 +59,28 @@ impl Lab {
         }
         remove_orphans();
         let pid = std::process::id();
-        let mut lab = Self {
-            agents: Vec::new(),
-            nodes: Vec::new(),
-            switch: None,
-            dir: dir.to_owned(),
-        };
-        let switch = format!("{PREFIX}{pid}-switch");
-        ip(&["netns", "add", &switch])?;
-        lab.switch = Some(switch.clone());
-        ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+        let switch = Namespace::create(format!("{PREFIX}{pid}-switch"))?;
+        let public4 = "198.18.0.0/24".parse().expect("a valid prefix");
+        let underlay = Topology::new(switch, public4, None)?;
+        let mut nodes = Vec::new();
         for (i, machine) in machines.iter().enumerate() {
             signal::check()?;
-            let netns = format!("{PREFIX}{pid}-{machine}");
-            ip(&["netns", "add", &netns])?;
+            let ns = Namespace::create(format!("{PREFIX}{pid}-{machine}"))?;
             let host = u8::try_from(i + 1).map_err(|_| "too many machines".to_owned())?;
-            let node = Node {
+            let addr = Ipv4Addr::new(198, 18, 0, host);
+            underlay.plug(&ns, addr, None)?;
+            nodes.push(Node {
                 machine: machine.clone(),
-                netns: netns.clone(),
-                underlay: Ipv4Addr::new(198, 18, 0, host),
-            };
-            lab.nodes.push(node);
-            let port = format!("p{i}");
-            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", &netns,
-            ])?;
-            ip(&["-n", &switch, "link", "set", &port, "master", "br0", "up"])?;
-            ip(&[
-                "-n",
-                &netns,
-                "addr",
-                "add",
-                &format!("198.18.0.{host}/24"),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+                ns,
+                underlay: addr,
+            });
         }
-        Ok(lab)
+        Ok(Self {
+            agents: Vec::new(),
+            nodes,
+            underlay: Some(underlay),
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn node(&self, machine: &str) -> Option<&Node> {
@@ -157,9 +139,10 @@ impl Lab {
     /// Runs `cmd` in `machine`'s namespace as its `role` daemon (log in `<dir>/<machine>/<role>.log`)
     /// and waits until it tells systemd's protocol READY=1.
     fn start(&mut self, machine: &str, role: &str, cmd: Command) -> Result<(), String> {
-        let netns = self
+        let program = cmd.get_program().to_owned();
+        let mut inside = self
             .node(machine)
-            .map(|n| n.netns.clone())
+            .map(|n| n.ns.command(&program))
             .ok_or_else(|| format!("no namespace for machine {machine}"))?;
         let mdir = self.dir.join(machine);
         let notify_path = mdir.join(format!("{role}-notify.sock"));
@@ -172,10 +155,7 @@ impl Lab {
         let log_file =
             File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
-        let program = cmd.get_program().to_owned();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns])
-            .arg(&program)
+        let child = inside
             .args(cmd.get_args())
             .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
@@ -234,15 +214,16 @@ impl Lab {
         let node = self
             .node(machine)
             .ok_or_else(|| format!("no namespace for machine {machine}"))?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &node.netns]).args(argv);
-        run(&mut cmd, COMMAND_TIMEOUT)
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| "an empty command line".to_owned())?;
+        run(node.ns.command(program).args(args), COMMAND_TIMEOUT)
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if self.agents.is_empty() && self.nodes.is_empty() && self.switch.is_none() {
+        if self.agents.is_empty() && self.nodes.is_empty() && self.underlay.is_none() {
             return;
         }
         eprintln!("demo: tearing down");
@@ -270,14 +251,14 @@ impl Drop for Lab {
                 }
             }
         }
-        let names = self
-            .nodes
-            .iter()
-            .map(|n| n.netns.clone())
-            .chain(self.switch.clone());
-        for netns in names {
-            delete_namespace(&netns);
+        for node in self.nodes.drain(..) {
+            let name = node.ns.name().to_owned();
+            if let Err(e) = node.ns.delete() {
+                eprintln!("demo: {e}; remove it with `ip netns del {name}`");
+            }
         }
+        // The switch; its own drop reports what it could not delete.
+        self.underlay = None;
         eprintln!("demo: removed every namespace and daemon");
     }
 }
@@ -293,20 +274,6 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
     )
 }
 
-/// `ip ARGS` in the host namespace (always with `-n` or `netns`), `Err` with its stderr on failure.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = run(Command::new("ip").args(args), COMMAND_TIMEOUT)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            out.stderr.trim()
-        ))
-    }
-}
-
 /// The last lines of a log file.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -314,17 +281,12 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Stops what still runs in the namespace, then deletes it. Teardown goes on after errors.
-fn delete_namespace(netns: &str) {
-    if let Err(e) = wiremesh_lab::delete_namespace(netns, TEARDOWN_GRACE) {
-        eprintln!("demo: {e}; remove it with `ip netns del {netns}`");
-    }
-}
-
 /// Deletes namespaces of earlier demo runs whose process is gone (it was killed with SIGKILL).
 fn remove_orphans() {
     for name in wiremesh_lab::orphaned_namespaces(PREFIX) {
         eprintln!("demo: removing {name}, left behind by an earlier run");
-        delete_namespace(&name);
+        if let Err(e) = wiremesh_lab::delete_namespace(&name, TEARDOWN_GRACE) {
+            eprintln!("demo: {e}; remove it with `ip netns del {name}`");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Throwaway network namespaces: listing them, finding the ones a killed run left behind, and
-//! deleting one after stopping what still runs in it.
+//! Tearing namespaces down: listing them, finding the ones a killed run left behind, and deleting
+//! one after stopping what still runs in it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use crate::command::run_bounded;
 use crate::process::running;
 
-/// The bound on each `ip netns` command.
-const IP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bound on each `ip` command.
+pub(crate) const IP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
 /// `ip ARGS`, bounded. `run_bounded` gives it a process group of its own, so a Ctrl-C at the
 /// terminal (the demo's second one, say) cannot kill it halfway through a teardown.
-fn ip(args: &[&str]) -> Result<crate::Output, String> {
+pub(crate) fn ip(args: &[&str]) -> Result<crate::Output, String> {
     run_bounded(Command::new("ip").args(args), IP_TIMEOUT)
 }
 
