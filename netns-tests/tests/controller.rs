@@ -328,6 +328,21 @@ fn a_revoked_member_is_cut_off_and_cannot_enroll_again() {
     );
 }
 
+/// A new machine `name` started with `--join ticket` exits non-zero, its log giving `reason`.
+fn assert_join_refused(lab: &mut Lab, name: &str, ticket: &str, reason: &str) {
+    let m = lab.add_machine(name);
+    m.join = Some(ticket.to_owned());
+    let why = m
+        .try_start()
+        .expect_err("a machine joined with a ticket that admits it no longer");
+    let log = m.agent_log();
+    assert!(!m.stop().success(), "{name} refused, but exited 0: {why}");
+    assert!(
+        log.contains(reason),
+        "{name}'s refusal does not say {reason:?}: {why}"
+    );
+}
+
 #[test]
 fn a_join_ticket_admits_one_machine_once_and_not_after_it_expired() {
     let _one_at_a_time = serial();
@@ -350,32 +365,16 @@ fn a_join_ticket_admits_one_machine_once_and_not_after_it_expired() {
         "omega holds {lease}, outside {range}"
     );
     // The same ticket, another machine (another identity): refused.
-    let sigma = lab.add_machine("sigma");
-    sigma.join = Some(ticket.clone());
-    let why = sigma
-        .try_start()
-        .expect_err("a second machine joined with a used ticket");
-    let log = sigma.agent_log();
-    assert!(!sigma.stop().success(), "refused, but exited 0: {why}");
-    assert!(
-        log.contains("the join token was used already"),
-        "the refusal does not give the controller's reason: {why}"
+    assert_join_refused(
+        &mut lab,
+        "sigma",
+        &ticket,
+        "the join token was used already",
     );
-
     // An expired ticket: refused.
     let expired = lab.controller_admin_ok(&["token", "create", "--name", "tau", "--ttl", "1s"]);
     std::thread::sleep(Duration::from_secs(2));
-    let tau = lab.add_machine("tau");
-    tau.join = Some(expired.trim().to_owned());
-    let why = tau
-        .try_start()
-        .expect_err("a machine joined with an expired ticket");
-    let log = tau.agent_log();
-    assert!(!tau.stop().success(), "refused, but exited 0: {why}");
-    assert!(
-        log.contains("the join token expired"),
-        "the refusal does not say the token expired: {why}"
-    );
+    assert_join_refused(&mut lab, "tau", expired.trim(), "the join token expired");
 
     // The member that joined starts again with the same arguments, without spending a token,
     // and talks with the members both ways.
