@@ -26,7 +26,7 @@ const PUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// A round of pushes is followed by a pause of its bytes at this rate (at least
 /// [`PUSH_INTERVAL`], at most [`MAX_PUSH_PAUSE`]): a fleet's enrollment storm would otherwise
 /// spend the controller's CPU on netmaps every agent replaces a moment later.
-const PUSH_BYTES_PER_SECOND: f64 = 200e6;
+const PUSH_BYTES_PER_SECOND: f64 = 50e6;
 const MAX_PUSH_PAUSE: Duration = Duration::from_secs(1);
 /// Messages queued for one session before it counts as stuck and is dropped.
 pub const OUTBOX: usize = 64;
