@@ -205,9 +205,9 @@ mod tests {
             assert!(underlay4(ok.parse().unwrap()).is_ok(), "{ok}");
         }
         for bad in [
-            "10.0.0.0/24",
-            "192.168.1.0/24",
-            "172.16.0.0/24",
+            "100.64.0.0/24",
+            "192.0.2.0/24",
+            "203.0.113.0/24",
             "198.18.0.0/14",
         ] {
             assert!(underlay4(bad.parse().unwrap()).is_err(), "{bad}");
