@@ -39,6 +39,8 @@ pub struct Nat {
     mapping: Mapping,
     public4: Ipv4Addr,
     lan4: Ipv4Net,
+    /// The router's LAN address, the hosts' default route: the LAN's first host address.
+    gateway: Ipv4Addr,
     /// The LAN addresses handed out so far (the gateway is the first).
     handed_out: Cell<u32>,
 }
@@ -52,14 +54,16 @@ impl Nat {
         public4: Ipv4Addr,
         lan4: Ipv4Net,
     ) -> Result<Self, String> {
+        let gateway =
+            nth_host(lan4, 0).ok_or_else(|| format!("the LAN {lan4} has no host address"))?;
         let nat = Self {
             router,
             mapping,
             public4,
             lan4,
-            handed_out: Cell::new(0),
+            gateway,
+            handed_out: Cell::new(1),
         };
-        let gateway = nat.next_address()?;
         let r = &nat.router;
         r.ip(&["link", "add", LAN_BRIDGE, "type", "bridge"])?;
         r.ip(&["link", "set", LAN_BRIDGE, "up"])?;
@@ -90,7 +94,7 @@ impl Nat {
 
     /// The router's LAN address, the hosts' default route: the LAN's first host address.
     pub fn gateway(&self) -> Ipv4Addr {
-        nth_host(self.lan4, 0).expect("set_up handed out the gateway")
+        self.gateway
     }
 
     /// The next free LAN address (the gateway's first, then the hosts' in order).

@@ -226,13 +226,14 @@ fn parse_mark(text: &str) -> Option<(String, Floor)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use wiremesh_core::keys::NetworkKey;
     use wiremesh_core::netmap::NetmapContent;
 
     use super::*;
 
-    fn netmap(key: &NetworkKey, epoch: u64) -> Netmap {
+    /// A signed netmap of `epoch` with no members (shared with the agent's other tests).
+    pub(crate) fn netmap(key: &NetworkKey, epoch: u64) -> Netmap {
         NetmapContent {
             network: key.public_key(),
             instance: "my-vpn".into(),

@@ -438,6 +438,17 @@ fn set_warning(
     };
 }
 
+/// Of the netmaps a controller sent while the reload thread was busy, the newest by epoch (two
+/// controllers may each have sent one); one that does not decode only when nothing else did.
+fn newer(newest: Option<Result<Netmap>>, bytes: &[u8]) -> Option<Result<Netmap>> {
+    let decoded = Netmap::decode(bytes).map_err(|e| anyhow!("not a netmap: {e}"));
+    Some(match (newest, decoded) {
+        (Some(Ok(old)), Ok(new)) if old.content().epoch > new.content().epoch => Ok(old),
+        (Some(Ok(old)), Err(_)) => Ok(old),
+        (_, decoded) => decoded,
+    })
+}
+
 /// What reloads need, owned by the reload thread.
 struct Reloader {
     options: Options,
@@ -469,17 +480,15 @@ impl Reloader {
             }
             match request {
                 Ok(first) => {
-                    let (mut reload, mut netmaps) = (false, Vec::new());
+                    let (mut reload, mut newest) = (false, None);
                     for request in std::iter::once(first).chain(requests.try_iter()) {
                         match request {
                             Request::Reload => reload = true,
-                            Request::Netmap(bytes) => netmaps.push(bytes),
+                            Request::Netmap(bytes) => newest = newer(newest, &bytes),
                         }
                     }
-                    // The newest of them, by epoch, in case two controllers sent one each.
-                    let epoch = |bytes: &Vec<u8>| Netmap::decode(bytes).map(|n| n.content().epoch);
-                    if let Some(bytes) = netmaps.iter().max_by_key(|b| epoch(b).ok()) {
-                        self.take_netmap(shared, bytes);
+                    if let Some(candidate) = newest {
+                        self.take_netmap(shared, candidate);
                     }
                     if reload && let Err(e) = self.reload(shared) {
                         tracing::error!("reload failed, keeping the running configuration: {e:#}");
@@ -518,18 +527,16 @@ impl Reloader {
 
     /// A netmap from a controller: applied when it verifies under the config's network key and
     /// is newer than the one in use and the epoch floor; otherwise the netmap in use stays.
-    fn take_netmap(&mut self, shared: &Shared, bytes: &[u8]) {
+    fn take_netmap(&mut self, shared: &Shared, candidate: Result<Netmap>) {
         let floor = self
             .floor
             .as_ref()
             .and_then(|f| f.get(&self.config.network_public_key));
-        let candidate = Netmap::decode(bytes)
-            .map_err(|e| anyhow!("not a netmap: {e}"))
-            .and_then(|c| {
-                config::accept(&c, &self.config, self.netmap.as_ref(), floor, now_unix())
-                    .map(|new| new.then_some(c))
-                    .map_err(|e| anyhow!("refused: {e}"))
-            });
+        let candidate = candidate.and_then(|c| {
+            config::accept(&c, &self.config, self.netmap.as_ref(), floor, now_unix())
+                .map(|new| new.then_some(c))
+                .map_err(|e| anyhow!("refused: {e}"))
+        });
         match candidate {
             Ok(Some(netmap)) => {
                 let config = self.config.clone();
@@ -896,6 +903,29 @@ fn shut_down(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_the_netmaps_that_queued_up_the_newest_is_taken() {
+        let key = wiremesh_core::keys::NetworkKey::generate().unwrap();
+        let bytes = |epoch| floor::tests::netmap(&key, epoch).encode();
+        let epoch = |n: &Option<Result<Netmap>>| match n {
+            Some(Ok(n)) => Some(n.content().epoch),
+            _ => None,
+        };
+        let newest = newer(None, &bytes(5));
+        assert_eq!(epoch(&newest), Some(5));
+        let newest = newer(newest, &bytes(4));
+        assert_eq!(epoch(&newest), Some(5), "an older one arrived later");
+        let newest = newer(newest, b"garbage");
+        assert_eq!(
+            epoch(&newest),
+            Some(5),
+            "a broken one does not replace a good one"
+        );
+        let newest = newer(newest, &bytes(6));
+        assert_eq!(epoch(&newest), Some(6));
+        assert!(matches!(newer(None, b"garbage"), Some(Err(_))));
+    }
 
     #[test]
     fn the_state_directory_defaults_to_one_per_interface() {
