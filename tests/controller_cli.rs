@@ -75,6 +75,7 @@ fn setup(dir: &Scratch, port: u16) -> Vec<String> {
         machine: "server".into(),
         endpoint: "127.0.0.1".into(),
         control_port: port,
+        relay: Default::default(),
         network: Networks {
             ipv4: Some("100.77.0.0/16".parse().unwrap()),
             ipv6: "fd12:3456:789a::/48".parse().unwrap(),
@@ -178,7 +179,7 @@ fn run_notifies_systemd_answers_the_admin_and_stops_on_sigterm() {
         &["token", "create", "--name", "phone", "--ttl", "1h"],
     ));
     assert!(
-        token.starts_with("wmjoin1.") && token.ends_with('\n') && token.lines().count() == 1,
+        token.starts_with("wmjoin2.") && token.ends_with('\n') && token.lines().count() == 1,
         "{token}"
     );
     let bad_ttl = admin(&dir, &["token", "create", "--name", "tv", "--ttl", "soon"]);

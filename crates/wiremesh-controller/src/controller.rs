@@ -470,6 +470,11 @@ impl<S: Store> Controller<S> {
                 name: self.config.machine.clone(),
                 endpoint: host_port(&self.config.endpoint, self.config.control_port),
                 node_public_key: self.identity,
+                relay_endpoint: self
+                    .config
+                    .relay
+                    .enable
+                    .then(|| host_port(&self.config.endpoint, self.config.relay.port)),
             }],
         };
         Ok((ticket.encode(), expires_at))

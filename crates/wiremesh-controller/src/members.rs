@@ -39,6 +39,7 @@ pub fn members(
             flags = flags.with(Flags::DYNAMIC_IPV4);
         }
         out.push(Member {
+            candidates: Vec::new(),
             name: m.name.clone(),
             wireguard_public_key: m.wireguard_public_key,
             node_public_key: m.node_public_key,
@@ -68,6 +69,7 @@ pub fn members(
             NodeKind::Device => Vec::new(),
         };
         out.push(Member {
+            candidates: Vec::new(),
             name: name.clone(),
             wireguard_public_key: node.wireguard_public_key,
             node_public_key: node.node_public_key,

@@ -472,5 +472,6 @@ fn kind(message: &Message) -> &'static str {
         Message::EndpointReport(_) => "an EndpointReport",
         Message::Error(_) => "an Error",
         Message::Join(_) => "a Join",
+        Message::Punch(_) => "a Punch",
     }
 }

@@ -22,6 +22,7 @@ fn members() -> Vec<Member> {
             let mut node = key;
             node[31] = 0xaa;
             Member {
+                candidates: Vec::new(),
                 name: format!("host-{:08x}", i.wrapping_mul(0x9e37_79b9)),
                 wireguard_public_key: WireguardPublicKey::from_bytes(key),
                 node_public_key: NodePublicKey::from_bytes(node),

@@ -19,7 +19,7 @@
 //! | `ipRanges` | `[CIDR]` | what this machine routes into the mesh ("all" expanded) |
 //! | `routes` | `[CIDR]` | prefixes this machine advertises to the others |
 //! | `peers` | `[peer]` | every other member: name, wireguardPublicKey, nodePublicKey, addresses, endpoints (`host:port`, `[v6]:port`), routes, persistentKeepalive |
-//! | `controllers` | [{name, endpoint, nodePublicKey}] | control endpoints (`host:port`) and the controller's node key, which the agent pins; an entry without a key is not contacted |
+//! | `controllers` | [{name, endpoint, nodePublicKey, relayEndpoint}] | control endpoints (`host:port`) and the controller's node key, which the agent pins; an entry without a key is not contacted. `relayEndpoint` (`host:port`, optional) is its UDP probe and relay service |
 //! | `networkPublicKey` | base64 | the pinned network key that signs netmaps |
 //!
 //! Names (`instance`, `machine`, peer and controller names) and endpoints follow the netmap's rules:
@@ -101,6 +101,10 @@ pub struct ControllerConfig {
     /// only a name, since a controller whose key is not pinned cannot be trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_public_key: Option<NodePublicKey>,
+    /// `host:port` of the controller's UDP probe and relay service; missing when its relay is
+    /// off (the agent then learns no NAT-mapped address from it and relays nothing through it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_endpoint: Option<String>,
 }
 
 /// Why a configuration text was refused.
@@ -147,6 +151,9 @@ impl AgentConfig {
                 &format!("\"controllers\"[{i}].\"endpoint\""),
                 &controller.endpoint,
             )?;
+            if let Some(relay) = &controller.relay_endpoint {
+                endpoint_at(&format!("\"controllers\"[{i}].\"relayEndpoint\""), relay)?;
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         let mut keys = std::collections::BTreeSet::new();
@@ -306,6 +313,7 @@ mod tests {
                 persistent_keepalive: None,
             }],
             controllers: vec![ControllerConfig {
+                relay_endpoint: None,
                 name: "server".into(),
                 endpoint: "vpn.example.org:51821".into(),
                 node_public_key: Some(NodePublicKey::from_bytes(key)),

@@ -11,6 +11,7 @@
 //! | `instance`, `machine` | string | the Clan instance and the controller's machine name |
 //! | `endpoint` | string | the host under which members reach the controller |
 //! | `controlPort` | int | UDP port of the control channel (QUIC) |
+//! | `relay` | {enable, port, memberRateMbit, memberMibPerHour} | the UDP probe and relay service for members behind NAT, and what each member may send through it (optional; on, port 51822, 100 Mbit/s, 10,240 MiB per hour) |
 //! | `network` | {ipv4: CIDR or null, ipv6: CIDR} | the overlay networks |
 //! | `dynamicIp` | {enable: bool, range: CIDR or null} | dynamic IPv4 leases; a null range leases from the whole IPv4 network |
 //! | `networkPublicKey` | base64 | the network key's public half (checked against the key file) |
@@ -38,12 +39,41 @@ pub struct ControllerFile {
     pub machine: String,
     pub endpoint: String,
     pub control_port: u16,
+    /// Missing in files planned before NAT traversal: the relay is then on its default port.
+    #[serde(default)]
+    pub relay: Relay,
     pub network: Networks,
     pub dynamic_ip: DynamicIp,
     pub network_public_key: NetworkPublicKey,
     pub network_key_path: String,
     pub members: Vec<MemberConfig>,
 }
+
+/// The UDP probe and relay service that helps members behind NAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Relay {
+    pub enable: bool,
+    pub port: u16,
+    /// What one member may send through the relay, in Mbit/s.
+    pub member_rate_mbit: u32,
+    /// What one member may send through the relay per hour, in MiB.
+    pub member_mib_per_hour: u32,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            enable: true,
+            port: DEFAULT_RELAY_PORT,
+            member_rate_mbit: 100,
+            member_mib_per_hour: 10_240,
+        }
+    }
+}
+
+/// The relay's UDP port unless the inventory says otherwise: the one after the control port.
+pub const DEFAULT_RELAY_PORT: u16 = 51822;
 
 /// Dynamic IPv4 leases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +250,7 @@ mod tests {
             machine: "m1".into(),
             endpoint: "vpn.example.org".into(),
             control_port: 51821,
+            relay: Relay::default(),
             network: Networks {
                 ipv4: Some("100.77.0.0/16".parse().unwrap()),
                 ipv6: "fd12:3456:789a::/48".parse().unwrap(),

@@ -10,6 +10,7 @@ mod bounded;
 pub mod claims;
 pub mod config;
 pub mod controller_config;
+pub mod disco;
 pub mod files;
 pub mod frame;
 pub mod keys;

@@ -29,6 +29,7 @@ pub enum Message {
     EndpointReport(EndpointReport),
     Error(ErrorMessage),
     Join(JoinRequest),
+    Punch(Punch),
 }
 
 /// The first message each side sends. The nonce is what the other side's proof signs.
@@ -135,6 +136,15 @@ pub struct NetmapPush {
 pub struct EndpointReport {
     #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ENDPOINTS>")]
     pub endpoints: Vec<String>,
+}
+
+/// Hole punching. From an agent: "I cannot reach `peer` directly; tell us both". From the
+/// controller, sent to both members at once: "`peer` is sending to your candidates now; send
+/// handshakes to its candidates", so that each NAT sees outgoing traffic before the other
+/// side's packets arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Punch {
+    pub peer: String,
 }
 
 /// An error report; the connection may continue unless the code says otherwise.

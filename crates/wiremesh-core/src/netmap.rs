@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use crate::keys::{
 };
 
 /// The netmap format version this build writes and reads.
-pub const NETMAP_VERSION: u32 = 1;
+pub const NETMAP_VERSION: u32 = 2;
 /// Signatures are made over this prefix and the body, so they cannot be replayed as another message.
 pub const SIGNING_CONTEXT: &[u8] = b"wiremesh netmap v1\0";
 /// The largest encoded netmap accepted (a 10,000-member map is about 1 MB).
@@ -109,13 +109,44 @@ pub struct Member {
     pub wireguard_public_key: WireguardPublicKey,
     pub node_public_key: NodePublicKey,
     pub addresses: Addresses,
-    /// `host:port`, `[v6]:port`: configured endpoints first, then ones the controller observed.
+    /// `host:port`, `[v6]:port`: the endpoints configured in the inventory.
     #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ENDPOINTS>")]
     pub endpoints: Vec<String>,
     /// Prefixes the member advertises.
     #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ROUTES>")]
     pub routes: Vec<IpNet>,
     pub flags: Flags,
+    /// Where else the member may be reached, as its controller learnt it: its own interface
+    /// addresses and the address its WireGuard socket has behind NAT.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ENDPOINTS>")]
+    pub candidates: Vec<Candidate>,
+}
+
+/// An address a member may be reached at, besides its configured endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub addr: SocketAddr,
+    pub kind: CandidateKind,
+}
+
+/// How a [`Candidate`] was learnt. Append new kinds at the end only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CandidateKind {
+    /// An address of one of the member's interfaces (reached from the same LAN).
+    Local,
+    /// The address the controller saw the member's WireGuard socket probe from (its NAT's).
+    Mapped,
+}
+
+impl CandidateKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CandidateKind::Local => "local",
+            CandidateKind::Mapped => "mapped",
+        }
+    }
 }
 
 impl Member {
@@ -129,6 +160,7 @@ impl Member {
             endpoints: peer.endpoints.clone(),
             routes: peer.routes.clone(),
             flags: Flags::default(),
+            candidates: Vec::new(),
         }
     }
 
@@ -239,6 +271,9 @@ impl NetmapContent {
                 return Err(bad(format!(
                     "an endpoint is longer than {MAX_ENDPOINT_LEN} bytes or holds control characters"
                 )));
+            }
+            if m.candidates.len() > MAX_ENDPOINTS {
+                return Err(bad(format!("more than {MAX_ENDPOINTS} candidates")));
             }
             if m.routes.len() > MAX_ROUTES {
                 return Err(bad(format!("more than {MAX_ROUTES} routes")));
@@ -512,6 +547,7 @@ mod tests {
         let mut node = wg;
         node[31] = 1;
         Member {
+            candidates: Vec::new(),
             name: format!("m{i:05}"),
             wireguard_public_key: WireguardPublicKey::from_bytes(wg),
             node_public_key: NodePublicKey::from_bytes(node),
@@ -603,9 +639,9 @@ mod tests {
     #[test]
     fn decode_rejects_malformed_wire_bytes() {
         let bytes = content(vec![member(1), member(2)], 1).sign(&key()).encode();
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(Netmap::decode(&v2), Err(DecodeError::UnsupportedVersion(2)));
+        let mut v1 = bytes.clone();
+        v1[0] = 1;
+        assert_eq!(Netmap::decode(&v1), Err(DecodeError::UnsupportedVersion(1)));
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert_eq!(
@@ -617,7 +653,7 @@ mod tests {
             Err(DecodeError::Truncated(_))
         ));
         // A body length far beyond the input.
-        let huge = [1u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        let huge = [NETMAP_VERSION as u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
         assert!(matches!(
             Netmap::decode(&huge),
             Err(DecodeError::Truncated(_))
@@ -633,7 +669,7 @@ mod tests {
         let mut overlong = body[..epoch_at].to_vec();
         overlong.extend([0x81, 0x00]);
         overlong.extend(&body[epoch_at + 1..]);
-        let mut wire = vec![1u8];
+        let mut wire = vec![NETMAP_VERSION as u8];
         wire.extend(postcard::to_stdvec(&overlong.len()).unwrap());
         wire.extend(&overlong);
         wire.extend(key().sign(&signed_message(&overlong)).to_bytes());
@@ -683,7 +719,7 @@ mod tests {
         // A member count far beyond the input fails without allocating for it.
         let mut body = postcard::to_stdvec(&(key().public_key(), "i", 1u64, 1u64, 2u64)).unwrap();
         body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
-        let mut wire = vec![1u8];
+        let mut wire = vec![NETMAP_VERSION as u8];
         wire.extend(postcard::to_stdvec(&body.len()).unwrap());
         wire.extend(&body);
         wire.extend([0u8; 64]);

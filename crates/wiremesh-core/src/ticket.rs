@@ -2,7 +2,7 @@
 //! reads. A ticket carries the single-use token together with everything an agent with no
 //! planned configuration needs to find and trust the mesh: the instance, the name it joins
 //! under, the network key that signs netmaps, the overlay networks and the controllers with
-//! their node keys. Text form: `wmjoin1.` + unpadded URL-safe base64 of the postcard encoding,
+//! their node keys. Text form: `wmjoin2.` + unpadded URL-safe base64 of the postcard encoding,
 //! one line that survives copy and paste.
 
 use base64::Engine as _;
@@ -16,7 +16,7 @@ use crate::config::{
 };
 use crate::keys::{NetworkPublicKey, NodePublicKey};
 
-const PREFIX: &str = "wmjoin1.";
+const PREFIX: &str = "wmjoin2.";
 /// The longest ticket text looked at: room for a handful of controllers.
 pub const MAX_TICKET_LEN: usize = 4096;
 /// The agent's defaults where a ticket says nothing: the role interface's `port` and `mtu`.
@@ -44,6 +44,8 @@ pub struct TicketController {
     pub name: String,
     pub endpoint: String,
     pub node_public_key: NodePublicKey,
+    /// The controller's UDP probe and relay service, when it runs one.
+    pub relay_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,7 @@ impl JoinTicket {
                     name: c.name.clone(),
                     endpoint: c.endpoint.clone(),
                     node_public_key: Some(c.node_public_key),
+                    relay_endpoint: c.relay_endpoint.clone(),
                 })
                 .collect(),
             network_public_key: self.network_public_key,
@@ -154,6 +157,7 @@ mod tests {
                 ipv6: "fd8c:65c0:2740::/48".parse().unwrap(),
             },
             controllers: vec![TicketController {
+                relay_endpoint: None,
                 name: "server".into(),
                 endpoint: "198.18.0.1:51821".into(),
                 node_public_key: NodePublicKey::from_bytes([4; 32]),
@@ -164,7 +168,7 @@ mod tests {
     #[test]
     fn a_ticket_round_trips_through_its_text() {
         let text = sample().encode();
-        assert!(text.starts_with("wmjoin1."));
+        assert!(text.starts_with("wmjoin2."));
         assert_eq!(JoinTicket::decode(&format!(" {text}\n")).unwrap(), sample());
     }
 
@@ -189,7 +193,7 @@ mod tests {
         let text = sample().encode();
         let damaged = &text[..text.len() - 5];
         let cases = [
-            ("wmj1.abc".to_string(), "should start with \"wmjoin1.\""),
+            ("wmj1.abc".to_string(), "should start with \"wmjoin2.\""),
             (damaged.to_string(), "damaged"),
             ("x".repeat(5000), "at most 4096"),
         ];

@@ -53,7 +53,7 @@ fn netmap_of(members: usize, rest: &[u8]) -> Vec<u8> {
     body.extend([1, b'i', 1, 1, 2]); // instance "i", epoch, issued-at, expires-at
     varint(members, &mut body);
     body.extend(rest);
-    let mut wire = vec![1u8];
+    let mut wire = vec![wiremesh_core::netmap::NETMAP_VERSION as u8];
     varint(body.len(), &mut wire);
     wire.extend(body);
     wire.extend([0u8; 64]);
@@ -69,7 +69,7 @@ fn netmap_of_empty_endpoints(count: usize) -> Vec<u8> {
     body.extend([0u8; 16]); // IPv6
     varint(count, &mut body);
     body.extend(std::iter::repeat_n(0u8, count));
-    body.extend([0, 0]); // no routes, no flags
+    body.extend([0, 0, 0]); // no routes, no flags, no candidates
     netmap_of(1, &body)
 }
 

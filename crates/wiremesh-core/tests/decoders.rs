@@ -60,6 +60,7 @@ fn input(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 fn member(i: u8) -> Member {
     Member {
+        candidates: Vec::new(),
         name: format!("machine-{i}"),
         wireguard_public_key: WireguardPublicKey::from_bytes([i; 32]),
         node_public_key: NodePublicKey::from_bytes([i.wrapping_add(100); 32]),

@@ -59,6 +59,7 @@ pub fn config(range: Option<&str>) -> ControllerFile {
         machine: "server".into(),
         endpoint: "vpn.example.org".into(),
         control_port: 51821,
+        relay: Default::default(),
         network: Networks {
             ipv4: Some("100.77.0.0/16".parse().unwrap()),
             ipv6: "fd12:3456:789a::/48".parse().unwrap(),

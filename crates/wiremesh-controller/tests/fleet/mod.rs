@@ -69,6 +69,7 @@ impl Fleet {
             machine: "controller".into(),
             endpoint: "127.0.0.1".into(),
             control_port: 51821,
+            relay: Default::default(),
             network: Networks {
                 ipv4: Some(
                     Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 16).map_err(|e| e.to_string())?,

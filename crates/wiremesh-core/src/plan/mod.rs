@@ -61,6 +61,9 @@ struct PeerSettings {
 struct ControllerSettings {
     endpoint: String,
     control_port: u16,
+    /// Missing in settings resolved before NAT traversal: the relay's defaults.
+    #[serde(default)]
+    relay: controller_config::Relay,
     ipv4_network: Option<String>,
     ipv6_network: Option<String>,
     dynamic_ip: DynamicIp,
@@ -278,6 +281,7 @@ pub fn plan(
             name: name.to_string(),
             endpoint: host_port(&c.endpoint, c.control_port),
             node_public_key: keys.get(name).map(|k| k.1),
+            relay_endpoint: c.relay.enable.then(|| host_port(&c.endpoint, c.relay.port)),
         })
         .collect();
     let public: BTreeMap<String, PeerConfig> = members
@@ -353,6 +357,7 @@ pub fn plan(
                 machine: machine.to_string(),
                 endpoint: c.endpoint.clone(),
                 control_port: c.control_port,
+                relay: c.relay,
                 network: networks,
                 dynamic_ip: controller_config::DynamicIp {
                     enable: c.dynamic_ip.enable,
@@ -676,6 +681,7 @@ mod tests {
                 name: "server".into(),
                 endpoint: "vpn.example.org:51821".into(),
                 node_public_key: Some(NodePublicKey::from_bytes([102; 32])),
+                relay_endpoint: Some("vpn.example.org:51822".into()),
             }]
         );
         assert_eq!(

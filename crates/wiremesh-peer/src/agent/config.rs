@@ -463,6 +463,7 @@ mod tests {
 
     fn netmap(config: &AgentConfig, key: &NetworkKey, epoch: u64, expires_at: u64) -> Netmap {
         let member = |name: &str, wg: u8, v6: &str, flags: Flags| Member {
+            candidates: Vec::new(),
             name: name.into(),
             wireguard_public_key: WireguardPublicKey::from_bytes([wg; 32]),
             node_public_key: NodePublicKey::from_bytes([wg; 32]),
