@@ -92,6 +92,13 @@ impl Namespace {
         self.run(&["nft", "-f", &path]).map(drop)
     }
 
+    /// Gives the namespace up without deleting it (a command-line tool that builds a topology
+    /// for a shell script, which removes it later by name); returns its name.
+    pub fn keep(mut self) -> String {
+        self.deleted = true;
+        std::mem::take(&mut self.name)
+    }
+
     /// Deletes the namespace now (what runs in it is stopped first); `Err` says why it failed.
     pub fn delete(mut self) -> Result<(), String> {
         self.deleted = true;

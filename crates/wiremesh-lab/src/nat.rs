@@ -74,6 +74,11 @@ impl Nat {
         Ok(nat)
     }
 
+    /// Gives the router's namespace up without deleting it; returns its name.
+    pub(crate) fn keep(self) -> String {
+        self.router.keep()
+    }
+
     /// The router's namespace.
     pub fn router(&self) -> &Namespace {
         &self.router

@@ -52,6 +52,15 @@ impl Topology {
         })
     }
 
+    /// Gives the switch and the routers up without deleting them (see [`Namespace::keep`]);
+    /// returns their names, the switch's first.
+    pub fn keep(self) -> Vec<String> {
+        let Self { nats, switch, .. } = self;
+        let mut names = vec![switch.keep()];
+        names.extend(nats.into_iter().map(Nat::keep));
+        names
+    }
+
     pub fn switch(&self) -> &Namespace {
         &self.switch
     }
