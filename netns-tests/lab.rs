@@ -372,7 +372,9 @@ pub struct Lab {
     pub members: Vec<Member>,
     /// What [`Lab::planned`] and its siblings planned, so the inventory can be planned anew.
     pub(crate) planning: Option<Planning>,
-    underlay: Topology,
+    pub(crate) underlay: Topology,
+    /// How many NAT routers [`Lab::add_nat`] has added.
+    pub(crate) nats: u8,
     network_key: NetworkKey,
     dir: tempfile::TempDir,
 }
@@ -414,6 +416,7 @@ impl Lab {
             members: Vec::new(),
             planning: None,
             underlay,
+            nats: 0,
             network_key,
             dir,
         };

@@ -30,6 +30,9 @@ pub(crate) struct Planning {
     /// The machines of the inventory in order, and whether each one's IPv4 address is leased
     /// (no static `ipv4` setting).
     machines: Vec<(String, bool)>,
+    /// Machines planned without `endpoints` (they sit behind NAT: no address of theirs is
+    /// reachable from outside).
+    endpointless: Vec<String>,
 }
 
 impl Lab {
@@ -38,12 +41,12 @@ impl Lab {
     /// 100.77.0.(1+i) in 100.77.0.0/16, IPv6 in fd77:77::/48 derived from its name, and its underlay
     /// IPv4 address as endpoint; keys from `wiremesh keygen`.
     pub fn planned(names: &[&str]) -> Self {
-        Self::planned_as(names, false, false, &[])
+        Self::planned_as(names, false, false, &[], &[])
     }
 
     /// [`Lab::planned`] with every member's endpoint on the IPv6 underlay (`[fd00:18::…]:port`).
     pub fn planned_over_ipv6(names: &[&str]) -> Self {
-        Self::planned_as(names, true, false, &[])
+        Self::planned_as(names, true, false, &[], &[])
     }
 
     /// [`Lab::planned`] for a lab run with its controller (see [`Lab::start_controller`]): the
@@ -51,13 +54,27 @@ impl Lab {
     /// `dynamicIp.enable = true` (range [`LEASE_RANGE`]), and the members named in `leased` have no
     /// static `ipv4`, so they get theirs by lease.
     pub fn planned_with_controller(names: &[&str], leased: &[&str]) -> Self {
-        Self::planned_as(names, false, true, leased)
+        Self::planned_as(names, false, true, leased, &[])
     }
 
-    fn planned_as(names: &[&str], ipv6_endpoints: bool, dynamic_ip: bool, leased: &[&str]) -> Self {
+    /// [`Lab::planned_with_controller`] with no leased member, where the members named in
+    /// `endpointless` are planned without `endpoints`, as machines behind NAT are (their agents
+    /// learn how to reach each other from the controller). The controller's relay has its
+    /// defaults (on, port 51822).
+    pub fn planned_for_nat(names: &[&str], endpointless: &[&str]) -> Self {
+        Self::planned_as(names, false, true, &[], endpointless)
+    }
+
+    fn planned_as(
+        names: &[&str],
+        ipv6_endpoints: bool,
+        dynamic_ip: bool,
+        leased: &[&str],
+        endpointless: &[&str],
+    ) -> Self {
         assert!(
-            leased.iter().all(|l| names.contains(l)),
-            "leased members {leased:?} are not all among {names:?}"
+            leased.iter().chain(endpointless).all(|l| names.contains(l)),
+            "leased {leased:?} or endpointless {endpointless:?} members are not all among {names:?}"
         );
         let mut lab = Self::underlay(names);
         let cli = project_binary("wiremesh");
@@ -85,6 +102,7 @@ impl Lab {
                 .iter()
                 .map(|n| ((*n).to_owned(), leased.contains(n)))
                 .collect(),
+            endpointless: endpointless.iter().map(|n| (*n).to_owned()).collect(),
         });
         lab.plan();
         lab
@@ -135,6 +153,9 @@ impl Lab {
                 "endpoints": [endpoint],
                 "interface": TUN_NAME,
             });
+            if planning.endpointless.contains(name) {
+                settings["endpoints"] = json!([]);
+            }
             if !leased {
                 settings["ipv4"] = json!(format!("100.77.0.{}", i + 1));
             }
