@@ -44,11 +44,13 @@ fn endpoint(n: u32) -> SocketAddr {
 
 fn spec() -> MeshSpec {
     MeshSpec {
+        relays: Vec::new(),
         addresses: vec![],
         networks: vec!["100.77.0.0/16".parse().unwrap()],
         ip_ranges: vec!["100.77.0.0/16".parse().unwrap()],
         members: (1..=MEMBERS)
             .map(|n| MemberSpec {
+                candidates: Vec::new(),
                 name: format!("m{n}"),
                 public_key: public(n),
                 addresses: vec![overlay(n)],

@@ -1,7 +1,9 @@
 //! The sans-IO core of the data plane: one boringtun [`Tunn`] per member, outgoing routing by
-//! longest prefix, demultiplexing of incoming datagrams, inbound source filtering, roaming, timers
-//! and diff-based reconfiguration. It never touches a socket, a TUN device or a clock: callers hand
-//! in packets, buffers and `now`, and get back what to send where.
+//! longest prefix, demultiplexing of incoming datagrams (WireGuard's, relayed ones and probe
+//! replies, told apart by their first byte), inbound source filtering, roaming, paths through NAT
+//! and the relay ([`crate::path`]), probes ([`crate::prober`]), timers and diff-based
+//! reconfiguration. It never touches a socket, a TUN device or a clock: callers hand in packets,
+//! buffers and `now`, and get back what to send where.
 //!
 //! Concurrency: the hot paths take `&self` so the TX and RX threads can share one `Mesh` behind a
 //! read lock; each member's session sits in its own mutex. Reconfiguration ([`Mesh::apply`]) takes
@@ -9,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,10 +21,14 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 use rustc_hash::FxHashMap;
+use wiremesh_core::disco::{self, Kind, PeerId, RELAY_HEADER_LEN, peer_id, write_relay_header};
+use wiremesh_core::keys::NodeSecret;
 use zeroize::Zeroize;
 
 use crate::budget::HandshakeBudget;
+use crate::path::{Fanout, Outcome, Path, PathState};
 use crate::prefix::{PrefixMap, PrefixSet};
+use crate::prober::{Prober, RelayView};
 use crate::spec::{MemberSpec, MeshSpec, SpecSource};
 
 /// Handshake messages per second (all members together) before the shared limiter answers with
@@ -34,8 +40,13 @@ pub const WG_OVERHEAD: usize = 32;
 pub const WG_MAX_CONTROL: usize = 148;
 /// The largest IP packet.
 pub const MAX_IP_PACKET: usize = 65_535;
-/// The buffer [`Mesh::flush_queued`] needs: room for the largest packet boringtun may have queued.
-pub const FLUSH_OUT_LEN: usize = MAX_IP_PACKET + WG_OVERHEAD;
+/// The buffer [`Mesh::flush_queued`] needs: room for the largest packet boringtun may have queued,
+/// with a relay header in front.
+pub const FLUSH_OUT_LEN: usize = MAX_IP_PACKET + WG_OVERHEAD + RELAY_HEADER_LEN;
+/// The buffer [`Mesh::tick`] needs: a handshake initiation with a relay header in front.
+pub const TICK_OUT_LEN: usize = WG_MAX_CONTROL + RELAY_HEADER_LEN;
+/// No relay is active (see [`Mesh::active_relay`]).
+const NO_RELAY: usize = usize::MAX;
 /// How often the shared rate limiter's counter is reset.
 const LIMITER_RESET: Duration = Duration::from_secs(1);
 /// Handshakes per [`LIMITER_RESET`] that may be identified (one Diffie-Hellman each) while the
@@ -44,9 +55,10 @@ const LIMITER_RESET: Duration = Duration::from_secs(1);
 /// thread away from the sessions already up.
 const UNDER_LOAD_IDENTIFY_LIMIT: u64 = 100;
 
-/// The size `out` must have for [`Mesh::encapsulate`] of a `len`-byte packet.
+/// The size `out` must have for [`Mesh::encapsulate`] of a `len`-byte packet (with room for a
+/// relay header).
 pub fn encapsulate_out_len(len: usize) -> usize {
-    (len + WG_OVERHEAD).max(WG_MAX_CONTROL)
+    (len + WG_OVERHEAD).max(WG_MAX_CONTROL) + RELAY_HEADER_LEN
 }
 
 /// A member's slot in the table; valid until the next [`Mesh::apply`].
@@ -114,12 +126,17 @@ impl DropReason {
 /// What to do with an outgoing (TUN → network) packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outbound {
-    /// Send `out[..len]` to `to`. `data` is false for a handshake initiation that boringtun sent
-    /// instead (it queued the packet until the session is up).
+    /// Send the data packet `out[..len]` to `to` (with a relay header when `to` is the relay).
     Send {
         len: usize,
         to: SocketAddr,
-        data: bool,
+    },
+    /// boringtun queued the packet and wrote a handshake initiation to `out[at..at + len]`
+    /// instead: hand it to [`Mesh::send_handshake`], which sends it every way the member may be
+    /// reached.
+    Handshake {
+        at: usize,
+        len: usize,
     },
     /// Nothing to send now (the packet is queued behind a handshake already in flight).
     Nothing,
@@ -156,9 +173,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Session {
     tunn: Tunn,
     /// Where packets to this member go; learnt from every authenticated datagram (roaming).
-    endpoint: Option<SocketAddr>,
-    /// Position in the configured endpoints while there is no session.
-    endpoint_cursor: usize,
+    path: PathState,
     dropped_spoofed: u64,
     /// Whether a tick has already offered this member a handshake of our own accord.
     greeted: bool,
@@ -175,7 +190,11 @@ pub struct Member {
 /// Point-in-time counters and state of one member, for status output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberSnapshot {
-    pub endpoint: Option<SocketAddr>,
+    pub path: Option<Path>,
+    /// The last direct address the member was heard from.
+    pub last_direct: Option<SocketAddr>,
+    /// How the last search for a path (or for a direct one, while relayed) went.
+    pub outcome: Option<Outcome>,
     pub since_handshake: Option<Duration>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
@@ -195,7 +214,9 @@ impl Member {
         let s = self.lock();
         let (since_handshake, tx, rx, _, _) = s.tunn.stats();
         MemberSnapshot {
-            endpoint: s.endpoint,
+            path: s.path.current,
+            last_direct: s.path.last_direct,
+            outcome: s.path.outcome,
             since_handshake,
             tx_bytes: tx as u64,
             rx_bytes: rx as u64,
@@ -238,6 +259,12 @@ pub struct Mesh {
     /// Where members' authenticated datagrams last came from (their endpoints now, roamed or
     /// behind NAT): under load they count like configured endpoints. Changes only on roaming.
     learnt: Mutex<HashSet<SocketAddr>>,
+    /// Probes to the controllers' relay services, and which of them answer.
+    prober: Mutex<Prober>,
+    /// The relays' addresses: relayed datagrams and probe replies come only from these.
+    relay_addrs: Vec<SocketAddr>,
+    /// Index in `relay_addrs` of the relay packets go through, or [`NO_RELAY`]; set by the timer.
+    active_relay: AtomicUsize,
     slots: Vec<Option<Member>>,
     by_key: HashMap<[u8; 32], MemberId>,
     by_index: FxHashMap<u32, MemberId>,
@@ -291,6 +318,9 @@ impl Mesh {
             budget: Mutex::new(HandshakeBudget::default()),
             member_endpoints: HashSet::new(),
             learnt: Mutex::new(HashSet::new()),
+            prober: Mutex::new(Prober::new(None)),
+            relay_addrs: Vec::new(),
+            active_relay: AtomicUsize::new(NO_RELAY),
             slots: Vec::new(),
             by_key: HashMap::new(),
             by_index: FxHashMap::default(),
@@ -302,6 +332,7 @@ impl Mesh {
                 networks: Vec::new(),
                 ip_ranges: Vec::new(),
                 members: Vec::new(),
+                relays: Vec::new(),
                 source: SpecSource::Config,
             },
         };
@@ -311,6 +342,43 @@ impl Mesh {
 
     pub fn public_key(&self) -> [u8; 32] {
         *self.public.as_bytes()
+    }
+
+    /// Signs probes to the relays with this node key; without one the mesh never probes, so no
+    /// relay becomes active.
+    pub fn enable_probes(&mut self, key: NodeSecret) {
+        let mut prober = Prober::new(Some(key));
+        prober.set_relays(&self.spec.relays);
+        *lock(&self.prober) = prober;
+    }
+
+    /// The relay packets go through now, if any is alive.
+    fn active_relay(&self) -> Option<SocketAddr> {
+        self.relay_addrs
+            .get(self.active_relay.load(Ordering::Relaxed))
+            .copied()
+    }
+
+    /// The relays and what their probes found, for status output.
+    pub fn relays(&self, now: Instant) -> Vec<RelayView> {
+        lock(&self.prober).views(now)
+    }
+
+    /// The controller said `name` is sending to our candidates now: send it a handshake every
+    /// direct way at the next tick.
+    pub fn punch(&self, name: &str) {
+        if let Some((_, m)) = self.members().find(|(_, m)| m.spec.name == name) {
+            m.lock().path.fan_out_soon();
+        }
+    }
+
+    /// This machine's addresses changed: probe the relays again and look for a path to every
+    /// member.
+    pub fn network_changed(&self, now: Instant) {
+        lock(&self.prober).probe_soon();
+        for (_, m) in self.members() {
+            m.lock().path.network_changed(now);
+        }
     }
 
     /// The spec last applied.
@@ -379,15 +447,34 @@ impl Mesh {
             return Outbound::Drop(self.drop(DropReason::NoRoute));
         };
         let mut s = m.lock();
-        match s.tunn.encapsulate(packet, out) {
+        let relay = match s.path.current {
+            Some(Path::Relay) => self.active_relay(),
+            _ => None,
+        };
+        let at = if relay.is_some() { RELAY_HEADER_LEN } else { 0 };
+        match s.tunn.encapsulate(packet, &mut out[at..]) {
             TunnResult::WriteToNetwork(buf) => {
                 let len = buf.len();
                 // A data packet is exactly the input plus overhead; anything else is the handshake
                 // initiation boringtun sends while it queues the packet.
-                let data = len == packet.len() + WG_OVERHEAD && out[0] == 4;
-                match s.endpoint {
-                    Some(to) => Outbound::Send { len, to, data },
-                    None => Outbound::Drop(self.drop(DropReason::NoEndpoint)),
+                if len != packet.len() + WG_OVERHEAD || out[at] != 4 {
+                    return Outbound::Handshake { at, len };
+                }
+                match (s.path.current, relay) {
+                    (Some(Path::Relay), Some(to)) => {
+                        frame(out, peer_id(&m.spec.public_key));
+                        Outbound::Send {
+                            len: len + RELAY_HEADER_LEN,
+                            to,
+                        }
+                    }
+                    (Some(Path::Direct(to)), _) => Outbound::Send { len, to },
+                    // Relayed, but no relay answers: the last direct address is the best guess.
+                    (Some(Path::Relay), None) => match s.path.last_direct {
+                        Some(to) => Outbound::Send { len, to },
+                        None => Outbound::Drop(self.drop(DropReason::NoEndpoint)),
+                    },
+                    (None, _) => Outbound::Drop(self.drop(DropReason::NoEndpoint)),
                 }
             }
             TunnResult::Done => Outbound::Nothing,
@@ -435,8 +522,9 @@ impl Mesh {
             .ok_or(DropReason::UnknownIndex)
     }
 
-    /// Handles one WireGuard datagram from `from`, received at `now`. `out` must be at least as
-    /// long as the datagram and at least [`WG_MAX_CONTROL`] bytes.
+    /// Handles one datagram from `from`, received at `now`: a WireGuard message, one relayed
+    /// through a relay, or a relay's probe reply. `out` must be at least as long as the datagram
+    /// and at least [`WG_MAX_CONTROL`] bytes.
     pub fn decapsulate(
         &self,
         from: SocketAddr,
@@ -447,10 +535,52 @@ impl Mesh {
         if out.len() < datagram.len().max(WG_MAX_CONTROL) {
             return Inbound::Drop(self.drop(DropReason::BufferTooSmall));
         }
+        match disco::kind(datagram) {
+            Kind::Wireguard => self.receive(from, None, datagram, out, now),
+            Kind::Relay if self.relay_addrs.contains(&from) => match disco::split_relay(datagram) {
+                Some((id, inner)) => self.receive(from, Some(id), inner, out, now),
+                None => Inbound::Drop(self.drop(DropReason::Invalid)),
+            },
+            Kind::ProbeReply if self.relay_addrs.contains(&from) => {
+                let answer = lock(&self.prober).on_reply(from, datagram, now);
+                match answer {
+                    Some(a) => {
+                        if a.moved {
+                            // The NAT in front of us maps us elsewhere now: the paths members
+                            // know for us are stale.
+                            self.network_changed(now);
+                        }
+                        Inbound::Nothing
+                    }
+                    None => Inbound::Drop(self.drop(DropReason::Invalid)),
+                }
+            }
+            // Probes are for controllers, and relay datagrams only come from relays.
+            Kind::Relay | Kind::ProbeReply | Kind::Probe => {
+                Inbound::Drop(self.drop(DropReason::Invalid))
+            }
+        }
+    }
+
+    /// Handles one WireGuard message from `from`, relayed by it from the member `relayed` names
+    /// when that is set.
+    fn receive(
+        &self,
+        from: SocketAddr,
+        relayed: Option<PeerId>,
+        datagram: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Inbound {
         let packet = match self.limiter.verify_packet(Some(from.ip()), datagram, out) {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 self.handshakes.fetch_add(1, Ordering::Relaxed);
+                if relayed.is_some() {
+                    // Under load no cookie goes back through a relay: the relay's address says
+                    // nothing about the sender.
+                    return Inbound::Drop(self.drop(DropReason::HandshakeFlood));
+                }
                 let len = cookie.len();
                 return self.under_load(from, datagram, len);
             }
@@ -479,16 +609,30 @@ impl Mesh {
         let Some(m) = self.member(id) else {
             return Inbound::Drop(self.drop(DropReason::UnknownIndex));
         };
+        if relayed.is_some_and(|r| r != peer_id(&m.spec.public_key)) {
+            // The relay names another sender than the session that authenticates the packet.
+            return Inbound::Drop(self.drop(DropReason::Invalid));
+        }
         let mut s = m.lock();
         let (result, src) = match s.tunn.decapsulate(Some(from.ip()), datagram, out) {
-            TunnResult::WriteToNetwork(buf) => (
-                Inbound::Reply {
-                    len: buf.len(),
-                    to: from,
-                    member: Some(id),
-                },
-                None,
-            ),
+            TunnResult::WriteToNetwork(buf) => {
+                let mut len = buf.len();
+                if relayed.is_some() {
+                    // Back the way it came: the answer (a handshake response or keepalive, far
+                    // shorter than `out`) moves behind a relay header.
+                    out.copy_within(..len, RELAY_HEADER_LEN);
+                    frame(out, peer_id(&m.spec.public_key));
+                    len += RELAY_HEADER_LEN;
+                }
+                (
+                    Inbound::Reply {
+                        len,
+                        to: from,
+                        member: Some(id),
+                    },
+                    None,
+                )
+            }
             TunnResult::WriteToTunnelV4(buf, src) => (
                 Inbound::Tunnel {
                     len: buf.len(),
@@ -510,10 +654,20 @@ impl Mesh {
             TunnResult::Err(_) => return Inbound::Drop(self.drop(DropReason::Invalid)),
         };
         // Everything that reached here was authenticated, except a cookie reply (its key is
-        // derived from public values), so it may move the member's endpoint.
-        if !is_cookie && s.endpoint != Some(from) {
-            let old = s.endpoint.replace(from);
-            self.relearn(old, from);
+        // derived from public values), so it may move the member's path.
+        if !is_cookie {
+            match relayed {
+                Some(_) => {
+                    s.path.on_receive(Path::Relay, now);
+                }
+                None => {
+                    let moved = s.path.last_direct != Some(from);
+                    let old = s.path.on_receive(Path::Direct(from), now);
+                    if moved {
+                        self.relearn(old, from);
+                    }
+                }
+            }
         }
         if let Some(src) = src {
             // Cryptokey routing: the source must route back to this very member, so a member
@@ -568,17 +722,99 @@ impl Mesh {
         }
         let m = self.member(member)?;
         let mut s = m.lock();
-        let endpoint = s.endpoint?;
-        match s.tunn.decapsulate(None, &[], out) {
-            TunnResult::WriteToNetwork(buf) => Some((buf.len(), endpoint)),
+        let (at, to) = match s.path.current? {
+            Path::Direct(to) => (0, to),
+            Path::Relay => match self.active_relay() {
+                Some(relay) => (RELAY_HEADER_LEN, relay),
+                None => (0, s.path.last_direct?),
+            },
+        };
+        match s.tunn.decapsulate(None, &[], &mut out[at..]) {
+            TunnResult::WriteToNetwork(buf) => {
+                let len = buf.len();
+                if at > 0 {
+                    frame(out, peer_id(&m.spec.public_key));
+                }
+                Some((at + len, to))
+            }
             _ => None,
         }
     }
 
-    /// Runs every member's WireGuard timers (handshake retries, rekeys, keepalives) and the
-    /// shared rate limiter's reset. Call every 100–250 ms; `send` gets each packet to transmit.
-    /// `out` must hold at least [`WG_MAX_CONTROL`] bytes.
-    pub fn tick(&self, now: Instant, out: &mut [u8], send: &mut dyn FnMut(&[u8], SocketAddr)) {
+    /// Sends a handshake initiation that [`Mesh::encapsulate`] returned every way `member` may
+    /// be reached (see [`PathState::retry_fanout`]).
+    pub fn send_handshake(
+        &self,
+        member: MemberId,
+        initiation: &[u8],
+        now: Instant,
+        send: &mut dyn FnMut(&[u8], SocketAddr),
+    ) {
+        let Some(m) = self.member(member) else { return };
+        let mut s = m.lock();
+        let has_session = s.tunn.time_since_last_handshake().is_some();
+        s.path.on_initiation(now, has_session);
+        let fanout = s.path.retry_fanout();
+        self.fan_out(m, &s, initiation, fanout, send);
+    }
+
+    /// Sends `initiation` to every destination `fanout` names for member `m`.
+    fn fan_out(
+        &self,
+        m: &Member,
+        s: &Session,
+        initiation: &[u8],
+        fanout: Fanout,
+        send: &mut dyn FnMut(&[u8], SocketAddr),
+    ) {
+        let mut sent = false;
+        if fanout.direct {
+            let mut seen: Vec<SocketAddr> = Vec::new();
+            let current = match s.path.current {
+                Some(Path::Direct(a)) => Some(a),
+                _ => None,
+            };
+            let all = current
+                .into_iter()
+                .chain(m.spec.endpoints.iter().copied())
+                .chain(m.spec.candidates.iter().map(|(a, _)| *a))
+                .chain(s.path.last_direct);
+            for to in all {
+                if !seen.contains(&to) {
+                    seen.push(to);
+                    send(initiation, to);
+                    sent = true;
+                }
+            }
+        }
+        if fanout.relay
+            && let Some(relay) = self.active_relay()
+            && initiation.len() <= WG_MAX_CONTROL
+        {
+            let mut framed = [0u8; TICK_OUT_LEN];
+            framed[RELAY_HEADER_LEN..RELAY_HEADER_LEN + initiation.len()]
+                .copy_from_slice(initiation);
+            frame(&mut framed, peer_id(&m.spec.public_key));
+            send(&framed[..RELAY_HEADER_LEN + initiation.len()], relay);
+            sent = true;
+        }
+        if !sent {
+            self.count_drop(DropReason::NoEndpoint);
+        }
+    }
+
+    /// Runs every member's WireGuard timers (handshake retries, rekeys, keepalives), the paths'
+    /// decisions (punches, relay fallback, direct tries), the probes to the relays and the shared
+    /// rate limiter's reset. Call every 100–250 ms with the monotonic `now` and the wall clock
+    /// `unix_ms`; `send` gets each datagram to transmit. `out` must hold at least
+    /// [`TICK_OUT_LEN`] bytes. Returns the members the controller should make punch with us.
+    pub fn tick(
+        &self,
+        now: Instant,
+        unix_ms: u64,
+        out: &mut [u8],
+        send: &mut dyn FnMut(&[u8], SocketAddr),
+    ) -> Vec<String> {
         {
             let mut last = lock(&self.last_limiter_reset);
             if last.is_none_or(|t| now.duration_since(t) >= LIMITER_RESET) {
@@ -589,42 +825,79 @@ impl Mesh {
             }
         }
         lock(&self.budget).forget_idle(now);
-        if out.len() < WG_MAX_CONTROL {
-            return;
+        let mut punch = Vec::new();
+        if out.len() < TICK_OUT_LEN {
+            return punch;
         }
+        {
+            let mut prober = lock(&self.prober);
+            prober.tick(now, unix_ms, send);
+            let active = prober
+                .active(now)
+                .and_then(|(_, addr)| self.relay_addrs.iter().position(|a| *a == addr))
+                .unwrap_or(NO_RELAY);
+            self.active_relay.store(active, Ordering::Relaxed);
+        }
+        let relay_alive = self.active_relay().is_some();
         for (_, m) in self.members() {
             let mut s = m.lock();
-            let no_session = s.tunn.time_since_last_handshake().is_none();
+            let has_session = s.tunn.time_since_last_handshake().is_some();
+            let (_, tx, rx, _, _) = s.tunn.stats();
+            let mut plan = s
+                .path
+                .tick(now, rx as u64, tx as u64, has_session, relay_alive);
             // Greet every new member (at start, or added by a reload) with a handshake at once:
             // one that still holds a session with a previous run of ours would otherwise notice
             // only after keepalive + rekey timeouts (~15 s), and traffic to it would stall.
+            // A greeting leaves a handshake already in flight alone; the path's plans replace it.
+            let mut force = plan.handshake.is_some();
             if !s.greeted {
                 s.greeted = true;
-                if let (true, Some(to)) = (no_session, s.endpoint)
-                    && let TunnResult::WriteToNetwork(buf) =
-                        s.tunn.format_handshake_initiation(out, false)
-                {
-                    let len = buf.len();
-                    send(&out[..len], to);
+                if !has_session && plan.handshake.is_none() {
+                    plan.handshake = Some(s.path.retry_fanout());
+                    force = false;
                 }
             }
-            if let TunnResult::WriteToNetwork(buf) = s.tunn.update_timers(out) {
-                let is_initiation = buf.first() == Some(&1);
+            if plan.punch {
+                punch.push(m.spec.name.clone());
+            }
+            if let Some(fanout) = plan.handshake
+                && let TunnResult::WriteToNetwork(buf) =
+                    s.tunn.format_handshake_initiation(out, force)
+            {
                 let len = buf.len();
-                // Without a session, each handshake retry tries the next configured endpoint, so
-                // one stale address does not keep a member unreachable.
-                let configured = &m.spec.endpoints;
-                if is_initiation && no_session && configured.len() > 1 {
-                    s.endpoint_cursor = (s.endpoint_cursor + 1) % configured.len();
-                    let next = configured[s.endpoint_cursor];
-                    let old = s.endpoint.replace(next);
-                    self.relearn(old, next);
+                s.path.on_initiation(now, has_session);
+                self.fan_out(m, &s, &out[..len], fanout, send);
+            }
+            if let TunnResult::WriteToNetwork(buf) =
+                s.tunn.update_timers(&mut out[RELAY_HEADER_LEN..])
+            {
+                let len = buf.len();
+                let packet = RELAY_HEADER_LEN..RELAY_HEADER_LEN + len;
+                if out[RELAY_HEADER_LEN] == 1 {
+                    s.path.on_initiation(now, has_session);
+                    let fanout = s.path.retry_fanout();
+                    self.fan_out(m, &s, &out[packet], fanout, send);
+                    continue;
                 }
-                if let Some(to) = s.endpoint {
-                    send(&out[..len], to);
+                match s.path.current {
+                    Some(Path::Direct(to)) => send(&out[packet], to),
+                    Some(Path::Relay) => match self.active_relay() {
+                        Some(relay) => {
+                            frame(out, peer_id(&m.spec.public_key));
+                            send(&out[..packet.end], relay);
+                        }
+                        None => {
+                            if let Some(to) = s.path.last_direct {
+                                send(&out[packet], to);
+                            }
+                        }
+                    },
+                    None => {}
                 }
             }
         }
+        punch
     }
 
     fn new_session(&self, spec: &MemberSpec, index: u32) -> Session {
@@ -638,8 +911,7 @@ impl Mesh {
         );
         Session {
             tunn,
-            endpoint: spec.endpoints.first().copied(),
-            endpoint_cursor: 0,
+            path: PathState::new(spec.endpoints.first().copied()),
             dropped_spoofed: 0,
             greeted: false,
         }
@@ -704,7 +976,7 @@ impl Mesh {
                     let mut session = self.new_session(ms, index);
                     let old_session = old.session.into_inner().unwrap_or_else(|e| e.into_inner());
                     if ms.endpoints == old.spec.endpoints {
-                        session.endpoint = old_session.endpoint;
+                        session.path = old_session.path;
                     }
                     Member {
                         spec: ms.clone(),
@@ -713,10 +985,16 @@ impl Mesh {
                     }
                 } else {
                     let mut session = old.session.into_inner().unwrap_or_else(|e| e.into_inner());
-                    if ms.endpoints != old.spec.endpoints {
+                    if ms.endpoints != old.spec.endpoints
+                        && session.path.current != Some(Path::Relay)
+                    {
                         // New configured endpoints are newer knowledge than a learnt one.
-                        session.endpoint = ms.endpoints.first().copied();
-                        session.endpoint_cursor = 0;
+                        session.path.current = ms.endpoints.first().copied().map(Path::Direct);
+                    }
+                    if ms.candidates != old.spec.candidates || ms.endpoints != old.spec.endpoints {
+                        // New ways to reach the member, perhaps because it moved: try them
+                        // all, as the member, told the same by the controller, tries ours.
+                        session.path.fan_out_soon();
                     }
                     Member {
                         spec: ms.clone(),
@@ -773,17 +1051,44 @@ impl Mesh {
         self.routes = routes;
         self.member_endpoints = self
             .members()
-            .flat_map(|(_, m)| m.spec.endpoints.iter())
+            .flat_map(|(_, m)| {
+                m.spec
+                    .endpoints
+                    .iter()
+                    .chain(m.spec.candidates.iter().map(|(a, _)| a))
+            })
             // Source addresses reach `decapsulate` canonical (IPv4, not v4-mapped).
-            .map(|e| SocketAddr::new(e.ip().to_canonical(), e.port()))
+            .map(|e| canonical(*e))
             .collect();
         let learnt = self
             .members()
-            .filter_map(|(_, m)| m.lock().endpoint)
+            .filter_map(|(_, m)| m.lock().path.last_direct)
             .collect();
         *lock(&self.learnt) = learnt;
+        let active = self.active_relay();
+        self.relay_addrs = spec.relays.iter().map(|r| canonical(r.addr)).collect();
+        let active = active
+            .and_then(|a| self.relay_addrs.iter().position(|r| *r == a))
+            .unwrap_or(NO_RELAY);
+        self.active_relay.store(active, Ordering::Relaxed);
+        lock(&self.prober).set_relays(&spec.relays);
         self.ip_ranges = spec.ip_ranges.iter().copied().collect();
         self.spec = spec.clone();
         report
+    }
+}
+
+/// `addr` as received: IPv4, not v4-mapped.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Writes a relay header naming `peer` into the front of `out`.
+fn frame(out: &mut [u8], peer: PeerId) {
+    if let Some(header) = out
+        .get_mut(..RELAY_HEADER_LEN)
+        .and_then(|h| <&mut [u8; RELAY_HEADER_LEN]>::try_from(h).ok())
+    {
+        write_relay_header(header, peer);
     }
 }

@@ -5,6 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
+use wiremesh_core::keys::NodePublicKey;
+use wiremesh_core::netmap::CandidateKind;
 
 /// One other member of the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +20,20 @@ pub struct MemberSpec {
     pub routes: Vec<IpNet>,
     /// Known underlay endpoints, most preferred first; empty when the member must call us.
     pub endpoints: Vec<SocketAddr>,
+    /// Where else the member may be reached (its LAN and NAT-mapped addresses, as a controller
+    /// learnt them); tried together with the endpoints when there is no working direct path.
+    pub candidates: Vec<(SocketAddr, CandidateKind)>,
     pub persistent_keepalive: Option<u16>,
+}
+
+/// A controller's probe and relay service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySpec {
+    /// The controller's name, for status output.
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The controller's node key: its probe replies must carry its signature.
+    pub node_public_key: NodePublicKey,
 }
 
 impl MemberSpec {
@@ -60,6 +75,8 @@ pub struct MeshSpec {
     /// Inner source addresses this machine accepts from anyone.
     pub ip_ranges: Vec<IpNet>,
     pub members: Vec<MemberSpec>,
+    /// The controllers' probe and relay services, in the config's order.
+    pub relays: Vec<RelaySpec>,
     pub source: SpecSource,
 }
 
@@ -97,8 +114,10 @@ mod tests {
                     "100.100.0.0/24".parse().unwrap(),
                 ],
                 endpoints: vec![],
+                candidates: vec![],
                 persistent_keepalive: None,
             }],
+            relays: vec![],
             source: SpecSource::Config,
         };
         let routes: Vec<String> = spec.tun_routes().iter().map(|n| n.to_string()).collect();

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use ipnet::IpNet;
+use wiremesh_core::netmap::CandidateKind;
 use wiremesh_peer::mesh::{
     DropReason, FLUSH_OUT_LEN, Inbound, IndexSource, MemberId, MemberSnapshot, Mesh, OsIndexSource,
     Outbound, encapsulate_out_len,
 };
+use wiremesh_peer::path::Path;
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
 
 fn secret(n: u8) -> [u8; 32] {
@@ -115,6 +117,7 @@ fn machines() -> Vec<Machine> {
 
 fn member_spec(m: &Machine) -> MemberSpec {
     MemberSpec {
+        candidates: Vec::new(),
         name: m.name.to_string(),
         public_key: public(m.key),
         addresses: vec![m.v4, m.v6],
@@ -127,6 +130,7 @@ fn member_spec(m: &Machine) -> MemberSpec {
 /// The spec machine `me` gets: every machine is a member (including itself, which the core skips).
 fn spec_for(me: &Machine, all: &[Machine]) -> MeshSpec {
     MeshSpec {
+        relays: Vec::new(),
         addresses: vec![
             IpNet::new(me.v4, 16).unwrap(),
             IpNet::new(me.v6, 64).unwrap(),
@@ -190,6 +194,7 @@ impl Net {
 
     /// `from` sends an IP packet into its TUN device; returns what its core decided.
     fn send_ip(&mut self, from: &str, packet: &[u8]) -> Outbound {
+        let now = self.now;
         let node = self.node(from);
         let addr = node.addr;
         let Some(member) = node.mesh.route(packet) else {
@@ -198,8 +203,19 @@ impl Net {
         };
         let mut out = vec![0u8; encapsulate_out_len(packet.len())];
         let result = node.mesh.encapsulate(member, packet, &mut out);
-        if let Outbound::Send { len, to, .. } = result {
-            self.put(addr, to, &out[..len]);
+        let mut sent = Vec::new();
+        match result {
+            Outbound::Send { len, to } => sent.push((to, out[..len].to_vec())),
+            Outbound::Handshake { at, len } => {
+                node.mesh
+                    .send_handshake(member, &out[at..at + len], now, &mut |b, to| {
+                        sent.push((to, b.to_vec()))
+                    })
+            }
+            Outbound::Nothing | Outbound::Drop(_) => {}
+        }
+        for (to, bytes) in sent {
+            self.put(addr, to, &bytes);
         }
         result
     }
@@ -255,9 +271,7 @@ impl Net {
     fn sealed(&self, i: usize, key: u8, packet: &[u8]) -> Vec<u8> {
         let mesh = &self.nodes[i].mesh;
         let mut out = vec![0u8; 256];
-        let Outbound::Send {
-            len, data: true, ..
-        } = mesh.encapsulate(member_id(mesh, key), packet, &mut out)
+        let Outbound::Send { len, .. } = mesh.encapsulate(member_id(mesh, key), packet, &mut out)
         else {
             panic!("no session from node {i} to key {key}")
         };
@@ -284,7 +298,7 @@ fn member_id(mesh: &Mesh, key: u8) -> MemberId {
 fn tick(mesh: &Mesh) -> Vec<(u8, usize, SocketAddr)> {
     let mut out = vec![0u8; 256];
     let mut sent = Vec::new();
-    mesh.tick(Instant::now(), &mut out, &mut |p, to| {
+    mesh.tick(Instant::now(), 0, &mut out, &mut |p, to| {
         sent.push((p[0], p.len(), to))
     });
     sent
@@ -298,18 +312,13 @@ fn handshake_then_data_both_ways_over_ipv4_and_ipv6() {
 
     // No session yet: the core sends a handshake initiation and queues the packet.
     let first = net.send_ip("alpha", &ping);
-    assert!(
-        matches!(first, Outbound::Send { data: false, to, .. } if to == sock("198.18.0.2:51820"))
-    );
+    assert!(matches!(first, Outbound::Handshake { .. }));
     net.pump();
     assert_eq!(net.node("bravo").delivered, vec![ping.clone()]);
 
     let pong = packet("fd77::2", "fd77::1", b"pong");
     let reply = net.send_ip("bravo", &pong);
-    assert!(
-        matches!(reply, Outbound::Send { data: true, .. }),
-        "{reply:?}"
-    );
+    assert!(matches!(reply, Outbound::Send { .. }), "{reply:?}");
     net.pump();
     assert_eq!(net.node("alpha").delivered, vec![pong.clone()]);
 
@@ -318,7 +327,7 @@ fn handshake_then_data_both_ways_over_ipv4_and_ipv6() {
     assert_eq!(snap.rx_bytes, ping.len() as u64);
     assert_eq!(snap.tx_bytes, pong.len() as u64);
     assert!(snap.since_handshake.is_some());
-    assert_eq!(snap.endpoint, Some(sock("198.18.0.1:51820")));
+    assert_eq!(snap.path, Some(Path::Direct(sock("198.18.0.1:51820"))));
 }
 
 #[test]
@@ -357,7 +366,7 @@ fn spoofed_inner_source_is_dropped_and_counted() {
     let spoofed = packet("100.77.0.3", "100.77.0.2", b"evil");
     assert!(matches!(
         net.send_ip("alpha", &spoofed),
-        Outbound::Send { data: true, .. }
+        Outbound::Send { .. }
     ));
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 1);
@@ -545,6 +554,7 @@ fn a_handshake_flood_leaves_sessions_up_and_members_answered() {
     let mut out = vec![0u8; 256];
     net.node("bravo").mesh.tick(
         Instant::now() + Duration::from_secs(2),
+        0,
         &mut out,
         &mut |_, _| {},
     );
@@ -657,7 +667,7 @@ fn roaming_member_is_reached_at_its_new_endpoint() {
 
     let back = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"back"));
     assert!(
-        matches!(back, Outbound::Send { to, data: true, .. } if to == moved),
+        matches!(back, Outbound::Send { to, .. } if to == moved),
         "{back:?}"
     );
     net.pump();
@@ -706,7 +716,7 @@ fn a_spoofed_or_replayed_datagram_does_not_move_the_endpoint() {
     net.pump();
     assert_eq!(net.node("bravo").delivered.len(), 2);
     let snap = net.snapshot("bravo", 1);
-    assert_eq!(snap.endpoint, Some(sock("198.18.0.1:51820")));
+    assert_eq!(snap.path, Some(Path::Direct(sock("198.18.0.1:51820"))));
     assert_eq!(net.node("bravo").dropped, vec![DropReason::Invalid]);
 }
 
@@ -735,6 +745,7 @@ fn applying_a_diff_keeps_the_other_sessions() {
     spec.members.retain(|m| m.name != "charlie");
     spec.members[0].routes.push(net_route());
     spec.members.push(MemberSpec {
+        candidates: Vec::new(),
         name: "delta".into(),
         public_key: public(4),
         addresses: vec![ip("100.77.0.4")],
@@ -750,7 +761,7 @@ fn applying_a_diff_keeps_the_other_sessions() {
 
     // alpha's session is untouched: data flows both ways without a new handshake.
     let out = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"still"));
-    assert!(matches!(out, Outbound::Send { data: true, .. }), "{out:?}");
+    assert!(matches!(out, Outbound::Send { .. }), "{out:?}");
     net.send_ip("alpha", &packet("100.77.55.1", "100.77.0.2", b"new route"));
     net.pump();
     assert_eq!(net.node("alpha").delivered.len(), 1);
@@ -790,28 +801,51 @@ fn member_without_endpoint_is_reached_once_it_calls() {
     let mut net = Net::new(&all);
     net.node("bravo").mesh.apply(&spec_b, &mut OsIndexSource);
 
+    // A handshake with nowhere to go: nothing is sent, and the drop is counted.
     let early = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"early"));
-    assert_eq!(early, Outbound::Drop(DropReason::NoEndpoint));
+    assert!(matches!(early, Outbound::Handshake { .. }), "{early:?}");
+    assert!(net.wire.is_empty());
+    assert_eq!(net.drops("bravo", DropReason::NoEndpoint), 1);
     net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"hi"));
     net.pump();
     // bravo learnt alpha's endpoint from the handshake, and its queued packet went out then.
     assert_eq!(net.node("alpha").delivered.len(), 1);
     let later = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"later"));
-    assert!(matches!(later, Outbound::Send { data: true, .. }));
+    assert!(matches!(later, Outbound::Send { .. }));
 }
 
 #[test]
-fn first_initiation_uses_the_first_endpoint_and_tick_waits_for_rekey_timeout() {
+fn an_initiation_goes_to_every_endpoint_and_candidate_and_tick_waits_for_rekey_timeout() {
     let mut all = machines();
     all.truncate(2);
     let mut spec_a = spec_for(&all[0], &all);
     spec_a.members[1].endpoints = vec![sock("198.18.9.9:51820"), sock("198.18.0.2:51820")];
+    spec_a.members[1].candidates = vec![
+        (sock("198.19.1.2:51820"), CandidateKind::Local),
+        (sock("198.18.9.9:51820"), CandidateKind::Mapped),
+    ];
     let (mesh, _) = Mesh::new(secret(1), &spec_a, &mut OsIndexSource);
     let id = member_id(&mesh, 2);
     let mut out = vec![0u8; 256];
-    // Queue a packet: the first initiation goes to the first endpoint.
+    // Queue a packet: the initiation goes to every address once, the same bytes to each.
     let first = mesh.encapsulate(id, &packet("100.77.0.1", "100.77.0.2", b"x"), &mut out);
-    assert!(matches!(first, Outbound::Send { to, .. } if to == sock("198.18.9.9:51820")));
+    let Outbound::Handshake { at, len } = first else {
+        panic!("{first:?}")
+    };
+    let mut sent = Vec::new();
+    mesh.send_handshake(id, &out[at..at + len], Instant::now(), &mut |b, to| {
+        sent.push((to, b.to_vec()))
+    });
+    let to: Vec<SocketAddr> = sent.iter().map(|(to, _)| *to).collect();
+    assert_eq!(
+        to,
+        [
+            sock("198.18.9.9:51820"),
+            sock("198.18.0.2:51820"),
+            sock("198.19.1.2:51820")
+        ]
+    );
+    assert!(sent.iter().all(|(_, b)| *b == out[at..at + len]));
     // Ticking right away must not resend (REKEY_TIMEOUT is 5 s) and never panics.
     let sent = tick(&mesh);
     assert!(sent.is_empty(), "{sent:?}");

@@ -11,7 +11,7 @@ use wiremesh_core::frame::MAX_FRAME_LEN;
 use wiremesh_core::keys::{Identity, NodePublicKey};
 use wiremesh_core::messages::{
     EndpointReport, EnrollRequest, EnrollResponse, ErrorCode, Hello, JoinRequest, Message,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, Punch,
 };
 
 use crate::tls::{SERVER_NAME, TlsError, client_config};
@@ -191,13 +191,37 @@ fn unexpected(message: Message, expected: &str) -> ControlError {
     ControlError::Protocol(format!("expected {expected}, got {head}"))
 }
 
+/// What the controller pushes to an enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Push {
+    /// A new netmap (wire bytes).
+    Netmap(Vec<u8>),
+    /// The member of this name sends handshakes to our candidates now: send to its.
+    Punch(String),
+}
+
 impl Session {
-    /// The next netmap the controller pushes (wire bytes).
+    /// The next netmap the controller pushes (wire bytes); a punch is an error here.
     pub async fn next_netmap(&mut self) -> Result<Vec<u8>, ControlError> {
         match next_message(&mut self.reader).await? {
             Message::NetmapPush(push) => Ok(push.netmap),
             other => Err(unexpected(other, "a NetmapPush")),
         }
+    }
+
+    /// The next push. Cancel-safe: a push that has not fully arrived stays for the next call.
+    pub async fn next_push(&mut self) -> Result<Push, ControlError> {
+        match next_message(&mut self.reader).await? {
+            Message::NetmapPush(push) => Ok(Push::Netmap(push.netmap)),
+            Message::Punch(punch) => Ok(Push::Punch(punch.peer)),
+            other => Err(unexpected(other, "a NetmapPush or a Punch")),
+        }
+    }
+
+    /// Asks the controller to make `peer` and this agent punch at once.
+    pub async fn punch(&mut self, peer: String) -> Result<(), ControlError> {
+        let punch = Message::Punch(Punch { peer });
+        Ok(write_message(&mut self.send, &punch).await?)
     }
 
     /// Tells the controller where the agent can be reached.

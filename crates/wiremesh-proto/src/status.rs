@@ -82,6 +82,76 @@ pub struct Status {
     /// The controllers this agent takes netmaps from. Absent from older agents.
     #[serde(default)]
     pub controllers: Vec<ControllerStatus>,
+    /// The controllers' probe and relay services.
+    #[serde(default)]
+    pub relays: Vec<RelayStatus>,
+}
+
+/// How packets reach a member: `kind` is `direct` (to `addr`), `relay` (through the relay of
+/// controller `via`) or `none` (no way known yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathStatus {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+impl Default for PathStatus {
+    fn default() -> Self {
+        PathStatus {
+            kind: "none".into(),
+            addr: None,
+            via: None,
+        }
+    }
+}
+
+impl std::fmt::Display for PathStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.kind.as_str(), &self.addr, &self.via) {
+            ("direct", Some(addr), _) => write!(f, "direct {}", printable(addr)),
+            ("relay", _, Some(via)) => write!(f, "relay via {}", printable(via)),
+            (kind, _, _) => write!(f, "{}", printable(kind)),
+        }
+    }
+}
+
+/// An address a member may be reached at: `kind` is `configured`, `local` or `mapped`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateStatus {
+    pub addr: String,
+    pub kind: String,
+}
+
+/// The last search for a path to a member (or for a direct one while it is relayed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeStatus {
+    /// Milliseconds since it started.
+    pub ago_ms: u64,
+    /// A direct try while relayed, not a search for any path.
+    pub upgrade: bool,
+    /// The path that answered (`direct ADDR`, `relay`), none while waiting or after giving up.
+    pub answered_by: Option<String>,
+    /// Milliseconds until the answer.
+    pub took_ms: Option<u64>,
+}
+
+/// A controller's probe and relay service as this agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayStatus {
+    pub name: String,
+    pub addr: String,
+    /// It answered a probe lately, so packets may go through it.
+    pub alive: bool,
+    /// The address it saw this agent's WireGuard socket at (behind NAT: the NAT's mapping).
+    pub observed: Option<String>,
+    pub rtt_ms: Option<u64>,
 }
 
 /// How the agent's connection to one controller stands.
@@ -103,13 +173,22 @@ pub struct MemberStatus {
     pub public_key: String,
     pub addresses: Vec<String>,
     pub routes: Vec<String>,
+    /// Where packets to the member go: its direct address, or the relay's.
     pub endpoint: Option<String>,
+    /// How packets reach the member.
+    #[serde(default)]
+    pub path: PathStatus,
+    /// Every address the member may be reached at directly, configured ones first.
+    #[serde(default)]
+    pub candidates: Vec<CandidateStatus>,
+    /// How the last search for a path to the member went.
+    #[serde(default)]
+    pub last_probe: Option<ProbeStatus>,
     /// When the current session was established (Unix seconds); none while there is no session.
     pub latest_handshake_unix: Option<u64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
-    /// True when packets go straight to the member's endpoint (this agent has no relays, so every
-    /// member with a known endpoint is direct).
+    /// True when packets go straight to the member's endpoint, not through a relay.
     pub direct: bool,
     /// Packets from this member dropped because their inner source was not the member's.
     pub dropped_spoofed: u64,
@@ -350,6 +429,21 @@ impl Status {
                 printable(&c.endpoint)
             );
         }
+        for r in &self.relays {
+            let state = match (r.alive, &r.observed, r.rtt_ms) {
+                (true, Some(seen), Some(rtt)) => {
+                    format!("alive, sees us at {}, {rtt} ms", printable(seen))
+                }
+                (true, _, _) => "alive".to_string(),
+                (false, _, _) => "not answering probes".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  relay: {} at {} ({state})",
+                printable(&r.name),
+                printable(&r.addr)
+            );
+        }
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning: {}", printable(warning));
         }
@@ -361,14 +455,34 @@ impl Status {
             if !m.routes.is_empty() {
                 let _ = writeln!(out, "  routes: {}", printable_list(&m.routes));
             }
-            match &m.endpoint {
-                Some(e) => {
-                    let path = if m.direct { "direct" } else { "relayed" };
-                    let _ = writeln!(out, "  endpoint: {} ({path})", printable(e));
-                }
-                None => {
-                    let _ = writeln!(out, "  endpoint: (unknown until it connects)");
-                }
+            if m.path.kind == "none" {
+                let _ = writeln!(out, "  path: (unknown until it connects)");
+            } else {
+                let _ = writeln!(out, "  path: {}", m.path);
+            }
+            if !m.candidates.is_empty() {
+                let list: Vec<String> = m
+                    .candidates
+                    .iter()
+                    .map(|c| format!("{} ({})", printable(&c.addr), printable(&c.kind)))
+                    .collect();
+                let _ = writeln!(out, "  candidates: {}", list.join(", "));
+            }
+            if let Some(p) = &m.last_probe {
+                let what = if p.upgrade {
+                    "direct try"
+                } else {
+                    "path search"
+                };
+                let result = match (&p.answered_by, p.took_ms) {
+                    (Some(by), Some(ms)) => format!("answered by {} in {ms} ms", printable(by)),
+                    _ => "no answer yet".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  last probe: {what} {} s ago, {result}",
+                    p.ago_ms / 1000
+                );
             }
             match m.latest_handshake_unix {
                 Some(t) => {
@@ -415,6 +529,27 @@ mod tests {
                 addresses: vec!["fd12::1".into()],
                 routes: vec![],
                 endpoint: Some("198.18.0.1:51820".into()),
+                path: PathStatus {
+                    kind: "direct".into(),
+                    addr: Some("198.18.0.1:51820".into()),
+                    via: None,
+                },
+                candidates: vec![
+                    CandidateStatus {
+                        addr: "198.18.0.1:51820".into(),
+                        kind: "configured".into(),
+                    },
+                    CandidateStatus {
+                        addr: "198.19.1.2:51820".into(),
+                        kind: "local".into(),
+                    },
+                ],
+                last_probe: Some(ProbeStatus {
+                    ago_ms: 4_200,
+                    upgrade: false,
+                    answered_by: Some("direct 198.18.0.1:51820".into()),
+                    took_ms: Some(3),
+                }),
                 latest_handshake_unix: Some(1_700_000_000 - 12),
                 rx_bytes: 3 * 1024 * 1024,
                 tx_bytes: 500,
@@ -429,6 +564,13 @@ mod tests {
                 endpoint: "vpn.example.org:51821".into(),
                 connected: false,
                 last_error: Some("no answer from the controller within 10s".into()),
+            }],
+            relays: vec![RelayStatus {
+                name: "server".into(),
+                addr: "198.18.0.3:51822".into(),
+                alive: true,
+                observed: Some("198.18.0.7:40001".into()),
+                rtt_ms: Some(2),
             }],
         }
     }
@@ -454,10 +596,30 @@ mod tests {
     fn text_shows_members_handshakes_and_the_netmap() {
         let text = sample().render();
         assert!(text.contains("member: server"), "{text}");
+        assert!(text.contains("  path: direct 198.18.0.1:51820\n"), "{text}");
         assert!(
-            text.contains("endpoint: 198.18.0.1:51820 (direct)"),
+            text.contains("candidates: 198.18.0.1:51820 (configured), 198.19.1.2:51820 (local)"),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "last probe: path search 4 s ago, answered by direct 198.18.0.1:51820 in 3 ms"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  relay: server at 198.18.0.3:51822 (alive, sees us at 198.18.0.7:40001, 2 ms)\n"
+            ),
+            "{text}"
+        );
+        let mut relayed = sample();
+        relayed.members[0].path = PathStatus {
+            kind: "relay".into(),
+            addr: None,
+            via: Some("server".into()),
+        };
+        assert!(relayed.render().contains("  path: relay via server\n"));
         assert!(text.contains("latest handshake: 12 seconds ago"), "{text}");
         assert!(text.contains("3.00 MiB received, 500 B sent"), "{text}");
         assert!(
@@ -482,7 +644,7 @@ mod tests {
     fn text_escapes_control_characters_from_the_config() {
         let mut status = sample();
         status.members[0].name = "\x1b[31mevil\nmember: fake".into();
-        status.members[0].endpoint = Some("198.18.0.1:1\x07".into());
+        status.members[0].path.addr = Some("198.18.0.1:1\x07".into());
         status.machine = "lap\x1b]0;title\x07top".into();
         let text = status.render();
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text}");
@@ -490,10 +652,7 @@ mod tests {
             text.contains("member: \\u{1b}[31mevil\\nmember: fake\n"),
             "{text}"
         );
-        assert!(
-            text.contains("endpoint: 198.18.0.1:1\\u{7} (direct)"),
-            "{text}"
-        );
+        assert!(text.contains("path: direct 198.18.0.1:1\\u{7}"), "{text}");
         assert!(
             text.contains("machine lap\\u{1b}]0;title\\u{7}top)"),
             "{text}"

@@ -15,8 +15,8 @@ use wiremesh_core::claims::{find_clashes, owned_prefixes};
 use wiremesh_core::config::{Addresses, AgentConfig, MAX_CONFIG_BYTES};
 use wiremesh_core::files::{read_bounded, read_text_bounded};
 use wiremesh_core::keys::WireguardPublicKey;
-use wiremesh_core::netmap::{Flags, MAX_NETMAP_BYTES, Netmap, NetmapContent, Rejection};
-use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
+use wiremesh_core::netmap::{Candidate, Flags, MAX_NETMAP_BYTES, Netmap, NetmapContent, Rejection};
+use wiremesh_peer::spec::{MemberSpec, MeshSpec, RelaySpec, SpecSource};
 
 use super::floor::Floor;
 use super::resolve::Resolved;
@@ -73,8 +73,9 @@ fn addresses(a: &Addresses) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The spec's parts that come from this machine's config: addresses, networks, ranges.
-fn base(config: &AgentConfig, own: &Addresses) -> MeshSpec {
+/// The spec's parts that come from this machine's config: addresses, networks, ranges, and the
+/// relays of the controllers whose key it pins.
+fn base(config: &AgentConfig, own: &Addresses, resolved: &Resolved) -> MeshSpec {
     let mut networks = Vec::new();
     if let Some(net) = config.network.ipv4 {
         networks.push(IpNet::V4(net));
@@ -86,11 +87,24 @@ fn base(config: &AgentConfig, own: &Addresses) -> MeshSpec {
         addresses.extend(IpNet::new(IpAddr::V4(v4), len).ok());
     }
     addresses.extend(IpNet::new(IpAddr::V6(own.ipv6), config.network.ipv6.prefix_len()).ok());
+    let relays = config
+        .controllers
+        .iter()
+        .filter_map(|c| {
+            let addr = *resolved.get(c.relay_endpoint.as_ref()?).ok()?.first()?;
+            Some(RelaySpec {
+                name: c.name.clone(),
+                addr,
+                node_public_key: c.node_public_key?,
+            })
+        })
+        .collect();
     MeshSpec {
         addresses,
         networks,
         ip_ranges: config.ip_ranges.clone(),
         members: Vec::new(),
+        relays,
         source: SpecSource::Config,
     }
 }
@@ -126,6 +140,7 @@ fn member_spec(
     member_addresses: &Addresses,
     routes: &[IpNet],
     endpoints: Vec<SocketAddr>,
+    candidates: &[Candidate],
     persistent_keepalive: Option<u16>,
 ) -> MemberSpec {
     MemberSpec {
@@ -134,19 +149,34 @@ fn member_spec(
         addresses: addresses(member_addresses),
         routes: routes.to_vec(),
         endpoints,
+        candidates: candidates.iter().map(|c| (c.addr, c.kind)).collect(),
         persistent_keepalive,
     }
 }
 
 /// Every endpoint the spec will need: the netmap's members' when there is a netmap, else the
-/// config's peers'.
+/// config's peers', and the controllers' relays.
 pub fn endpoints<'a>(
     config: &'a AgentConfig,
     netmap: Option<&'a NetmapContent>,
 ) -> Vec<&'a String> {
+    let relays = config
+        .controllers
+        .iter()
+        .filter_map(|c| c.relay_endpoint.as_ref());
     match netmap {
-        Some(n) => n.members.iter().flat_map(|m| &m.endpoints).collect(),
-        None => config.peers.iter().flat_map(|p| &p.endpoints).collect(),
+        Some(n) => n
+            .members
+            .iter()
+            .flat_map(|m| &m.endpoints)
+            .chain(relays)
+            .collect(),
+        None => config
+            .peers
+            .iter()
+            .flat_map(|p| &p.endpoints)
+            .chain(relays)
+            .collect(),
     }
 }
 
@@ -154,7 +184,7 @@ pub fn endpoints<'a>(
 /// that did not resolve.
 pub fn spec(config: &AgentConfig, resolved: &Resolved) -> (MeshSpec, Vec<String>) {
     let mut warnings = Vec::new();
-    let mut spec = base(config, &config.addresses);
+    let mut spec = base(config, &config.addresses, resolved);
     spec.members = config
         .peers
         .iter()
@@ -165,6 +195,7 @@ pub fn spec(config: &AgentConfig, resolved: &Resolved) -> (MeshSpec, Vec<String>
                 &peer.addresses,
                 &peer.routes,
                 endpoint_addresses(&peer.name, &peer.endpoints, resolved, &mut warnings),
+                &[],
                 peer.persistent_keepalive.or(config.persistent_keepalive),
             )
         })
@@ -186,7 +217,7 @@ pub fn netmap_spec(
         .iter()
         .find(|m| m.wireguard_public_key.as_bytes() == own_key)
         .map_or(config.addresses, |m| m.addresses);
-    let mut spec = base(config, &own);
+    let mut spec = base(config, &own, resolved);
     spec.members = netmap
         .members
         .iter()
@@ -200,6 +231,7 @@ pub fn netmap_spec(
                 &m.addresses,
                 &m.routes,
                 endpoint_addresses(&m.name, &m.endpoints, resolved, &mut warnings),
+                &m.candidates,
                 config.persistent_keepalive,
             )
         })

@@ -10,9 +10,11 @@ use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use tokio::sync::mpsc::UnboundedReceiver;
 use wiremesh_core::config::AgentConfig;
 use wiremesh_core::keys::{Identity, NodePublicKey};
-use wiremesh_proto::client::{self, ControlError, ControlSettings, Enrolled};
+use wiremesh_core::netmap::MAX_ENDPOINTS;
+use wiremesh_proto::client::{self, ControlError, ControlSettings, Enrolled, Push};
 
 use super::Request;
 use super::datapath::Shared;
@@ -23,6 +25,11 @@ const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the control thread looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
+/// How often the control thread looks whether the LAN addresses changed.
+const REPORT_CHECK: Duration = Duration::from_secs(1);
+/// Reports of the LAN addresses at most this often: the controller cuts off an agent that
+/// reports more often than every `MIN_REPORT_INTERVAL` (10 s).
+const REPORT_EVERY: Duration = Duration::from_secs(11);
 /// The wait after the controller refused this agent (revoked, not a member): an operator has to
 /// act first, so asking often helps nobody.
 const AFTER_REFUSAL: Duration = Duration::from_secs(30);
@@ -188,7 +195,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The control thread's body: until the agent stops, stay enrolled with one controller after
 /// the other, passing every netmap to the reload thread.
-pub fn serve(control: Control, shared: &Shared, netmaps: Sender<Request>) {
+pub fn serve(
+    control: Control,
+    shared: &Shared,
+    netmaps: Sender<Request>,
+    mut punches: UnboundedReceiver<String>,
+) {
     let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
@@ -198,7 +210,7 @@ pub fn serve(control: Control, shared: &Shared, netmaps: Sender<Request>) {
     };
     runtime.block_on(async {
         tokio::select! {
-            () = stay_connected(&control, shared, &netmaps) => {}
+            () = stay_connected(&control, shared, &netmaps, &mut punches) => {}
             () = stopped(shared) => {}
         }
     });
@@ -223,7 +235,12 @@ fn set_state(shared: &Shared, index: usize, connected: bool, error: Option<Strin
     }
 }
 
-async fn stay_connected(control: &Control, shared: &Shared, netmaps: &Sender<Request>) {
+async fn stay_connected(
+    control: &Control,
+    shared: &Shared,
+    netmaps: &Sender<Request>,
+    punches: &mut UnboundedReceiver<String>,
+) {
     let mut backoff = Backoff::default();
     let mut index = 0;
     loop {
@@ -239,7 +256,7 @@ async fn stay_connected(control: &Control, shared: &Shared, netmaps: &Sender<Req
                 tracing::info!(controller = %controller.name, "connected to the controller");
                 set_state(shared, index, true, None);
                 let since = tokio::time::Instant::now();
-                let why = follow(enrolled, netmaps).await;
+                let why = follow(enrolled, shared, netmaps, punches).await;
                 tracing::warn!(controller = %controller.name, "controller connection lost: {why}");
                 set_state(shared, index, false, Some(why));
                 // Only a session that lasted starts the backoff afresh: a controller that
@@ -264,23 +281,69 @@ async fn stay_connected(control: &Control, shared: &Shared, netmaps: &Sender<Req
     }
 }
 
-/// Passes the netmap of the enrollment and every pushed one on, until the session ends; returns
-/// why it ended.
-async fn follow(enrolled: Enrolled, netmaps: &Sender<Request>) -> String {
+/// Passes the netmap of the enrollment and every pushed one on, and the controller's punches to
+/// the mesh; sends the mesh's punch requests and this machine's LAN addresses (when they
+/// change) to the controller; until the session ends. Returns why it ended.
+async fn follow(
+    enrolled: Enrolled,
+    shared: &Shared,
+    netmaps: &Sender<Request>,
+    punches: &mut UnboundedReceiver<String>,
+) -> String {
     let mut session = enrolled.session;
     if netmaps.send(Request::Netmap(enrolled.netmap)).is_err() {
         return "the agent is stopping".into();
     }
+    // Requests from before this session are stale.
+    while punches.try_recv().is_ok() {}
+    let mut reports = tokio::time::interval(REPORT_CHECK);
+    let mut reported: Option<(Vec<String>, tokio::time::Instant)> = None;
     loop {
-        match session.next_netmap().await {
-            Ok(netmap) => {
-                if netmaps.send(Request::Netmap(netmap)).is_err() {
-                    return "the agent is stopping".into();
+        tokio::select! {
+            push = session.next_push() => match push {
+                Ok(Push::Netmap(netmap)) => {
+                    if netmaps.send(Request::Netmap(netmap)).is_err() {
+                        return "the agent is stopping".into();
+                    }
+                }
+                Ok(Push::Punch(peer)) => shared.mesh().punch(&peer),
+                Err(e) => return e.to_string(),
+            },
+            Some(peer) = punches.recv() => {
+                if let Err(e) = session.punch(peer).await {
+                    return e.to_string();
                 }
             }
-            Err(e) => return e.to_string(),
+            _ = reports.tick() => {
+                let lan = lan_endpoints(shared);
+                let due = match &reported {
+                    Some((last, at)) => *last != lan && at.elapsed() >= REPORT_EVERY,
+                    None => true,
+                };
+                if due {
+                    if let Err(e) = session.report_endpoints(lan.clone()).await {
+                        return e.to_string();
+                    }
+                    reported = Some((lan, tokio::time::Instant::now()));
+                }
+            }
         }
     }
+}
+
+/// This machine's LAN addresses with the WireGuard port: its candidates of kind local.
+fn lan_endpoints(shared: &Shared) -> Vec<String> {
+    let port = shared
+        .udp
+        .local_port()
+        .unwrap_or_else(|_| shared.info().listen_port);
+    shared
+        .info()
+        .lan
+        .iter()
+        .take(MAX_ENDPOINTS)
+        .map(|ip| SocketAddr::new(*ip, port).to_string())
+        .collect()
 }
 
 #[cfg(test)]

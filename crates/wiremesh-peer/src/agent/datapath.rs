@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
 use tun_rs::SyncDevice;
+use wiremesh_core::disco::RELAY_HEADER_LEN;
 use wiremesh_peer::mesh::{
     DropReason, FLUSH_OUT_LEN, Inbound, MAX_IP_PACKET, MemberId, Mesh, Outbound, WG_OVERHEAD,
     encapsulate_out_len,
@@ -39,7 +40,7 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// At most one warning per this interval per thread, so a broken peer cannot flood the log.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Bytes of a train's buffer: a full train and one more datagram of any size behind it.
-const TRAIN_LEN: usize = MAX_GSO_BYTES + WG_OVERHEAD + MAX_TUN_READ;
+const TRAIN_LEN: usize = MAX_GSO_BYTES + WG_OVERHEAD + RELAY_HEADER_LEN + MAX_TUN_READ;
 
 /// What the hot threads share with the timer, status and main (signal and reload) threads.
 pub struct Shared {
@@ -156,11 +157,7 @@ impl Train {
         }
         let start = self.layout.len;
         match mesh.encapsulate(member, packet, &mut self.buf[start..start + need]) {
-            Outbound::Send {
-                len,
-                to,
-                data: true,
-            } => {
+            Outbound::Send { len, to } => {
                 if !self
                     .layout
                     .fits(to, len, out.udp.max_segments(self.layout.segment))
@@ -171,14 +168,16 @@ impl Train {
                 }
                 self.layout.append(to, len);
             }
-            Outbound::Send { len, to, .. } => {
-                // A handshake initiation goes out on its own; the train is unchanged.
-                if let Err(e) = out
-                    .backlog
-                    .send(out.udp, &self.buf[start..start + len], to, None)
-                {
-                    out.warner.warn("UDP send failed", &e);
-                }
+            Outbound::Handshake { at, len } => {
+                // A handshake initiation goes out on its own, every way the member may be
+                // reached; the train is unchanged.
+                let initiation = &self.buf[start + at..start + at + len];
+                let (udp, backlog, warner) = (out.udp, &mut *out.backlog, &mut *out.warner);
+                mesh.send_handshake(member, initiation, out.now, &mut |datagram, to| {
+                    if let Err(e) = backlog.send(udp, datagram, to, None) {
+                        warner.warn("UDP send failed", &e);
+                    }
+                });
             }
             Outbound::Nothing | Outbound::Drop(_) => {}
         }
@@ -209,6 +208,8 @@ struct Sender<'a> {
     udp: &'a Udp,
     backlog: &'a mut Backlog,
     warner: &'a mut Warner,
+    /// When the batch being sent was read.
+    now: Instant,
 }
 
 /// Routes one packet read from the TUN and encrypts what it stands for into `train`.
@@ -252,6 +253,7 @@ pub fn tx_loop(shared: &Shared) {
             udp: &shared.udp,
             backlog: &mut backlog,
             warner: &mut warner,
+            now,
         };
         let mut reads = 0;
         while reads < TX_READS_PER_BATCH {

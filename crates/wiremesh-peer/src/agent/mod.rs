@@ -11,6 +11,7 @@ mod config;
 mod control;
 mod datapath;
 mod floor;
+mod interfaces;
 mod join;
 mod netlink;
 mod notify;
@@ -30,10 +31,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use ipnet::IpNet;
+use tokio::sync::mpsc::UnboundedSender;
 use wiremesh_core::config::AgentConfig;
 use wiremesh_core::keys::{Identity, NetworkPublicKey};
 use wiremesh_core::netmap::Netmap;
-use wiremesh_peer::mesh::{ApplyReport, Mesh, OsIndexSource, WG_MAX_CONTROL};
+use wiremesh_peer::mesh::{ApplyReport, Mesh, OsIndexSource, TICK_OUT_LEN};
 use wiremesh_peer::spec::MeshSpec;
 
 use backlog::Backlog;
@@ -45,6 +47,9 @@ use resolve::Resolved;
 
 /// How often every member's WireGuard timers run.
 const TICK: Duration = Duration::from_millis(200);
+/// How often the interface addresses are looked at: a laptop that moved to another network
+/// finds its paths again this much sooner.
+const LAN_SCAN: Duration = Duration::from_secs(1);
 /// Where the state directory is without `--state-dir`: `<this>/<interface>`.
 const DEFAULT_STATE_ROOT: &str = "/var/lib/wiremesh";
 /// Keys of [`Info::warnings`].
@@ -170,6 +175,8 @@ pub struct Info {
     pub warnings: BTreeMap<&'static str, String>,
     /// The controllers the control thread talks to, in the config's order.
     pub controllers: Vec<ControllerState>,
+    /// This machine's LAN addresses, which the control thread reports as candidates.
+    pub lan: Vec<IpAddr>,
 }
 
 impl Info {
@@ -189,6 +196,7 @@ impl Info {
                     last_error: None,
                 })
                 .collect(),
+            lan: Vec::new(),
         }
     }
 }
@@ -259,10 +267,12 @@ fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
 /// Runs every member's WireGuard timers each [`TICK`] until the stop flag is set (the thread is
 /// unparked then, so it ends without waiting out the tick). The mesh is read-locked only while
 /// ticking, so a reload's write lock waits at most one tick.
-fn timer_loop(shared: &Shared) {
-    let mut out = vec![0u8; WG_MAX_CONTROL.max(256)];
+fn timer_loop(shared: &Shared, punches: UnboundedSender<String>) {
+    let mut out = vec![0u8; TICK_OUT_LEN];
     let mut backlog = Backlog::default();
     let mut next = Instant::now();
+    let mut next_scan = next;
+    let mut lan = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if now < next {
@@ -270,15 +280,50 @@ fn timer_loop(shared: &Shared) {
             continue;
         }
         next = now + TICK;
-        shared.mesh().tick(now, &mut out, &mut |packet, to| {
-            if let Err(e) = backlog.send(&shared.udp, packet, to, None) {
-                tracing::debug!("timer packet to {to} not sent: {e}");
-            }
-        });
+        if now >= next_scan {
+            next_scan = now + LAN_SCAN;
+            scan_lan(shared, &mut lan, now);
+        }
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let punch = shared
+            .mesh()
+            .tick(now, unix_ms, &mut out, &mut |packet, to| {
+                if let Err(e) = backlog.send(&shared.udp, packet, to, None) {
+                    tracing::debug!("timer packet to {to} not sent: {e}");
+                }
+            });
+        for name in punch {
+            // Nobody listens without a controller: nobody to ask.
+            let _ = punches.send(name);
+        }
         backlog.drain(&shared.udp, &mut |e| {
             tracing::debug!("timer packet not sent: {e}");
         });
     }
+}
+
+/// Looks at the interface addresses; when they changed since the last look, this machine moved
+/// (or its LAN did): the mesh looks for every path again.
+fn scan_lan(shared: &Shared, last: &mut Option<Vec<IpAddr>>, now: Instant) {
+    let interface = shared.info().interface.clone();
+    let found = match interfaces::lan_addresses(&interface) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!("cannot list the interface addresses: {e}");
+            return;
+        }
+    };
+    if last.as_ref() == Some(&found) {
+        return;
+    }
+    if last.is_some() {
+        tracing::info!(addresses = ?found, "interface addresses changed; looking for paths again");
+        shared.mesh().network_changed(now);
+    }
+    shared.info().lan = found.clone();
+    *last = Some(found);
 }
 
 /// The TUN device with offloads, addresses and MTU; falls back to no offload where the kernel
@@ -744,14 +789,18 @@ pub fn run(options: Options) -> Result<()> {
         gro_segments = udp.gro_segments(),
         "UDP socket bound"
     );
-    let (mesh, report) = Mesh::new(
+    let (mut mesh, report) = Mesh::new(
         *identity.wireguard_secret().as_bytes(),
         &spec,
         &mut OsIndexSource,
     );
     // The WireGuard key lives in the mesh from here on. The identity's copies are wiped now, not
-    // at exit, unless a controller is pinned: the control thread proves the node key with it.
+    // at exit, unless a controller is pinned: the control thread proves the node key with it,
+    // and the mesh signs its probes to the controllers' relays with it.
     let controllers = control::controllers(&config);
+    if !controllers.is_empty() {
+        mesh.enable_probes(identity.node_secret().clone());
+    }
     let control = (!controllers.is_empty()).then(|| control::Control {
         instance: config.instance.clone(),
         name: config.machine.clone(),
@@ -788,7 +837,9 @@ pub fn run(options: Options) -> Result<()> {
     // Unbounded: the reload thread merges whatever queued up while it was busy, and the
     // controller sends a netmap only when something changed.
     let (request_reload, requests) = mpsc::channel::<Request>();
-    let started = start_threads(&shared, status, &mut threads).and_then(|()| {
+    // Unbounded: the timer asks for a punch at most every few seconds per member.
+    let (punch, punches) = tokio::sync::mpsc::unbounded_channel();
+    let started = start_threads(&shared, status, punch, &mut threads).and_then(|()| {
         let reloader = Reloader {
             options,
             state,
@@ -805,7 +856,7 @@ pub fn run(options: Options) -> Result<()> {
         if let Some(control) = control {
             let netmaps = request_reload.clone();
             threads.push(spawn(&shared, "wm-control", move |shared| {
-                control::serve(control, shared, netmaps)
+                control::serve(control, shared, netmaps, punches)
             })?);
         }
         Ok(())
@@ -866,11 +917,14 @@ fn spawn(
 fn start_threads(
     shared: &Arc<Shared>,
     status: status_server::StatusServer,
+    punch: UnboundedSender<String>,
     threads: &mut Vec<JoinHandle<()>>,
 ) -> Result<()> {
     threads.push(spawn(shared, "wm-tx", datapath::tx_loop)?);
     threads.push(spawn(shared, "wm-rx", datapath::rx_loop)?);
-    threads.push(spawn(shared, "wm-timers", timer_loop)?);
+    threads.push(spawn(shared, "wm-timers", move |shared| {
+        timer_loop(shared, punch)
+    })?);
     threads.push(spawn(shared, "wm-status", move |shared| {
         status.serve(shared)
     })?);

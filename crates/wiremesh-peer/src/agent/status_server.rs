@@ -7,15 +7,16 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use wiremesh_peer::spec::SpecSource;
+use wiremesh_peer::path::Path as MemberPath;
+use wiremesh_peer::spec::{MemberSpec, SpecSource};
 use wiremesh_proto::status::{
-    ControllerStatus, MAX_REQUEST_LINE, MemberStatus, PROTOCOL_VERSION, Request, Response, Source,
-    Status,
+    CandidateStatus, ControllerStatus, MAX_REQUEST_LINE, MemberStatus, PROTOCOL_VERSION,
+    PathStatus, ProbeStatus, RelayStatus, Request, Response, Source, Status,
 };
 
 use wiremesh_peer::mesh::Mesh;
@@ -157,6 +158,9 @@ fn answer(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
 /// The status message for the mesh as it is now (`now` in Unix seconds).
 fn status(mesh: &Mesh, info: &Info, now: u64) -> Status {
     let spec = mesh.spec();
+    let instant = Instant::now();
+    let relays = mesh.relays(instant);
+    let active = relays.iter().find(|r| r.alive);
     let mut members: Vec<MemberStatus> = mesh
         .members()
         .map(|(_, m)| {
@@ -167,13 +171,28 @@ fn status(mesh: &Mesh, info: &Info, now: u64) -> Status {
                 public_key: BASE64.encode(spec.public_key),
                 addresses: spec.addresses.iter().map(|a| a.to_string()).collect(),
                 routes: spec.routes.iter().map(|r| r.to_string()).collect(),
-                endpoint: snap.endpoint.map(|e| e.to_string()),
+                endpoint: match snap.path {
+                    Some(MemberPath::Direct(a)) => Some(a.to_string()),
+                    Some(MemberPath::Relay) => active.map(|r| r.addr.to_string()),
+                    None => None,
+                },
+                path: path_status(snap.path, active.map(|r| r.name.as_str())),
+                candidates: candidates(spec),
+                last_probe: snap.outcome.map(|o| ProbeStatus {
+                    ago_ms: millis(instant.saturating_duration_since(o.started)),
+                    upgrade: o.upgrade,
+                    answered_by: o.answered.map(|(path, _)| match path {
+                        MemberPath::Direct(a) => format!("direct {a}"),
+                        MemberPath::Relay => "relay".to_string(),
+                    }),
+                    took_ms: o.answered.map(|(_, took)| millis(took)),
+                }),
                 latest_handshake_unix: snap
                     .since_handshake
                     .map(|d| now.saturating_sub(d.as_secs())),
                 rx_bytes: snap.rx_bytes,
                 tx_bytes: snap.tx_bytes,
-                direct: snap.endpoint.is_some(),
+                direct: matches!(snap.path, Some(MemberPath::Direct(_))),
                 dropped_spoofed: snap.dropped_spoofed,
             }
         })
@@ -216,7 +235,57 @@ fn status(mesh: &Mesh, info: &Info, now: u64) -> Status {
                 last_error: c.last_error.clone(),
             })
             .collect(),
+        relays: relays
+            .iter()
+            .map(|r| RelayStatus {
+                name: r.name.clone(),
+                addr: r.addr.to_string(),
+                alive: r.alive,
+                observed: r.observed.map(|a| a.to_string()),
+                rtt_ms: r.rtt.map(millis),
+            })
+            .collect(),
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn path_status(path: Option<MemberPath>, relay: Option<&str>) -> PathStatus {
+    match path {
+        Some(MemberPath::Direct(a)) => PathStatus {
+            kind: "direct".into(),
+            addr: Some(a.to_string()),
+            via: None,
+        },
+        Some(MemberPath::Relay) => PathStatus {
+            kind: "relay".into(),
+            addr: None,
+            via: Some(relay.unwrap_or("(no relay answers)").to_string()),
+        },
+        None => PathStatus::default(),
+    }
+}
+
+/// A member's configured endpoints, then its candidates, each once.
+fn candidates(spec: &MemberSpec) -> Vec<CandidateStatus> {
+    let mut out: Vec<CandidateStatus> = Vec::new();
+    let all = spec
+        .endpoints
+        .iter()
+        .map(|a| (*a, "configured"))
+        .chain(spec.candidates.iter().map(|(a, k)| (*a, k.name())));
+    for (addr, kind) in all {
+        let addr = addr.to_string();
+        if !out.iter().any(|c| c.addr == addr) {
+            out.push(CandidateStatus {
+                addr,
+                kind: kind.into(),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -324,10 +393,12 @@ mod tests {
     #[test]
     fn status_lists_members_and_flags_ipv6_only() {
         let spec = MeshSpec {
+            relays: Vec::new(),
             addresses: vec!["fd12::5/48".parse().unwrap()],
             networks: vec!["fd12::/48".parse().unwrap()],
             ip_ranges: vec!["fd12::/48".parse().unwrap()],
             members: vec![MemberSpec {
+                candidates: Vec::new(),
                 name: "server".into(),
                 public_key: [9; 32],
                 addresses: vec!["fd12::1".parse().unwrap()],
@@ -342,6 +413,7 @@ mod tests {
         };
         let (mesh, _) = Mesh::new([5; 32], &spec, &mut OsIndexSource);
         let info = Info {
+            lan: Vec::new(),
             instance: "my-vpn".into(),
             machine: "laptop".into(),
             interface: "wm-my-vpn".into(),
