@@ -30,7 +30,9 @@ pub use daemon::Daemon;
 pub use env::{project_binary, require_root, require_tools};
 pub use go_member::GoPeer;
 pub use lab::{AGENT_PORT, Lab, Member, TUN_NAME, assert_reload_changed};
-pub use nat_lab::{PeerPath, RelayPair, Stream, StreamResult, parse_path, relay_pairs};
+pub use nat_lab::{
+    PeerPath, RelayPair, Stream, StreamResult, parse_path, relay_drops, relay_pairs,
+};
 pub use netns::{Netns, namespace, spawn_in, veth};
 pub use planned::LEASE_RANGE;
 pub use serial::serial;

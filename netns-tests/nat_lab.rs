@@ -124,23 +124,38 @@ impl Lab {
     }
 }
 
-/// One pair's line of the controller's relay counters.
+/// One ordered pair's line of the controller's relay counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayPair {
-    pub a: String,
-    pub b: String,
+    pub from: String,
+    pub to: String,
     pub packets: u64,
     pub bytes: u64,
 }
 
 impl RelayPair {
+    /// Whether this line counts traffic between `x` and `y`, either way.
     pub fn is_pair(&self, x: &str, y: &str) -> bool {
-        (self.a == x && self.b == y) || (self.a == y && self.b == x)
+        (self.from == x && self.to == y) || (self.from == y && self.to == x)
     }
 }
 
-/// The per-pair counters of the controller's relay status,
-/// `{"pairs": [{"a", "b", "packets", "bytes"}]}`; panics on any other shape, so that a changed
+/// The datagrams the relay dropped, over all reasons (`"drops": {"not-a-member": N, …}`);
+/// panics on any other shape.
+pub fn relay_drops(relay: &Value) -> u64 {
+    relay["drops"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no \"drops\" object in the relay status: {relay}"))
+        .iter()
+        .map(|(reason, n)| {
+            n.as_u64()
+                .unwrap_or_else(|| panic!("the drop count {reason:?} is {n}"))
+        })
+        .sum()
+}
+
+/// The per-pair counters of the controller's relay status (`wiremesh_proto::admin`),
+/// `{"pairs": [{"from", "to", "packets", "bytes"}]}`; panics on any other shape, so that a changed
 /// status cannot pass for "nothing relayed".
 pub fn relay_pairs(relay: &Value) -> Vec<RelayPair> {
     let pairs = relay["pairs"]
@@ -159,8 +174,8 @@ pub fn relay_pairs(relay: &Value) -> Vec<RelayPair> {
                     .unwrap_or_else(|| panic!("no {k:?} in the relay pair {p}"))
             };
             RelayPair {
-                a: text("a"),
-                b: text("b"),
+                from: text("from"),
+                to: text("to"),
                 packets: number("packets"),
                 bytes: number("bytes"),
             }
@@ -460,12 +475,16 @@ mod tests {
     #[test]
     fn relay_pairs_are_read_and_matched_either_way() {
         let pairs = relay_pairs(&json!({"pairs": [
-            {"a": "alpha", "b": "beta", "packets": 3, "bytes": 300},
+            {"from": "alpha", "to": "beta", "packets": 3, "bytes": 300},
         ]}));
         assert_eq!(pairs.len(), 1);
         assert!(pairs[0].is_pair("beta", "alpha"));
         assert!(!pairs[0].is_pair("alpha", "gamma"));
         assert!(relay_pairs(&json!({"pairs": []})).is_empty());
+        assert_eq!(
+            relay_drops(&json!({"drops": {"not-a-member": 2, "bad-probe": 3}})),
+            5
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wiremesh_core::disco::{self, Probe, RELAY_HEADER_LEN, TXID_LEN};
 use wiremesh_core::keys::Identity;
 use wiremesh_netns_tests::{
-    AGENT_PORT, Capture, Lab, Mapping, Member, Netns, PeerPath, Stream, serial, spawn_in,
-    tcp_transfer,
+    AGENT_PORT, Capture, Lab, Mapping, Member, Netns, PeerPath, Stream, relay_drops, serial,
+    spawn_in, tcp_transfer,
 };
 
 /// The bound for a direct path, for the relay fallback and for a roaming member.
@@ -179,6 +179,19 @@ fn two_peers_behind_their_own_nats_get_a_direct_tunnel_and_nothing_is_relayed() 
     ping(&lab, "alpha", "beta", FIVE_S);
     ping(&lab, "beta", "alpha", FIVE_S);
     assert_eq!(lab.relayed_bytes(), 0, "relay: {}", lab.relay_status());
+    // The controller saw each probe come from the member's NAT: the WireGuard socket's mapping.
+    let relay = lab.relay_status();
+    for (name, public) in [("alpha", public_a), ("beta", public_b)] {
+        let bound = relay["bound"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["name"] == name))
+            .unwrap_or_else(|| panic!("{name} is not bound at the relay: {relay}"));
+        let at: SocketAddr = bound["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{name}'s binding has no address: {bound}"));
+        assert_eq!(at.ip(), IpAddr::V4(public), "{name}'s binding: {bound}");
+    }
 
     transfer(&lab, "alpha", "beta", 10 * MIB, 5201);
     assert_eq!(
@@ -516,6 +529,7 @@ fn a_non_member_gets_no_answer_and_nothing_relayed() {
         })
         .collect();
 
+    let drops_before = relay_drops(&lab.relay_status());
     const PAYLOAD: usize = 300;
     let datagrams = hostile_datagrams(&lab, PAYLOAD);
     let sent = datagrams.len();
@@ -563,11 +577,17 @@ fn a_non_member_gets_no_answer_and_nothing_relayed() {
             "mallory's datagrams reached {m}: {lines:?}"
         );
     }
+    let relay = lab.relay_status();
     assert_eq!(
         lab.relayed_bytes(),
         0,
-        "the relay forwarded a non-member's datagrams: {}",
-        lab.relay_status()
+        "the relay forwarded a non-member's datagrams: {relay}"
+    );
+    // Proof that the datagrams reached the relay: each one was dropped for a reason.
+    let dropped = relay_drops(&relay) - drops_before;
+    assert!(
+        dropped >= sent as u64,
+        "the relay dropped {dropped} of the {sent} datagrams mallory sent: {relay}"
     );
     // The members themselves were not disturbed.
     ping(&lab, "alpha", "beta", FIVE_S);

@@ -46,10 +46,9 @@ fn main() -> ExitCode {
             Ok(())
         }),
         ["down", "--name", prefix] => valid_prefix(prefix).and_then(|()| down(prefix)),
-        ["down", "--orphans", prefix] => valid_prefix(prefix).and_then(|()| {
-            remove(&orphaned_namespaces(prefix));
-            Ok(())
-        }),
+        ["down", "--orphans", prefix] => {
+            valid_prefix(prefix).map(|()| remove(&orphaned_namespaces(prefix)))
+        }
         ["-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())
