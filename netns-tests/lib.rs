@@ -5,7 +5,9 @@
 //! link (nftables), captures packets, moves TCP data between namespaces and checks its sha256, and
 //! brings up meshes of `wiremesh-peer` agents and wireguard-go peers, planned with `wiremesh plan`
 //! and run, when a test wants it, under the instance's `wiremesh-controller` (leased addresses,
-//! admin commands, join tickets, wg-quick devices). Every wait has a bound, and
+//! admin commands, join tickets, wg-quick devices), with members moved behind NAT routers, the
+//! paths their agents report and the controller's relay counters, and long-lived TCP streams
+//! that must survive a path change. Every wait has a bound, and
 //! everything a test made (daemons, namespaces, UAPI sockets, temp files) is removed in `Drop`,
 //! also when the test panics. The harness refuses to run (it panics, it never skips) when not root
 //! or when a tool or one of the project's binaries is missing. Bounded commands, namespaces and the
