@@ -701,6 +701,7 @@ impl<S: Store> Controller<S> {
                     expires_at: t.expires_at,
                 })
                 .collect(),
+            relay: None,
         }
     }
 }

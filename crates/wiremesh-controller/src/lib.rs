@@ -12,6 +12,7 @@ pub mod daemon;
 mod device;
 mod members;
 pub mod pool;
+pub mod relay;
 mod session;
 pub mod state;
 pub mod store;
