@@ -67,6 +67,7 @@ in
             identityFile = vars."wiremesh-${instanceName}".files.identity.path;
             networkKeyFile = vars."wiremesh-network-${instanceName}".files.network-private-key.path;
             inherit (settings) controlPort;
+            relayPort = if settings.relay.enable then settings.relay.port else null;
           };
         };
     };

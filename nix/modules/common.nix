@@ -5,8 +5,10 @@ let
   # each of peer.nix and controller.nix can be imported alone
   used = builtins.any (set: builtins.any (i: i.enable) (builtins.attrValues set)) [ (cfg.peers or { }) (cfg.controllers or { }) ];
   enabled = set: builtins.filter (i: i.enable) (builtins.attrValues set);
-  # every UDP port the daemons bind: a tunnel port per peer, a control port per controller
-  ports = map (p: p.port) (enabled (cfg.peers or { })) ++ map (c: c.controlPort) (enabled (cfg.controllers or { }));
+  # every UDP port the daemons bind: a tunnel port per peer, a control port and a relay port per
+  # controller
+  ports = map (p: p.port) (enabled (cfg.peers or { }))
+    ++ builtins.concatMap (c: [ c.controlPort ] ++ lib.optional (c.relayPort != null) c.relayPort) (enabled (cfg.controllers or { }));
 in
 {
   options.services.wiremesh.package = lib.mkOption {

@@ -37,10 +37,15 @@ in
           default = 51821;
           description = "The UDP port of the control plane (QUIC), opened in the firewall.";
         };
+        relayPort = mkOption {
+          type = types.nullOr types.port;
+          default = 51822;
+          description = "The UDP port of the endpoint probes and the relay (the config's `relay.port`), opened in the firewall; null when the config turns the relay off.";
+        };
         openFirewall = mkOption {
           type = types.bool;
           default = true;
-          description = "Whether to open the control port in the firewall.";
+          description = "Whether to open the control port and the relay port in the firewall.";
         };
       };
     });
@@ -64,6 +69,7 @@ in
       }))
       enabled;
 
-    networking.firewall.allowedUDPPorts = map (c: c.controlPort) (builtins.filter (c: c.openFirewall) (builtins.attrValues enabled));
+    networking.firewall.allowedUDPPorts = builtins.concatMap (c: [ c.controlPort ] ++ lib.optional (c.relayPort != null) c.relayPort)
+      (builtins.filter (c: c.openFirewall) (builtins.attrValues enabled));
   };
 }

@@ -129,7 +129,7 @@ let
           units = builtins.attrNames c.systemd.services;
           generators = lib.mapAttrs (_: g: { inherit (g) share; files = lib.mapAttrs (_: f: f.secret) g.files; }) c.clan.core.vars.generators;
           identity = c.services.wiremesh.peers.my-vpn.identityFile;
-          controllers = lib.mapAttrs (_: k: { inherit (k) identityFile networkKeyFile controlPort; }) (c.services.wiremesh.controllers or { });
+          controllers = lib.mapAttrs (_: k: { inherit (k) identityFile networkKeyFile controlPort relayPort; }) (c.services.wiremesh.controllers or { });
           ports = c.networking.firewall.allowedUDPPorts;
           hosts = builtins.readFile (builtins.head c.networking.hostFiles);
           assertions = builtins.all (a: a.assertion) c.assertions;
@@ -150,9 +150,10 @@ let
               identityFile = "/run/secrets/vars/per-machine/server/wiremesh-my-vpn/identity";
               networkKeyFile = "/run/secrets/vars/shared/wiremesh-network-my-vpn/network-private-key";
               controlPort = 51821;
+              relayPort = 51822;
             };
           };
-          ports = [ 51820 ] ++ lib.optional (m == "server") 51821;
+          ports = [ 51820 ] ++ lib.optionals (m == "server") [ 51821 51822 ];
           hosts = builtins.readFile ./expected/hosts;
           assertions = true;
           warnings = [ ];
@@ -173,7 +174,7 @@ let
         two = clanWith {
           my-vpn = { roles.controller.machines.server.settings.endpoint = "vpn.example.org"; roles.peer.tags = [ "all" ]; };
           lab = {
-            roles.controller.machines.server.settings = { endpoint = "vpn.example.org"; controlPort = 51831; };
+            roles.controller.machines.server.settings = { endpoint = "vpn.example.org"; controlPort = 51831; relay.port = 51832; };
             roles.peer.machines = { server = { }; laptop = { }; };
             roles.peer.settings.port = 51830;
           };
@@ -194,7 +195,7 @@ let
         };
         expected = {
           server = [ "wiremesh-controller-lab" "wiremesh-controller-my-vpn" "wiremesh-peer-lab" "wiremesh-peer-my-vpn" ];
-          serverPorts = [ 51820 51821 51830 51831 ];
+          serverPorts = [ 51820 51821 51822 51830 51831 51832 ];
           laptop = [ "wiremesh-peer-lab" "wiremesh-peer-my-vpn" ];
           laptopGenerators = [ "wiremesh-lab" "wiremesh-my-vpn" ];
           laptopEtc = [ "wiremesh/lab.json" "wiremesh/my-vpn.json" ];

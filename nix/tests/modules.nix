@@ -52,7 +52,7 @@ in
     };
     expected = {
       units = [ "wiremesh-controller-my-vpn" "wiremesh-peer-my-vpn" ];
-      allowedUDPPorts = [ 51821 51820 ];
+      allowedUDPPorts = [ 51821 51822 51820 ];
       etc = {
         "wiremesh/my-vpn.json" = "/nix/store/<hash>-wiremesh-my-vpn-plan/server.json";
         "wiremesh/my-vpn.controller.json" = "/nix/store/<hash>-wiremesh-my-vpn-plan/server.controller.json";
@@ -63,6 +63,7 @@ in
         identityFile = "/run/secrets/vars/wiremesh-my-vpn/identity";
         networkKeyFile = "/run/secrets/vars/wiremesh-network-my-vpn/network-private-key";
         controlPort = 51821;
+        relayPort = 51822;
         openFirewall = true;
       };
       assertions = true;

@@ -92,7 +92,7 @@ in
     expected = {
       machine = "server";
       roles = [ "controller" "peer" ];
-      controllers = [{ name = "server"; endpoint = "vpn.example.org:51821"; nodePublicKey = "1ppkC/fqPtMGZuGRadPxA5CXmLFF9UlJ1isZY18xW3g="; }];
+      controllers = [{ name = "server"; endpoint = "vpn.example.org:51821"; nodePublicKey = "1ppkC/fqPtMGZuGRadPxA5CXmLFF9UlJ1isZY18xW3g="; relayEndpoint = "vpn.example.org:51822"; }];
       peers = [ "desktop" "laptop" ];
     };
   };

@@ -1,11 +1,13 @@
 //! `wiremesh demo`: brings up a real mesh on this machine in network namespaces, as root. It plans
 //! an inventory (by default the bundled `examples/inventory.json`) with throwaway keys, one
-//! namespace per machine on a shared underlay bridge, the instance's `wiremesh-controller` in its
-//! machine's namespace and one `wiremesh-peer` agent per namespace. Members without a static IPv4
-//! address get theirs by lease from the controller. It prints each agent's `wiremesh status`, pings
-//! every pair over IPv4 and IPv6 (the leased addresses included), prints `wiremesh-controller
-//! status`, and tears it all down on exit, on error and on Ctrl-C. Progress goes to stderr, results
-//! to stdout.
+//! namespace per machine, the controllers on a public switch and every other machine behind a NAT
+//! of its own (`--nat`), the instance's `wiremesh-controller` in its machine's namespace and one
+//! `wiremesh-peer` agent per namespace. Members without a static IPv4 address get theirs by lease
+//! from the controller; members behind NAT find each other through it (hole punching, or its
+//! relay behind symmetric NATs). It prints each agent's `wiremesh status`, pings every pair over
+//! IPv4 and IPv6 (the leased addresses included), shows the path each pair took, prints
+//! `wiremesh-controller status`, and tears it all down on exit, on error and on Ctrl-C. Progress
+//! goes to stderr, results to stdout.
 
 mod lab;
 mod signal;
@@ -43,6 +45,28 @@ pub struct Args {
     /// Keep the mesh running after the checks until Ctrl-C, to explore it with `ip netns exec`.
     #[arg(long)]
     keep: bool,
+    /// The NAT in front of every machine that is not a controller: `eim` (endpoint-independent
+    /// mapping, like most home routers: members punch through), `symmetric` (a new port per
+    /// destination: members go through the controller's relay), or `none` (all on the switch).
+    #[arg(long, value_enum, default_value_t = NatKind::Eim)]
+    nat: NatKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NatKind {
+    Eim,
+    Symmetric,
+    None,
+}
+
+impl NatKind {
+    fn mapping(self) -> Option<wiremesh_lab::Mapping> {
+        match self {
+            NatKind::Eim => Some(wiremesh_lab::Mapping::EndpointIndependent),
+            NatKind::Symmetric => Some(wiremesh_lab::Mapping::Symmetric),
+            NatKind::None => None,
+        }
+    }
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -94,11 +118,27 @@ fn demo(args: &Args) -> Result<bool, String> {
         .tempdir()
         .map_err(|e| format!("cannot make a temp dir: {e}"))?;
     let machines: Vec<String> = members.iter().map(|(m, _)| m.clone()).collect();
-    progress("building namespaces: a switch and one per machine, underlay 198.18.0.0/24");
-    let mut lab = Lab::build(&machines, dir.path())?;
+    let public = controller_machines(&inventory, &args.instance);
+    progress(&match args.nat.mapping() {
+        Some(_) => format!(
+            "building namespaces: a switch (198.18.0.0/24) with the controllers, and a {} NAT \
+             with a LAN of its own (198.19.N.0/24) in front of every other machine",
+            if args.nat == NatKind::Eim {
+                "endpoint-independent"
+            } else {
+                "symmetric"
+            }
+        ),
+        None => "building namespaces: a switch and one per machine, underlay 198.18.0.0/24".into(),
+    });
+    let mut lab = Lab::build(&machines, &public, args.nat.mapping(), dir.path())?;
     for node in &lab.nodes {
+        let behind = node
+            .nat
+            .map(|wan| format!(", behind a NAT at {wan}"))
+            .unwrap_or_default();
         progress(&format!(
-            "  {} → namespace {} at {}",
+            "  {} → namespace {} at {}{behind}",
             node.machine,
             node.ns.name(),
             node.underlay
@@ -149,6 +189,7 @@ fn demo(args: &Args) -> Result<bool, String> {
     let addresses = wait_for_leases(dir.path(), &configs, !controllers.is_empty())?;
     progress("pinging every pair over IPv4 and IPv6");
     let results = ping_all(&lab, &addresses)?;
+    let paths = paths(dir.path(), &machines)?;
     for machine in &machines {
         signal::check()?;
         println!("== wiremesh status on {machine}");
@@ -162,12 +203,46 @@ fn demo(args: &Args) -> Result<bool, String> {
         println!("== wiremesh-controller status on {machine}");
         println!("{}", controller_status_text(state)?);
     }
+    print_paths(&paths);
     let ok = report(&results, &mut lab, machines.len());
     if ok && args.keep {
         keep_until_ctrl_c(&mut lab, &configs, &machines, dir.path())?;
     }
     drop(lab);
     Ok(ok)
+}
+
+/// The machines that hold the controller role of `instance`.
+fn controller_machines(inventory: &Value, instance: &str) -> Vec<String> {
+    inventory
+        .pointer(&format!(
+            "/instances/{}/roles/controller/machines",
+            pointer_escape(instance)
+        ))
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Each agent's path to each member, as `wiremesh status` reports it: (from, to, path).
+fn paths(dir: &Path, machines: &[String]) -> Result<Vec<(String, String, String)>, String> {
+    let mut out = Vec::new();
+    for machine in machines {
+        let socket = dir.join(machine).join("status.sock");
+        let status = wiremesh_proto::status::query(&socket)
+            .map_err(|e| format!("status of {machine}: {e}"))?;
+        for m in &status.members {
+            out.push((machine.clone(), m.name.clone(), m.path.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn print_paths(paths: &[(String, String, String)]) {
+    println!("== paths (direct through NAT when hole punching worked, else through the relay)");
+    for (from, to, path) in paths {
+        println!("  {from:>10} → {to:<10} {path}");
+    }
 }
 
 /// Prints the ping results and the agents that died; true when everything passed.
@@ -379,7 +454,9 @@ fn with_underlay_endpoints(
         let node = lab
             .node(machine)
             .ok_or_else(|| format!("no namespace for {machine}"))?;
-        if roles.contains_key("peer") && settings.get("port").is_some() {
+        // Behind a NAT a machine has no address others could reach it at: it is found through
+        // the controller.
+        if roles.contains_key("peer") && settings.get("port").is_some() && node.nat.is_none() {
             let port = settings["port"].as_u64().unwrap_or(51820);
             machine_settings(roles, "peer", machine).insert(
                 "endpoints".into(),

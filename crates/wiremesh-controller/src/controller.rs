@@ -3,7 +3,7 @@
 //! its decisions to the [`Store`] and only then returns what to send.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use wiremesh_core::addresses::member_ipv6;
 use wiremesh_core::config::Addresses;
@@ -15,8 +15,9 @@ use wiremesh_core::plan::host_port;
 use wiremesh_core::ticket::{JoinTicket, TicketController};
 use wiremesh_proto::admin;
 
-use crate::members::members;
+use crate::members::{Learnt, members};
 use crate::pool::Pool;
+use crate::relay::{BindingChange, RelayMember};
 use crate::session::{Phase, Session, SessionId};
 use crate::state::{Change, EpochRecord, Node, NodeKind, Revocation, State, Token};
 use crate::store::{Store, StoreError};
@@ -87,8 +88,10 @@ pub struct Controller<S: Store> {
     pub(crate) current: Vec<Member>,
     pub(crate) sessions: BTreeMap<SessionId, Session>,
     pub(crate) next_session: SessionId,
-    /// Endpoints agents reported, by member name (not stored: agents report them again).
-    pub(crate) reported: BTreeMap<String, Vec<String>>,
+    /// Candidates: interface addresses agents reported, addresses the relay saw them at.
+    pub(crate) learnt: Learnt,
+    /// When each unordered pair of members was last told to punch (the pair sorted by name).
+    pub(crate) punches: BTreeMap<(String, String), u64>,
     /// Set between [`Controller::begin_batch`] and [`Controller::end_batch`].
     pub(crate) batch: Option<Batch>,
 }
@@ -103,6 +106,9 @@ pub(crate) struct Batch {
     changes: Vec<Change>,
     /// Enrolled sessions waiting for their answer, with their member names.
     pub(crate) accepts: Vec<(SessionId, String)>,
+    /// Something outside the state changed the members (a candidate): the batch ends with a
+    /// new epoch if the netmap differs.
+    dirty: bool,
 }
 
 impl<S: Store> Controller<S> {
@@ -147,7 +153,8 @@ impl<S: Store> Controller<S> {
             current,
             sessions: BTreeMap::new(),
             next_session: 0,
-            reported: BTreeMap::new(),
+            learnt: Learnt::default(),
+            punches: BTreeMap::new(),
             batch: None,
         };
         let changes = controller.reconcile();
@@ -208,6 +215,12 @@ impl<S: Store> Controller<S> {
             return Vec::new();
         };
         let mut outputs = match batch.committed {
+            None if batch.dirty => match self.commit(self.state.clone(), Vec::new(), false, now) {
+                Ok(outputs) => outputs,
+                Err(e) => vec![Output::Warn(format!(
+                    "cannot issue the netmap with the new candidates: {e}"
+                ))],
+            },
             None => Vec::new(),
             Some(committed) => {
                 let staged = std::mem::replace(&mut self.state, committed);
@@ -293,7 +306,9 @@ impl<S: Store> Controller<S> {
             && next.epoch.is_some()
         {
             // Committed with the batch's netmap at its end, before anything is answered.
-            if !changes.is_empty() {
+            if changes.is_empty() {
+                batch.dirty = true;
+            } else {
                 let committed = std::mem::replace(&mut self.state, next);
                 batch.committed.get_or_insert(committed);
                 batch.changes.extend(changes);
@@ -312,7 +327,7 @@ impl<S: Store> Controller<S> {
         force: bool,
         now: u64,
     ) -> Result<Vec<Output>, ControllerError> {
-        let members = members(&self.config, &next, &self.reported);
+        let members = members(&self.config, &next, &self.learnt);
         let new_epoch = force || next.epoch.is_none() || members != self.current;
         if new_epoch {
             let record = self.sign(&next, members.clone(), now)?;
@@ -513,7 +528,23 @@ impl<S: Store> Controller<S> {
                 name: name.to_string(),
             });
         }
-        let outputs = self.decide(changes, false, now)?;
+        let learnt = (
+            self.learnt.local.remove(name),
+            self.learnt.mapped.remove(name),
+        );
+        let outputs = match self.decide(changes, false, now) {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                let (local, mapped) = learnt;
+                if let Some(local) = local {
+                    self.learnt.local.insert(name.to_string(), local);
+                }
+                if let Some(mapped) = mapped {
+                    self.learnt.mapped.insert(name.to_string(), mapped);
+                }
+                return Err(e);
+            }
+        };
         Ok(self.close_where(
             outputs,
             |s| s.peer == node_public_key,
@@ -645,6 +676,46 @@ impl<S: Store> Controller<S> {
         ]
     }
 
+    /// The relay's binding changes: each member's `Mapped` candidate becomes the address its
+    /// probes came from (or goes, with `None`). A new epoch follows when the netmap changes;
+    /// within a batch, at its end.
+    pub fn set_mapped(&mut self, changes: Vec<BindingChange>, now: u64) -> Vec<Output> {
+        let mut changed = false;
+        for (name, addr) in changes {
+            let old = match addr {
+                Some(addr) => self.learnt.mapped.insert(name, addr),
+                None => self.learnt.mapped.remove(&name),
+            };
+            changed |= old != addr;
+        }
+        if !changed {
+            return Vec::new();
+        }
+        self.decide(Vec::new(), false, now).unwrap_or_else(|e| {
+            vec![Output::Warn(format!(
+                "cannot issue the netmap with the new candidates: {e}"
+            ))]
+        })
+    }
+
+    /// The members that may use the relay: those of the current netmap that are not revoked.
+    pub fn relay_members(&self) -> Vec<RelayMember> {
+        self.current
+            .iter()
+            .filter(|m| !m.flags.contains(wiremesh_core::netmap::Flags::REVOKED))
+            .map(|m| RelayMember {
+                name: m.name.clone(),
+                node_public_key: m.node_public_key,
+                wireguard_public_key: m.wireguard_public_key,
+            })
+            .collect()
+    }
+
+    /// The `Mapped` candidate published for `name`.
+    pub fn mapped(&self, name: &str) -> Option<SocketAddr> {
+        self.learnt.mapped.get(name).copied()
+    }
+
     /// The admin's view of the controller.
     pub fn status(&self, now: u64) -> admin::Status {
         let connections: BTreeMap<&str, &Session> = self
@@ -701,6 +772,7 @@ impl<S: Store> Controller<S> {
                     expires_at: t.expires_at,
                 })
                 .collect(),
+            relay: None,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod daemon;
 mod device;
 mod members;
 pub mod pool;
+pub mod relay;
 mod session;
 pub mod state;
 pub mod store;
@@ -20,5 +21,5 @@ pub mod token;
 pub use controller::{
     ConfigDiff, Controller, ControllerError, NETMAP_LIFETIME, Output, RENEW_BEFORE,
 };
-pub use session::{MIN_REPORT_INTERVAL, SessionId};
+pub use session::{MIN_REPORT_INTERVAL, PUNCH_INTERVAL, SessionId};
 pub use store::{MemoryStore, SqliteStore, Store, StoreError};

@@ -1,12 +1,15 @@
 //! Who is in the netmap: the inventory's members, then the members outside it (joined agents and
-//! devices), with their leases, reported endpoints and revocations applied.
+//! devices), with their leases, revocations and candidates applied. Candidates are what the
+//! controller learnt: the address the relay saw a member's probes come from (`Mapped`, first)
+//! and the interface addresses its agent reported (`Local`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 
 use wiremesh_core::addresses::member_ipv6;
 use wiremesh_core::config::Addresses;
 use wiremesh_core::controller_config::ControllerFile;
-use wiremesh_core::netmap::{Flags, MAX_ENDPOINTS, Member};
+use wiremesh_core::netmap::{Candidate, CandidateKind, Flags, MAX_ENDPOINTS, Member};
 
 use crate::state::{NodeKind, State};
 
@@ -15,11 +18,7 @@ use crate::state::{NodeKind, State};
 /// planned configuration and must drop it); a revoked member outside the inventory is gone from
 /// the state. A member outside the inventory whose name or key the inventory now uses is shadowed
 /// by the inventory's entry.
-pub fn members(
-    config: &ControllerFile,
-    state: &State,
-    reported: &BTreeMap<String, Vec<String>>,
-) -> Vec<Member> {
+pub fn members(config: &ControllerFile, state: &State, learnt: &Learnt) -> Vec<Member> {
     let mut out = Vec::with_capacity(config.members.len() + state.nodes.len());
     let mut used_keys = BTreeSet::new();
     let inventory: BTreeSet<&str> = config.members.iter().map(|m| m.name.as_str()).collect();
@@ -39,7 +38,11 @@ pub fn members(
             flags = flags.with(Flags::DYNAMIC_IPV4);
         }
         out.push(Member {
-            candidates: Vec::new(),
+            candidates: if revoked {
+                Vec::new()
+            } else {
+                learnt.candidates(&m.name)
+            },
             name: m.name.clone(),
             wireguard_public_key: m.wireguard_public_key,
             node_public_key: m.node_public_key,
@@ -47,7 +50,7 @@ pub fn members(
                 ipv4: m.addresses.ipv4.or(lease),
                 ipv6: m.addresses.ipv6,
             },
-            endpoints: merge_endpoints(&m.endpoints, reported.get(&m.name)),
+            endpoints: m.endpoints.clone(),
             routes: m.routes.clone(),
             flags,
         });
@@ -64,12 +67,12 @@ pub fn members(
         if lease.is_some() {
             flags = flags.with(Flags::DYNAMIC_IPV4);
         }
-        let endpoints = match node.kind {
-            NodeKind::Agent => merge_endpoints(&[], reported.get(name)),
+        let candidates = match node.kind {
+            NodeKind::Agent => learnt.candidates(name),
             NodeKind::Device => Vec::new(),
         };
         out.push(Member {
-            candidates: Vec::new(),
+            candidates,
             name: name.clone(),
             wireguard_public_key: node.wireguard_public_key,
             node_public_key: node.node_public_key,
@@ -77,7 +80,7 @@ pub fn members(
                 ipv4: lease,
                 ipv6: member_ipv6(config.network.ipv6, name),
             },
-            endpoints,
+            endpoints: Vec::new(),
             routes: Vec::new(),
             flags,
         });
@@ -86,16 +89,41 @@ pub fn members(
     out
 }
 
-/// Configured endpoints first, then reported ones, without repeats, at most [`MAX_ENDPOINTS`].
-fn merge_endpoints(configured: &[String], reported: Option<&Vec<String>>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for e in configured.iter().chain(reported.into_iter().flatten()) {
-        if out.len() == MAX_ENDPOINTS {
-            break;
+/// Where members were seen, by member name; not stored: agents report and probe again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Learnt {
+    /// The interface addresses each agent reported.
+    pub local: BTreeMap<String, Vec<SocketAddr>>,
+    /// The address the relay saw each member's probes come from.
+    pub mapped: BTreeMap<String, SocketAddr>,
+}
+
+impl Learnt {
+    /// The mapped address first (what a member behind another NAT needs), then the local ones,
+    /// without repeats, at most [`MAX_ENDPOINTS`].
+    pub fn candidates(&self, name: &str) -> Vec<Candidate> {
+        let mapped = self.mapped.get(name).map(|addr| Candidate {
+            addr: *addr,
+            kind: CandidateKind::Mapped,
+        });
+        let local = self
+            .local
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|addr| Candidate {
+                addr: *addr,
+                kind: CandidateKind::Local,
+            });
+        let mut out: Vec<Candidate> = Vec::new();
+        for c in mapped.into_iter().chain(local) {
+            if out.len() == MAX_ENDPOINTS {
+                break;
+            }
+            if !out.iter().any(|o| o.addr == c.addr) {
+                out.push(c);
+            }
         }
-        if !out.contains(e) {
-            out.push(e.clone());
-        }
+        out
     }
-    out
 }

@@ -1,15 +1,19 @@
 //! One agent's control session: hello, then enrollment (a member's key) or a join (an unknown key
-//! with a token), then netmap pushes and endpoint reports.
+//! with a token), then netmap pushes, reports of the agent's interface addresses and requests to
+//! punch holes towards another member.
 //!
 //! The shell authenticates the agent's node key with mutual TLS and hands it to [`Controller::connect`];
 //! the hello and the enrollment proof must name the same key. Anything unexpected gets an error
 //! message and a closed session, so a client never waits on a controller that gave up on it.
 
+use std::net::SocketAddr;
+
 use wiremesh_core::keys::NodePublicKey;
 use wiremesh_core::messages::{
-    EnrollRequest, EnrollResponse, ErrorCode, Hello, JoinRequest, Message, PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorCode, ErrorMessage, Hello, JoinRequest, Message,
+    PROTOCOL_VERSION, Punch,
 };
-use wiremesh_core::netmap::{MAX_ENDPOINT_LEN, MAX_ENDPOINTS};
+use wiremesh_core::netmap::{Flags, MAX_ENDPOINT_LEN, MAX_ENDPOINTS};
 
 use crate::controller::{Controller, ControllerError, Output};
 use crate::state::{Change, Node, NodeKind};
@@ -19,6 +23,9 @@ use crate::token::token_hash;
 /// An agent reports its endpoints at most this often; each changed report is a new epoch pushed
 /// to every member, so a faster agent is cut off rather than allowed to flood the mesh.
 pub const MIN_REPORT_INTERVAL: u64 = 10;
+/// Two members are told to punch at most once in this many seconds (by the controller's clock
+/// in whole seconds); more requests meanwhile are ignored.
+pub const PUNCH_INTERVAL: u64 = 2;
 
 /// A session's number, unique for the controller's lifetime.
 pub type SessionId = u64;
@@ -123,11 +130,14 @@ impl<S: Store> Controller<S> {
             (Phase::Enrolled { name }, Message::EndpointReport(report)) => {
                 self.endpoints(id, &name, report.endpoints, now)
             }
+            (Phase::Enrolled { name }, Message::Punch(punch)) => {
+                self.punch(id, &name, &punch.peer, now)
+            }
             (phase, other) => {
                 let expected = match phase {
                     Phase::AwaitHello => "a Hello",
                     Phase::AwaitEnroll => "an EnrollRequest or a Join",
-                    Phase::Enrolled { .. } => "an EndpointReport",
+                    Phase::Enrolled { .. } => "an EndpointReport or a Punch",
                 };
                 self.refuse(
                     id,
@@ -363,6 +373,8 @@ impl<S: Store> Controller<S> {
         )]
     }
 
+    /// The agent's interface addresses (`ip:port`, its WireGuard port), published as its `Local`
+    /// candidates.
     fn endpoints(
         &mut self,
         id: SessionId,
@@ -383,6 +395,21 @@ impl<S: Store> Controller<S> {
                 ),
             );
         }
+        let mut addresses: Vec<SocketAddr> = Vec::with_capacity(endpoints.len());
+        for e in &endpoints {
+            match e.parse() {
+                Ok(addr) => addresses.push(addr),
+                Err(_) => {
+                    return self.refuse(
+                        id,
+                        ErrorCode::BAD_MESSAGE,
+                        format!(
+                            "endpoint report: {e:?} is not an IP address and port (`198.18.0.1:51820`, `[fd00::1]:51820`)"
+                        ),
+                    );
+                }
+            }
+        }
         let Some(session) = self.sessions.get_mut(&id) else {
             return Vec::new();
         };
@@ -396,20 +423,83 @@ impl<S: Store> Controller<S> {
             );
         }
         session.last_report = Some(now);
-        if self.reported.get(name) == Some(&endpoints) {
+        if self.learnt.local.get(name) == Some(&addresses) {
             return Vec::new();
         }
-        let old = self.reported.insert(name.to_string(), endpoints);
+        let old = self.learnt.local.insert(name.to_string(), addresses);
         match self.decide(Vec::new(), false, now) {
             Ok(outputs) => outputs,
             Err(e) => {
                 match old {
-                    Some(old) => self.reported.insert(name.to_string(), old),
-                    None => self.reported.remove(name),
+                    Some(old) => self.learnt.local.insert(name.to_string(), old),
+                    None => self.learnt.local.remove(name),
                 };
                 self.internal(id, name, e)
             }
         }
+    }
+
+    /// Member `name` cannot reach `peer` directly: both are told at once to send handshakes to
+    /// each other's candidates, when `peer` is connected, at most once per pair and
+    /// [`PUNCH_INTERVAL`]. An unknown `peer` gets an error message; the session stays.
+    fn punch(&mut self, id: SessionId, name: &str, peer: &str, now: u64) -> Vec<Output> {
+        let known = peer != name
+            && self
+                .current
+                .binary_search_by(|m| m.name.as_str().cmp(peer))
+                .ok()
+                .is_some_and(|i| !self.current[i].flags.contains(Flags::REVOKED));
+        if !known {
+            let shown: String = peer.chars().take(MAX_ENDPOINT_LEN).collect();
+            return vec![Output::Send(
+                id,
+                Message::Error(ErrorMessage {
+                    code: ErrorCode::BAD_MESSAGE,
+                    message: format!(
+                        "punch: {shown:?} is no other member of the mesh; nothing to punch"
+                    ),
+                }),
+            )];
+        }
+        // The newest session of the peer's, if it is connected.
+        let Some(other) = self
+            .sessions
+            .iter()
+            .rev()
+            .find(|(_, s)| matches!(&s.phase, Phase::Enrolled { name } if name == peer))
+            .map(|(other, _)| *other)
+        else {
+            return Vec::new();
+        };
+        let pair = if name < peer {
+            (name.to_string(), peer.to_string())
+        } else {
+            (peer.to_string(), name.to_string())
+        };
+        if let Some(last) = self.punches.get(&pair)
+            && now < last.saturating_add(PUNCH_INTERVAL)
+        {
+            return Vec::new();
+        }
+        if self.punches.len() >= 4096 {
+            self.punches
+                .retain(|_, at| now < at.saturating_add(PUNCH_INTERVAL));
+        }
+        self.punches.insert(pair, now);
+        vec![
+            Output::Send(
+                id,
+                Message::Punch(Punch {
+                    peer: peer.to_string(),
+                }),
+            ),
+            Output::Send(
+                other,
+                Message::Punch(Punch {
+                    peer: name.to_string(),
+                }),
+            ),
+        ]
     }
 
     fn member_with_key(&self, key: &NodePublicKey) -> Option<String> {

@@ -10,12 +10,12 @@ use common::*;
 use proptest::prelude::*;
 use wiremesh_controller::store::STORE_FILE;
 use wiremesh_controller::{
-    Controller, MIN_REPORT_INTERVAL, MemoryStore, NETMAP_LIFETIME, Output, RENEW_BEFORE,
-    SqliteStore,
+    Controller, MIN_REPORT_INTERVAL, MemoryStore, NETMAP_LIFETIME, Output, PUNCH_INTERVAL,
+    RENEW_BEFORE, SqliteStore,
 };
 use wiremesh_core::keys::{NetworkSecret, NodeSecret, WireguardSecret};
-use wiremesh_core::messages::{EndpointReport, ErrorCode, Hello, Message};
-use wiremesh_core::netmap::{Flags, Netmap};
+use wiremesh_core::messages::{EndpointReport, ErrorCode, Hello, Message, Punch};
+use wiremesh_core::netmap::{Candidate, CandidateKind, Flags, Netmap};
 use wiremesh_core::ticket::JoinTicket;
 
 fn ipv4(text: &str) -> Option<Ipv4Addr> {
@@ -171,9 +171,15 @@ fn every_change_is_pushed_to_enrolled_agents() {
     let out = c.receive(laptop_session, &report.encode(), T0 + 5);
     let map = pushed(&c, &out, server);
     assert_eq!(map.content().epoch, 3);
+    // Reported addresses are Local candidates; the endpoints stay the configured ones.
+    let laptop = map.content().member("laptop").unwrap();
+    assert_eq!(laptop.endpoints, ["198.18.0.3:51820"]);
     assert_eq!(
-        map.content().member("laptop").unwrap().endpoints,
-        ["198.18.0.3:51820", "198.18.5.5:51820"]
+        laptop.candidates,
+        [Candidate {
+            addr: "198.18.5.5:51820".parse().unwrap(),
+            kind: CandidateKind::Local
+        }]
     );
     // The same report again is no change.
     let later = T0 + 5 + MIN_REPORT_INTERVAL;
@@ -718,4 +724,204 @@ proptest! {
             last_epoch = epoch;
         }
     }
+}
+
+fn report(endpoints: &[&str]) -> Vec<u8> {
+    Message::EndpointReport(EndpointReport {
+        endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+    })
+    .encode()
+}
+
+fn candidates(c: &Controller<MemoryStore>, name: &str) -> Vec<(String, CandidateKind)> {
+    let map = Netmap::decode(&c.epoch().unwrap().netmap).unwrap();
+    map.content()
+        .member(name)
+        .unwrap()
+        .candidates
+        .iter()
+        .map(|c| (c.addr.to_string(), c.kind))
+        .collect()
+}
+
+#[test]
+fn an_endpoint_report_with_an_entry_that_is_no_address_is_refused() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    let epoch = c.epoch().unwrap().epoch;
+    let out = c.receive(
+        laptop,
+        &report(&["198.18.5.5:51820", "laptop.lan:51820"]),
+        T0,
+    );
+    match answer(&out, laptop, T0) {
+        Answer::Error(ErrorCode::BAD_MESSAGE, message) => assert_eq!(
+            message,
+            "endpoint report: \"laptop.lan:51820\" is not an IP address and port (`198.18.0.1:51820`, `[fd00::1]:51820`)"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.epoch().unwrap().epoch, epoch, "nothing was published");
+}
+
+#[test]
+fn relay_bindings_become_mapped_candidates_first_and_go_when_they_end() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    c.receive(
+        laptop,
+        &report(&["[fd00:5::5]:51820", "198.18.5.5:51820"]),
+        T0,
+    );
+    let epoch = c.epoch().unwrap().epoch;
+    let mapped: std::net::SocketAddr = "198.18.77.1:40000".parse().unwrap();
+    let out = c.set_mapped(vec![("laptop".into(), Some(mapped))], T0 + 1);
+    assert_eq!(c.epoch().unwrap().epoch, epoch + 1);
+    assert!(out.contains(&Output::Push(laptop)));
+    assert_eq!(
+        candidates(&c, "laptop"),
+        [
+            ("198.18.77.1:40000".to_string(), CandidateKind::Mapped),
+            ("[fd00:5::5]:51820".to_string(), CandidateKind::Local),
+            ("198.18.5.5:51820".to_string(), CandidateKind::Local),
+        ]
+    );
+    assert_eq!(c.mapped("laptop"), Some(mapped));
+    // The same binding again is no new epoch.
+    assert!(
+        c.set_mapped(vec![("laptop".into(), Some(mapped))], T0 + 2)
+            .is_empty()
+    );
+    assert_eq!(c.epoch().unwrap().epoch, epoch + 1);
+    // Within a batch (as in the daemon), the change makes the batch's epoch.
+    c.begin_batch();
+    assert!(
+        c.set_mapped(vec![("laptop".into(), None)], T0 + 3)
+            .is_empty()
+    );
+    let out = c.end_batch(T0 + 3);
+    assert!(out.contains(&Output::Push(laptop)), "{out:?}");
+    assert_eq!(c.epoch().unwrap().epoch, epoch + 2);
+    assert_eq!(candidates(&c, "laptop").len(), 2);
+    // A batch where nothing changed issues nothing.
+    c.begin_batch();
+    c.set_mapped(vec![("laptop".into(), None)], T0 + 4);
+    assert!(c.end_batch(T0 + 4).is_empty());
+    assert_eq!(c.epoch().unwrap().epoch, epoch + 2);
+}
+
+#[test]
+fn endpoint_reports_within_a_batch_make_a_new_epoch() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    let epoch = c.epoch().unwrap().epoch;
+    c.begin_batch();
+    assert!(
+        c.receive(laptop, &report(&["198.18.5.5:51820"]), T0 + 1)
+            .is_empty()
+    );
+    let out = c.end_batch(T0 + 1);
+    assert_eq!(c.epoch().unwrap().epoch, epoch + 1);
+    assert!(out.contains(&Output::Push(laptop)));
+}
+
+#[test]
+fn relay_members_are_the_netmap_without_revoked_ones_and_revoked_members_have_no_candidates() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    c.receive(laptop, &report(&["198.18.5.5:51820"]), T0);
+    c.set_mapped(
+        vec![("laptop".into(), Some("198.18.77.1:40000".parse().unwrap()))],
+        T0,
+    );
+    let names = |c: &Controller<MemoryStore>| {
+        c.relay_members()
+            .into_iter()
+            .map(|m| m.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&c), ["desktop", "laptop", "server"]);
+    assert_eq!(
+        c.relay_members()[1].wireguard_public_key,
+        machine("laptop", 2).wireguard.public_key()
+    );
+    c.revoke("laptop", T0 + 1).unwrap();
+    assert_eq!(names(&c), ["desktop", "server"]);
+    assert!(candidates(&c, "laptop").is_empty());
+    assert_eq!(c.mapped("laptop"), None);
+}
+
+fn punch(peer: &str) -> Vec<u8> {
+    Message::Punch(Punch { peer: peer.into() }).encode()
+}
+
+#[test]
+fn a_punch_request_tells_both_members_at_once() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    let (desktop, _, _) = accepted(enroll(&mut c, &machine("desktop", 3), T0));
+    let out = c.receive(laptop, &punch("desktop"), T0 + 1);
+    assert_eq!(
+        out,
+        [
+            Output::Send(
+                laptop,
+                Message::Punch(Punch {
+                    peer: "desktop".into()
+                })
+            ),
+            Output::Send(
+                desktop,
+                Message::Punch(Punch {
+                    peer: "laptop".into()
+                })
+            ),
+        ]
+    );
+    // Within the interval, from either side, more requests are ignored, not refused.
+    for (from, peer) in [(laptop, "desktop"), (desktop, "laptop")] {
+        assert!(c.receive(from, &punch(peer), T0 + 2).is_empty());
+    }
+    assert!(c.is_enrolled(laptop) && c.is_enrolled(desktop));
+    let out = c.receive(desktop, &punch("laptop"), T0 + 1 + PUNCH_INTERVAL);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        messages_to(&out, laptop),
+        [Message::Punch(Punch {
+            peer: "desktop".into()
+        })]
+    );
+}
+
+#[test]
+fn a_punch_towards_an_unknown_or_absent_member_keeps_the_session() {
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    for peer in ["nobody", "laptop"] {
+        let out = c.receive(laptop, &punch(peer), T0);
+        match messages_to(&out, laptop).as_slice() {
+            [Message::Error(e)] => {
+                assert_eq!(e.code, ErrorCode::BAD_MESSAGE);
+                assert!(e.message.contains("is no other member"), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!closed(&out, laptop));
+        assert!(c.is_enrolled(laptop));
+    }
+    // A member that is not connected: nobody to tell, nothing sent.
+    assert!(c.receive(laptop, &punch("desktop"), T0).is_empty());
+    // A revoked member is no member to punch towards.
+    let (desktop, _, _) = accepted(enroll(&mut c, &machine("desktop", 3), T0));
+    c.revoke("desktop", T0 + 1).unwrap();
+    assert!(!c.is_enrolled(desktop));
+    let out = c.receive(laptop, &punch("desktop"), T0 + 10);
+    assert!(matches!(
+        messages_to(&out, laptop).as_slice(),
+        [Message::Error(_)]
+    ));
+    // Before enrolling, a punch is out of place.
+    let (id, _) = greet(&mut c, &machine("server", 1), T0);
+    let out = c.receive(id, &punch("laptop"), T0);
+    assert!(closed(&out, id));
 }

@@ -44,7 +44,8 @@ mod tests {
                 "controlPort": 51821,
                 "dynamicIp": {"enable": false, "range": null},
                 "ipv4Network": null,
-                "ipv6Network": null
+                "ipv6Network": null,
+                "relay": {"enable": true, "memberMibPerHour": 10240, "memberRateMbit": 100, "port": 51822}
             }))
         );
         assert_eq!(

@@ -74,6 +74,42 @@ pub struct Status {
     pub pool: Option<Pool>,
     pub members: Vec<MemberStatus>,
     pub tokens: Vec<TokenStatus>,
+    /// The probe and relay service; missing when it is off (or from an older controller).
+    #[serde(default)]
+    pub relay: Option<RelayStatus>,
+}
+
+/// The controller's probe and relay service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayStatus {
+    /// The UDP port it serves on.
+    pub port: u16,
+    /// Members with a binding: the address their last valid probe came from.
+    pub bound: Vec<RelayBinding>,
+    /// What was relayed, by ordered pair of members.
+    pub pairs: Vec<RelayPair>,
+    /// Datagrams dropped, by reason (`not-a-member`, `unknown-destination`, `rate`, `quota`,
+    /// `bad-probe`, `replay`, `probe-flood`, `malformed`).
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayBinding {
+    pub name: String,
+    pub address: String,
+    /// Seconds since its last valid probe.
+    pub age_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayPair {
+    pub from: String,
+    pub to: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

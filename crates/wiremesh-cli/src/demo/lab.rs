@@ -1,7 +1,9 @@
-//! The demo's network, built with `wiremesh_lab::Topology`: one namespace per machine plugged into
-//! the public switch (underlay 198.18.0.0/24), the agents running in them, and the teardown that
-//! removes all of it when the lab is dropped (on success, on error, on Ctrl-C and on panic). What
-//! is left here is the demo's policy: names, addresses, which daemons run where, what to print.
+//! The demo's network, built with `wiremesh_lab::Topology`: one namespace per machine, the
+//! controllers plugged into the public switch (underlay 198.18.0.0/24) and, unless NAT is off,
+//! every other machine on a home LAN of its own (198.19.N.0/24) behind its own NAT router; the
+//! agents running in them, and the teardown that removes all of it when the lab is dropped (on
+//! success, on error, on Ctrl-C and on panic). What is left here is the demo's policy: names,
+//! addresses, which daemons run where, what to print.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use wiremesh_lab::{Namespace, Output, Topology};
+use wiremesh_lab::{Mapping, Namespace, Output, Topology};
 
 use super::signal;
 
@@ -28,7 +30,10 @@ const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
 pub struct Node {
     pub machine: String,
     pub ns: Namespace,
+    /// Its address on the switch, or on its LAN when it is behind a NAT.
     pub underlay: Ipv4Addr,
+    /// The public address of the NAT in front of it, if any.
+    pub nat: Option<Ipv4Addr>,
 }
 
 /// A running daemon (an agent or a controller).
@@ -48,9 +53,16 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Builds the switch and one namespace per machine; machine `i` gets 198.18.0.(i+1)/24. A
-    /// failure halfway tears down what was built (each namespace deletes itself when dropped).
-    pub fn build(machines: &[String], dir: &Path) -> Result<Self, String> {
+    /// Builds the switch and one namespace per machine; machine `i` gets 198.18.0.(i+1)/24 on the
+    /// switch, or, when `nat` is set and it is not one of `public`, 198.19.(i+1).2/24 behind a NAT
+    /// router of that mapping at 198.18.0.(101+i). A failure halfway tears down what was built
+    /// (each namespace deletes itself when dropped).
+    pub fn build(
+        machines: &[String],
+        public: &[String],
+        nat: Option<Mapping>,
+        dir: &Path,
+    ) -> Result<Self, String> {
         if machines.len() > 250 {
             return Err(format!(
                 "{} machines is more than the demo's /24 underlay holds",
@@ -61,18 +73,33 @@ impl Lab {
         let pid = std::process::id();
         let switch = Namespace::create(format!("{PREFIX}{pid}-switch"))?;
         let public4 = "198.18.0.0/24".parse().expect("a valid prefix");
-        let underlay = Topology::new(switch, public4, None)?;
+        let mut underlay = Topology::new(switch, public4, None)?;
         let mut nodes = Vec::new();
         for (i, machine) in machines.iter().enumerate() {
             signal::check()?;
             let ns = Namespace::create(format!("{PREFIX}{pid}-{machine}"))?;
             let host = u8::try_from(i + 1).map_err(|_| "too many machines".to_owned())?;
-            let addr = Ipv4Addr::new(198, 18, 0, host);
-            underlay.plug(&ns, addr, None)?;
+            let (addr, nat) = match nat.filter(|_| !public.contains(machine)) {
+                Some(mapping) => {
+                    let router = Namespace::create(format!("{PREFIX}{pid}-{machine}-nat"))?;
+                    let wan = Ipv4Addr::new(198, 18, 0, host.saturating_add(100));
+                    let lan = format!("198.19.{host}.0/24")
+                        .parse()
+                        .map_err(|e| format!("LAN of {machine}: {e}"))?;
+                    let id = underlay.add_nat(router, mapping, wan, lan)?;
+                    (underlay.attach(&ns, id)?, Some(wan))
+                }
+                None => {
+                    let addr = Ipv4Addr::new(198, 18, 0, host);
+                    underlay.plug(&ns, addr, None)?;
+                    (addr, None)
+                }
+            };
             nodes.push(Node {
                 machine: machine.clone(),
                 ns,
                 underlay: addr,
+                nat,
             });
         }
         Ok(Self {
