@@ -257,7 +257,8 @@ EOF
 
 # wiremesh through the relay: an inventory whose controller c (not a peer) is on the switch and
 # whose peers a and b have no endpoints (they sit behind NATs), keys from `wiremesh keygen` laid out
-# as Clan vars, `wiremesh plan`, the controller's relay allowed far more than the link carries.
+# as Clan vars, `wiremesh plan`; the relay's per-member bounds (relay.memberRateMbit and
+# memberMibPerHour) far above what the link carries, so that they do not cap the figure.
 # Both agents learn each other's NAT-mapped candidates from the controller, fail to punch through
 # the block, and fall back to the relay; the row fails unless a's status shows b on the relay.
 ctl_pid=""
@@ -284,7 +285,8 @@ setup_wiremesh_relay() {
     "module": { "name": "wiremesh", "input": "wiremesh" },
     "roles": {
       "controller": { "machines": { "c": { "settings": {
-        "endpoint": "$r_addr_c", "ipv4Network": "100.64.0.0/24", "ipv6Network": "fd64:6400:1::/48" } } } },
+        "endpoint": "$r_addr_c", "ipv4Network": "100.64.0.0/24", "ipv6Network": "fd64:6400:1::/48",
+        "relay": { "memberRateMbit": 100000, "memberMibPerHour": 4000000 } } } } },
       "peer": { "machines": {
         "a": { "settings": { "ipv4": "100.64.0.1", "interface": "${rtag}a" } },
         "b": { "settings": { "ipv4": "100.64.0.2", "interface": "${rtag}b" } } } }
@@ -293,11 +295,8 @@ setup_wiremesh_relay() {
 EOF
   "$bin/wiremesh" plan --inventory "$work/inventory.json" --instance bench --keys "$work/clan" \
     --out "$work/plan" >"$work/plan.log" 2>&1 || { cat "$work/plan.log" >&2; return 1; }
-  # The relay's per-member bounds far above what the link carries, so they do not cap the figure.
-  jq '.relay = { enable: true, port: 51822, memberRateMbit: 100000, memberMibPerHour: 4000000 }' \
-    "$work/plan/c.controller.json" >"$work/c.controller.json" || return 1
   spawn "$r_nsc" "$work/controller.log" "$bin/wiremesh-controller" run \
-    --config "$work/c.controller.json" --network-key "$work/net.key" --identity "$work/c.id" \
+    --config "$work/plan/c.controller.json" --network-key "$work/net.key" --identity "$work/c.id" \
     --state-dir "$work/ctl-state"
   ctl_pid="$last_pid"
   spawn "$r_nsa" "$work/wm-a.log" "$bin/wiremesh-peer" run --config "$work/plan/a.json" \
