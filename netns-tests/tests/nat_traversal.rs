@@ -314,7 +314,7 @@ fn with_udp_blocked_between_the_nats_the_relay_carries_and_a_lifted_block_goes_d
     );
     lab.put_behind("alpha", na);
     lab.put_behind("beta", nb);
-    let public_b = lab.nat_addresses(nb).0;
+    let (public_a, public_b) = (lab.nat_addresses(na).0, lab.nat_addresses(nb).0);
     lab.block_udp(na, nb);
     let started = start(&mut lab);
 
@@ -357,18 +357,33 @@ fn with_udp_blocked_between_the_nats_the_relay_carries_and_a_lifted_block_goes_d
 
     lab.unblock_udp(na, nb);
     let lifted = Instant::now();
-    let direct =
-        |p: &PeerPath| p.is_direct() && p.addr.map(|a| a.ip()) == Some(IpAddr::V4(public_b));
+    let direct_to = |public: Ipv4Addr| {
+        move |p: &PeerPath| p.is_direct() && p.addr.map(|a| a.ip()) == Some(IpAddr::V4(public))
+    };
     wait_path(
         &lab,
         "alpha",
         "beta",
         "direct once the block is lifted",
         BACK_TO_DIRECT,
-        direct,
+        direct_to(public_b),
     );
-    let took = lifted.elapsed();
-    figure("time back to direct after the block is lifted", took);
+    figure(
+        "time back to direct after the block is lifted (alpha → beta)",
+        lifted.elapsed(),
+    );
+    wait_path(
+        &lab,
+        "beta",
+        "alpha",
+        "direct once the block is lifted",
+        BACK_TO_DIRECT.saturating_sub(lifted.elapsed()),
+        direct_to(public_a),
+    );
+    figure(
+        "time back to direct after the block is lifted (both ways)",
+        lifted.elapsed(),
+    );
 
     // The connection goes on over the direct path, and the relay stops carrying it.
     let at_switch = stream.received();
