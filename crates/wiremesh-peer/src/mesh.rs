@@ -43,8 +43,9 @@ pub const MAX_IP_PACKET: usize = 65_535;
 /// The buffer [`Mesh::flush_queued`] needs: room for the largest packet boringtun may have queued,
 /// with a relay header in front.
 pub const FLUSH_OUT_LEN: usize = MAX_IP_PACKET + WG_OVERHEAD + RELAY_HEADER_LEN;
-/// The buffer [`Mesh::tick`] needs: a handshake initiation with a relay header in front.
-pub const TICK_OUT_LEN: usize = WG_MAX_CONTROL + RELAY_HEADER_LEN;
+/// The buffer [`Mesh::tick`] needs: a queued packet (or a handshake initiation) with a relay
+/// header in front.
+pub const TICK_OUT_LEN: usize = FLUSH_OUT_LEN;
 /// No relay is active (see [`Mesh::active_relay`]).
 const NO_RELAY: usize = usize::MAX;
 /// How often the shared rate limiter's counter is reset.
@@ -177,6 +178,13 @@ struct Session {
     dropped_spoofed: u64,
     /// Whether a tick has already offered this member a handshake of our own accord.
     greeted: bool,
+    /// We answered the member's initiation and have heard no data on that session yet, so it
+    /// is not ours to send on: packets queued for the member wait. (Flushing them would start a
+    /// handshake of our own, which would replace the one the member is completing; two members
+    /// punching at once would then replace each other's handshakes for ever.)
+    unconfirmed: bool,
+    /// The session was confirmed: the next tick sends what was queued for it.
+    flush_due: bool,
 }
 
 /// A member of the mesh and its WireGuard session.
@@ -602,6 +610,7 @@ impl Mesh {
             }
         }
         let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
+        let message = datagram.first().copied();
         let id = match self.identify(&packet) {
             Ok(id) => id,
             Err(reason) => return Inbound::Drop(self.drop(reason)),
@@ -653,6 +662,15 @@ impl Mesh {
             }
             TunnResult::Err(_) => return Inbound::Drop(self.drop(DropReason::Invalid)),
         };
+        match message {
+            Some(1) => s.unconfirmed = true,
+            Some(2) => s.unconfirmed = false,
+            Some(4) if s.unconfirmed => {
+                s.unconfirmed = false;
+                s.flush_due = true;
+            }
+            _ => {}
+        }
         // Everything that reached here was authenticated, except a cookie reply (its key is
         // derived from public values), so it may move the member's path.
         if !is_cookie {
@@ -722,6 +740,9 @@ impl Mesh {
         }
         let m = self.member(member)?;
         let mut s = m.lock();
+        if s.unconfirmed {
+            return None;
+        }
         let (at, to) = match s.path.current? {
             Path::Direct(to) => (0, to),
             Path::Relay => match self.active_relay() {
@@ -869,6 +890,9 @@ impl Mesh {
                 s.path.on_initiation(now, has_session);
                 self.fan_out(m, &s, &out[..len], fanout, send);
             }
+            if std::mem::take(&mut s.flush_due) {
+                self.send_queued(m, &mut s, out, send);
+            }
             if let TunnResult::WriteToNetwork(buf) =
                 s.tunn.update_timers(&mut out[RELAY_HEADER_LEN..])
             {
@@ -900,6 +924,43 @@ impl Mesh {
         punch
     }
 
+    /// Sends every packet queued for member `m` on its current path.
+    fn send_queued(
+        &self,
+        m: &Member,
+        s: &mut Session,
+        out: &mut [u8],
+        send: &mut dyn FnMut(&[u8], SocketAddr),
+    ) {
+        let relay = match s.path.current {
+            Some(Path::Relay) => self.active_relay(),
+            _ => None,
+        };
+        let (at, to) = match (s.path.current, relay) {
+            (Some(Path::Relay), Some(relay)) => (RELAY_HEADER_LEN, relay),
+            (Some(Path::Direct(to)), _) => (0, to),
+            (Some(Path::Relay), None) => match s.path.last_direct {
+                Some(to) => (0, to),
+                None => return,
+            },
+            (None, _) => return,
+        };
+        while let TunnResult::WriteToNetwork(buf) = s.tunn.decapsulate(None, &[], &mut out[at..]) {
+            let len = buf.len();
+            if out[at] != 4 {
+                // No session to send on after all: boringtun keeps the packet and sent a handshake.
+                let initiation = out[at..at + len].to_vec();
+                let fanout = s.path.retry_fanout();
+                self.fan_out(m, s, &initiation, fanout, send);
+                return;
+            }
+            if at > 0 {
+                frame(out, peer_id(&m.spec.public_key));
+            }
+            send(&out[..at + len], to);
+        }
+    }
+
     fn new_session(&self, spec: &MemberSpec, index: u32) -> Session {
         let tunn = Tunn::new(
             self.secret.clone(),
@@ -914,6 +975,8 @@ impl Mesh {
             path: PathState::new(spec.endpoints.first().copied()),
             dropped_spoofed: 0,
             greeted: false,
+            unconfirmed: false,
+            flush_due: false,
         }
     }
 

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use wiremesh_core::netmap::CandidateKind;
 use wiremesh_peer::mesh::{
     DropReason, FLUSH_OUT_LEN, Inbound, IndexSource, MemberId, MemberSnapshot, Mesh, OsIndexSource,
-    Outbound, encapsulate_out_len,
+    Outbound, TICK_OUT_LEN, encapsulate_out_len,
 };
 use wiremesh_peer::path::Path;
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, SpecSource};
@@ -220,6 +220,20 @@ impl Net {
         result
     }
 
+    /// Runs one tick of node `name`'s timers and puts what it sends on the wire.
+    fn tick_node(&mut self, name: &str) {
+        let node = self.node(name);
+        let me = node.addr;
+        let mut out = vec![0u8; TICK_OUT_LEN];
+        let mut sent = Vec::new();
+        node.mesh.tick(Instant::now(), 0, &mut out, &mut |p, to| {
+            sent.push((to, p.to_vec()))
+        });
+        for (to, bytes) in sent {
+            self.put(me, to, &bytes);
+        }
+    }
+
     /// Delivers datagrams until the wire is quiet.
     fn pump(&mut self) {
         let limit = self.wire.len() + 1000;
@@ -296,7 +310,7 @@ fn member_id(mesh: &Mesh, key: u8) -> MemberId {
 
 /// One tick now: the datagrams it sends, as (message type, length, destination).
 fn tick(mesh: &Mesh) -> Vec<(u8, usize, SocketAddr)> {
-    let mut out = vec![0u8; 256];
+    let mut out = vec![0u8; TICK_OUT_LEN];
     let mut sent = Vec::new();
     mesh.tick(Instant::now(), 0, &mut out, &mut |p, to| {
         sent.push((p[0], p.len(), to))
@@ -551,7 +565,7 @@ fn a_handshake_flood_leaves_sessions_up_and_members_answered() {
 
     // The next period brings a new budget: the roamed member is identified and answered (with a
     // cookie, or with a response if the shared limiter's own second has passed meanwhile).
-    let mut out = vec![0u8; 256];
+    let mut out = vec![0u8; TICK_OUT_LEN];
     net.node("bravo").mesh.tick(
         Instant::now() + Duration::from_secs(2),
         0,
@@ -808,7 +822,11 @@ fn member_without_endpoint_is_reached_once_it_calls() {
     assert_eq!(net.drops("bravo", DropReason::NoEndpoint), 1);
     net.send_ip("alpha", &packet("100.77.0.1", "100.77.0.2", b"hi"));
     net.pump();
-    // bravo learnt alpha's endpoint from the handshake, and its queued packet went out then.
+    // bravo learnt alpha's endpoint from the handshake; its queued packet goes out at the tick
+    // after alpha confirmed the session.
+    assert_eq!(net.node("alpha").delivered.len(), 0);
+    net.tick_node("bravo");
+    net.pump();
     assert_eq!(net.node("alpha").delivered.len(), 1);
     let later = net.send_ip("bravo", &packet("100.77.0.2", "100.77.0.1", b"later"));
     assert!(matches!(later, Outbound::Send { .. }));
