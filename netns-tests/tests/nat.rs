@@ -2,10 +2,11 @@
 //! them: a tiny echo, run on threads that entered a namespace, answers each datagram with the
 //! source address it saw. Behind an endpoint-independent NAT the public side sees the router's
 //! address and one mapped port for two destinations; behind a symmetric NAT a port per
-//! destination; UDP between two NATs can be blocked and unblocked; a host moved to another NAT
-//! appears from that router's address; two hosts behind one NAT talk over their LAN.
+//! destination; UDP between two NATs (a hole punched from both sides) can be blocked and
+//! unblocked; a host moved to another NAT appears from that router's address; two hosts behind
+//! one NAT talk over their LAN.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -212,31 +213,63 @@ fn udp_between_two_nats_can_be_blocked_and_unblocked() {
     let (host_b, _) = lan_host(&topology, "host-b", b);
     let (server, server_addr) = public_host(&topology, "server", 21);
     let (public_a, public_b) = (topology.nat(a).public4(), topology.nat(b).public4());
-    let (from_a, from_b) = (Some(IpAddr::V4(public_a)), Some(IpAddr::V4(public_b)));
-    // Echoes on the routers' public addresses: what reaches them crossed between the NATs.
-    let _echoes = [
-        Echo::start(topology.nat(a).router(), echo_at(public_a)),
-        Echo::start(topology.nat(b).router(), echo_at(public_b)),
-        Echo::start(&server, echo_at(server_addr)),
-    ];
-    let across = || {
-        let a_to_b = seen_from(&host_a, &[echo_at(public_b)])[0];
-        let b_to_a = seen_from(&host_b, &[echo_at(public_a)])[0];
-        (a_to_b.map(|s| s.ip()), b_to_a.map(|s| s.ip()))
-    };
-    assert_eq!(across(), (from_a, from_b), "before blocking");
+    // What crosses between the NATs: a hole punched from both sides, each host sending from
+    // CLIENT_PORT to the other's NAT at the port its mapping keeps (CLIENT_PORT).
+    let (from_a, from_b) = (
+        Some(SocketAddr::from((public_a, CLIENT_PORT))),
+        Some(SocketAddr::from((public_b, CLIENT_PORT))),
+    );
+    let _echo = Echo::start(&server, echo_at(server_addr));
+    let across = || punch(&host_a, public_b, &host_b, public_a);
+    assert_eq!(across(), (from_b, from_a), "before blocking");
 
     topology.block_udp(a, b).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(across(), (None, None), "while blocked");
     let to_server = seen_from(&host_a, &[echo_at(server_addr)])[0];
     assert_eq!(
-        to_server.map(|s| s.ip()),
-        from_a,
+        to_server, from_a,
         "blocking UDP between the NATs cut the NAT off from the public server"
     );
 
     topology.unblock_udp(a, b).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(across(), (from_a, from_b), "after unblocking");
+    assert_eq!(across(), (from_b, from_a), "after unblocking");
+}
+
+/// Hole punching between two hosts behind NATs: each, from a socket bound to [`CLIENT_PORT`],
+/// sends to the other's NAT at `CLIENT_PORT` every 50 ms for two seconds; the source of the first
+/// datagram each received (host a's first, then host b's).
+fn punch(
+    host_a: &Namespace,
+    public_b: Ipv4Addr,
+    host_b: &Namespace,
+    public_a: Ipv4Addr,
+) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let side = |ns: &Namespace, to: Ipv4Addr| {
+        spawn_in(ns, move || {
+            let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, CLIENT_PORT))
+                .map_err(|e| format!("bind port {CLIENT_PORT}: {e}"))?;
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .map_err(|e| e.to_string())?;
+            let (mut first, mut buf) = (None, [0u8; 64]);
+            let end = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < end {
+                // Refused locally (an ICMP error from an earlier try) counts as a try.
+                let _ = socket.send_to(b"punch", (to, CLIENT_PORT));
+                if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                    first.get_or_insert(from);
+                }
+            }
+            Ok(first)
+        })
+    };
+    let (a, b) = (side(host_a, public_b), side(host_b, public_a));
+    let joined = |h: JoinHandle<Result<Option<SocketAddr>, String>>| {
+        h.join()
+            .expect("a punching thread does not panic")
+            .unwrap_or_else(|e| panic!("punching: {e}"))
+    };
+    (joined(a), joined(b))
 }
 
 #[test]
