@@ -112,6 +112,8 @@ fn setup(dir: &Scratch, port: u16) -> Vec<String> {
         &dir.s("identity"),
         "--state-dir",
         &dir.s("state"),
+        "--relay-listen",
+        "127.0.0.1:0",
     ]
     .map(String::from)
     .to_vec()
@@ -173,6 +175,10 @@ fn run_notifies_systemd_answers_the_admin_and_stops_on_sigterm() {
     assert_eq!(status["instance"], "my-vpn");
     assert_eq!(status["epoch"], 1);
     assert_eq!(status["members"].as_array().unwrap().len(), 2);
+    // The relay listens where --relay-listen said, with nobody bound yet.
+    assert_ne!(status["relay"]["port"], 0);
+    assert_eq!(status["relay"]["bound"], serde_json::json!([]));
+    assert_eq!(status["relay"]["drops"]["not-a-member"], 0);
 
     let token = ok(admin(
         &dir,
@@ -207,6 +213,7 @@ fn run_notifies_systemd_answers_the_admin_and_stops_on_sigterm() {
     let text = ok(admin(&dir, &["status"]));
     assert!(text.contains("laptop\tinventory\t-\t"), "{text}");
     assert!(text.contains("\trevoked\t"), "{text}");
+    assert!(text.contains(": 0 members bound\n"), "{text}");
     assert!(
         text.contains("tablet\tdevice\t100.77.0.2 (lease)"),
         "{text}"
@@ -273,6 +280,7 @@ fn run_notifies_systemd_answers_the_admin_and_stops_on_sigterm() {
         "{text}"
     );
     assert!(text.contains("\trevoked\t"), "{text}");
+    assert!(text.contains(": 0 members bound\n"), "{text}");
 }
 
 fn signal(pid: i32, signal: i32) {

@@ -66,6 +66,8 @@ in
           configPath = configPath name;
         } // {
         reloadTriggers = [ c.configFile ];
+        # the daemon applies a new config by reload, but binds the relay's port only at start
+        restartTriggers = [ (builtins.toJSON c.relayPort) ];
       }))
       enabled;
 

@@ -45,6 +45,10 @@ enum Command {
         /// test on loopback; the address taken is logged).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// The UDP address to serve probes and the relay on instead of `[::]:relay.port` (e.g.
+        /// `127.0.0.1:0`; the address taken is logged).
+        #[arg(long, value_name = "ADDR")]
+        relay_listen: Option<SocketAddr>,
     },
     /// Members, leases, connected agents and the epoch.
     Status {
@@ -108,12 +112,14 @@ fn main() -> ExitCode {
             identity,
             state_dir,
             listen,
+            relay_listen,
         } => run(Options {
             config,
             network_key,
             identity,
             state_dir,
             listen,
+            relay_listen,
             limits: Limits::default(),
             clock: Clock::system(),
         }),
@@ -308,7 +314,62 @@ fn status_text(status: &Status) -> String {
             t.expires_at
         ));
     }
+    match &status.relay {
+        Some(relay) => out.push_str(&relay_text(relay)),
+        None => out.push_str("relay: off\n"),
+    }
     out
+}
+
+/// The relay in a few lines: where members are bound, what went through it, what it dropped.
+fn relay_text(relay: &admin::RelayStatus) -> String {
+    let mut out = format!(
+        "relay on UDP port {}: {} members bound\n",
+        relay.port,
+        relay.bound.len()
+    );
+    for b in &relay.bound {
+        out.push_str(&format!(
+            "  {} at {} (probed {} s ago)\n",
+            printable(&b.name),
+            b.address,
+            b.age_seconds
+        ));
+    }
+    for p in &relay.pairs {
+        out.push_str(&format!(
+            "  relayed {} -> {}: {} packets, {}\n",
+            printable(&p.from),
+            printable(&p.to),
+            p.packets,
+            bytes(p.bytes)
+        ));
+    }
+    let drops: Vec<String> = relay
+        .drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if !drops.is_empty() {
+        out.push_str(&format!("  dropped: {}\n", drops.join(", ")));
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
 }
 
 fn device_text(wg_quick: &str) -> String {
@@ -325,6 +386,31 @@ fn device_text(wg_quick: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relay_status_is_a_few_lines() {
+        let relay = admin::RelayStatus {
+            port: 51822,
+            bound: vec![admin::RelayBinding {
+                name: "laptop".into(),
+                address: "198.18.1.1:40000".into(),
+                age_seconds: 3,
+            }],
+            pairs: vec![admin::RelayPair {
+                from: "laptop".into(),
+                to: "desktop".into(),
+                packets: 12,
+                bytes: 150_000,
+            }],
+            drops: [("not-a-member".to_string(), 5), ("rate".to_string(), 0)]
+                .into_iter()
+                .collect(),
+        };
+        assert_eq!(
+            relay_text(&relay),
+            "relay on UDP port 51822: 1 members bound\n  laptop at 198.18.1.1:40000 (probed 3 s ago)\n  relayed laptop -> desktop: 12 packets, 146.48 KiB\n  dropped: not-a-member 5\n"
+        );
+    }
 
     #[test]
     fn the_state_dir_is_found_without_a_flag_when_it_is_unambiguous() {

@@ -15,10 +15,11 @@ use std::time::Duration;
 use common::{INSTANCE, Machine, T0, config, controller_identity, machine, network_key, token_of};
 use wiremesh_controller::daemon::{Clock, Limits, Options, Server};
 use wiremesh_core::controller_config::ControllerFile;
+use wiremesh_core::disco::{self, PROBE_REPLY_LEN, Probe, ProbeReply};
 use wiremesh_core::frame::MAX_FRAME_LEN;
 use wiremesh_core::keys::{Identity, NetworkKey, WireguardSecret};
 use wiremesh_core::messages::{ErrorCode, Hello, Message, PROTOCOL_VERSION};
-use wiremesh_core::netmap::{Flags, Netmap};
+use wiremesh_core::netmap::{CandidateKind, Flags, Netmap};
 use wiremesh_proto::admin::{self, Outcome, Request};
 use wiremesh_proto::client::{ControlError, ControlSettings, Enrolled, client_transport, enroll};
 use wiremesh_proto::tls::{SERVER_NAME, client_config};
@@ -66,6 +67,7 @@ impl Fixture {
             identity: self.path("identity"),
             state_dir: self.path("state"),
             listen: Some("127.0.0.1:0".parse().unwrap()),
+            relay_listen: Some("127.0.0.1:0".parse().unwrap()),
             limits,
             clock: Clock::new(move || clock.load(Ordering::SeqCst)),
         }
@@ -446,4 +448,177 @@ async fn a_damaged_store_stops_the_start_and_names_the_file() {
         e.starts_with(&format!("store {}: ", store.display())),
         "{e}"
     );
+}
+
+/// A UDP socket on loopback standing in for an agent's WireGuard socket.
+fn udp() -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s
+}
+
+fn probe(m: &Machine) -> Vec<u8> {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    Probe {
+        node_public_key: m.node.public_key(),
+        txid: [m.name.len() as u8; disco::TXID_LEN],
+        unix_ms,
+    }
+    .encode(&m.node)
+    .to_vec()
+}
+
+fn receive(socket: &std::net::UdpSocket) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+}
+
+async fn relay_status(server: &Server) -> admin::RelayStatus {
+    let Outcome::Status(status) = admin_request(server, Request::Status).await else {
+        panic!("no status");
+    };
+    status.relay.expect("the relay is on")
+}
+
+#[tokio::test]
+async fn probes_bind_members_and_the_relay_forwards_only_between_them() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    let relay = server.relay_addr().unwrap();
+    let (laptop, desktop) = (machine("laptop", 2), machine("desktop", 3));
+    let mut session = enroll_as(&server, &laptop, None).await.unwrap();
+    let (a, b, stranger) = (udp(), udp(), udp());
+
+    // A probe is answered with the address it came from, signed by the controller.
+    a.send_to(&probe(&laptop), relay).unwrap();
+    let reply = receive(&a).expect("a reply to the laptop's probe");
+    assert_eq!(reply.len(), PROBE_REPLY_LEN);
+    let reply = ProbeReply::decode(&reply, &controller_identity().public_key()).unwrap();
+    assert_eq!(reply.observed, a.local_addr().unwrap());
+    // ... and published as the laptop's Mapped candidate in a new epoch.
+    let mapped = tokio::time::timeout(BOUND, async {
+        loop {
+            let netmap = session.session.next_netmap().await.unwrap();
+            let map = Netmap::decode(&netmap).unwrap();
+            let laptop = map.content().member("laptop").unwrap().clone();
+            if let Some(c) = laptop.candidates.first() {
+                return *c;
+            }
+        }
+    })
+    .await
+    .expect("a netmap with the laptop's mapped address");
+    assert_eq!(mapped.kind, CandidateKind::Mapped);
+    assert_eq!(mapped.addr, a.local_addr().unwrap());
+
+    b.send_to(&probe(&desktop), relay).unwrap();
+    assert!(receive(&b).is_some());
+
+    // The laptop relays a WireGuard packet to the desktop; it arrives naming the laptop.
+    let to_desktop = disco::peer_id(desktop.wireguard.public_key().as_bytes());
+    let to_laptop = disco::peer_id(laptop.wireguard.public_key().as_bytes());
+    let mut header = [0; disco::RELAY_HEADER_LEN];
+    disco::write_relay_header(&mut header, to_desktop);
+    let mut packet = header.to_vec();
+    packet.extend_from_slice(&[4, 0, 0, 0, 1, 2, 3, 4]);
+    a.send_to(&packet, relay).unwrap();
+    let got = receive(&b).expect("the relayed packet");
+    let (from, inner) = disco::split_relay(&got).unwrap();
+    assert_eq!(from, to_laptop);
+    assert_eq!(inner, [4, 0, 0, 0, 1, 2, 3, 4]);
+
+    // A stranger's probes and relay packets get no answer and move no byte.
+    let outsider = machine("outsider", 50);
+    stranger.send_to(&probe(&outsider), relay).unwrap();
+    stranger.send_to(&packet, relay).unwrap();
+    assert_eq!(receive(&stranger), None);
+    assert_eq!(receive(&b), None);
+
+    let status = relay_status(&server).await;
+    assert_eq!(status.port, relay.port());
+    let bound: Vec<_> = status
+        .bound
+        .iter()
+        .map(|b| (b.name.as_str(), b.address.clone()))
+        .collect();
+    assert_eq!(
+        bound,
+        [
+            ("desktop", b.local_addr().unwrap().to_string()),
+            ("laptop", a.local_addr().unwrap().to_string())
+        ]
+    );
+    assert_eq!(status.pairs.len(), 1);
+    assert_eq!(
+        (status.pairs[0].from.as_str(), status.pairs[0].to.as_str()),
+        ("laptop", "desktop")
+    );
+    assert_eq!(status.pairs[0].packets, 1);
+    assert_eq!(status.pairs[0].bytes, packet.len() as u64);
+    assert_eq!(status.drops["not-a-member"], 2);
+    drop(session);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_revoked_member_loses_its_relay_binding() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    let relay = server.relay_addr().unwrap();
+    let (laptop, desktop) = (machine("laptop", 2), machine("desktop", 3));
+    let (a, b) = (udp(), udp());
+    a.send_to(&probe(&laptop), relay).unwrap();
+    assert!(receive(&a).is_some());
+    b.send_to(&probe(&desktop), relay).unwrap();
+    assert!(receive(&b).is_some());
+    assert_eq!(relay_status(&server).await.bound.len(), 2);
+    let outcome = admin_request(
+        &server,
+        Request::Revoke {
+            name: "desktop".into(),
+        },
+    )
+    .await;
+    assert!(matches!(outcome, Outcome::Revoked { .. }), "{outcome:?}");
+    let status = relay_status(&server).await;
+    assert_eq!(
+        status
+            .bound
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>(),
+        ["laptop"]
+    );
+    // Its packets are not relayed, and none reach it.
+    let mut header = [0; disco::RELAY_HEADER_LEN];
+    disco::write_relay_header(
+        &mut header,
+        disco::peer_id(laptop.wireguard.public_key().as_bytes()),
+    );
+    let mut packet = header.to_vec();
+    packet.extend_from_slice(&[4, 0, 0, 0, 9]);
+    b.send_to(&packet, relay).unwrap();
+    assert_eq!(receive(&a), None);
+    // Nor are its probes answered.
+    b.send_to(&probe(&desktop), relay).unwrap();
+    assert_eq!(receive(&b), None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_the_relay_there_is_no_socket_and_no_status() {
+    let mut cfg = config(None);
+    cfg.relay.enable = false;
+    let f = Fixture::new(&cfg);
+    let server = f.start().await;
+    assert_eq!(server.relay_addr(), None);
+    let Outcome::Status(status) = admin_request(&server, Request::Status).await else {
+        panic!("no status");
+    };
+    assert_eq!(status.relay, None);
+    server.shutdown().await;
 }

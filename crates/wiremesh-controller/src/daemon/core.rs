@@ -1,9 +1,10 @@
-//! The core thread: the one owner of the [`Controller`]. Connections and the admin socket send it
-//! commands; it runs them in order (SQLite commits included, off the async runtime) and routes
-//! the outputs to the sessions' outboxes.
+//! The core thread: the one owner of the [`Controller`]. Connections, the admin socket and the
+//! relay thread send it commands; it runs them in order (SQLite commits included, off the async
+//! runtime) and routes the outputs to the sessions' outboxes. Whenever the netmap's members
+//! change, it hands them to the relay.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use wiremesh_proto::admin::{ADMIN_VERSION, Outcome, Request, Response};
 use wiremesh_proto::wire::shared_frame;
 
 use super::Clock;
+use super::relay::{lock, unix_now};
+use crate::relay::{BindingChange, Limits, Relay};
 use crate::{ConfigDiff, Controller, Output, SessionId, SqliteStore};
 
 /// How often the netmap's expiry is checked.
@@ -73,6 +76,20 @@ pub enum Command {
         config: Box<ControllerFile>,
         reply: oneshot::Sender<Result<ConfigDiff, String>>,
     },
+    /// The relay's bindings changed (members' `Mapped` candidates).
+    Bindings {
+        changes: Vec<BindingChange>,
+    },
+}
+
+/// The relay as the core sees it: the state it shares with the relay thread and its port.
+#[derive(Clone)]
+pub struct RelayLink {
+    pub relay: Arc<Mutex<Relay>>,
+    /// The port it serves on.
+    pub port: u16,
+    /// The port the configuration asked for (`--relay-listen` may have overridden it).
+    pub config_port: u16,
 }
 
 /// Sends commands to the core thread; cloned by every task.
@@ -97,11 +114,12 @@ impl CoreHandle {
 pub fn spawn(
     controller: Controller<SqliteStore>,
     clock: Clock,
+    relay: Option<RelayLink>,
 ) -> std::io::Result<(CoreHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("controller-core".into())
-        .spawn(move || Core::new(controller, clock).run(rx))?;
+        .spawn(move || Core::new(controller, clock, relay).run(rx))?;
     Ok((CoreHandle(tx), thread))
 }
 
@@ -115,17 +133,51 @@ struct Core {
     last_push: Instant,
     push_pause: Duration,
     clock: Clock,
+    relay: Option<RelayLink>,
+    /// The epoch whose members the relay has.
+    relay_epoch: Option<u64>,
 }
 
 impl Core {
-    fn new(controller: Controller<SqliteStore>, clock: Clock) -> Self {
-        Self {
+    fn new(controller: Controller<SqliteStore>, clock: Clock, relay: Option<RelayLink>) -> Self {
+        let mut core = Self {
             controller,
             outboxes: BTreeMap::new(),
             pushes: BTreeSet::new(),
             last_push: Instant::now(),
             push_pause: PUSH_INTERVAL,
             clock,
+            relay,
+            relay_epoch: None,
+        };
+        core.sync_relay();
+        core
+    }
+
+    /// Gives the relay the members of a new epoch; the bindings of members that are gone end,
+    /// and so do their `Mapped` candidates.
+    fn sync_relay(&mut self) {
+        let Some(link) = &self.relay else { return };
+        let epoch = self.controller.epoch().map(|e| e.epoch);
+        if epoch == self.relay_epoch {
+            return;
+        }
+        self.relay_epoch = epoch;
+        let members = self.controller.relay_members();
+        let (clashes, changes) = {
+            let mut relay = lock(&link.relay);
+            let clashes = relay.set_members(members, unix_now());
+            (clashes, relay.take_changes())
+        };
+        if !clashes.is_empty() {
+            tracing::warn!(
+                "relay: members {} have WireGuard keys that begin with the same 8 bytes, so the relay cannot tell them apart; it serves none of them",
+                clashes.join(", ")
+            );
+        }
+        if !changes.is_empty() {
+            let outputs = self.controller.set_mapped(changes, self.clock.now());
+            self.dispatch(outputs);
         }
     }
 
@@ -151,6 +203,7 @@ impl Core {
                         self.handle(command);
                     }
                     self.end_batch();
+                    self.sync_relay();
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -166,6 +219,7 @@ impl Core {
                     Ok(outputs) => self.dispatch(outputs),
                     Err(e) => tracing::error!("cannot renew the netmap: {e}"),
                 }
+                self.sync_relay();
                 self.flush();
             }
         }
@@ -204,19 +258,27 @@ impl Core {
                 // An admin command acts on its own epoch, which its answer names.
                 self.end_batch();
                 let outcome = self.admin(request, now);
+                // A revoked member is off the relay before the admin hears it is done.
+                self.sync_relay();
                 self.controller.begin_batch();
                 let _ = reply.send(Response {
                     version: ADMIN_VERSION,
                     outcome,
                 });
             }
+            Command::Bindings { changes } => {
+                let outputs = self.controller.set_mapped(changes, now);
+                self.dispatch(outputs);
+            }
             Command::Reload { config, reply } => {
                 self.end_batch();
                 let result = self.controller.reload(*config, now);
+                self.sync_relay();
                 self.controller.begin_batch();
                 let answer = match result {
                     Ok((diff, outputs)) => {
                         self.dispatch(outputs);
+                        self.reload_relay();
                         Ok(diff)
                     }
                     Err(e) => Err(e.to_string()),
@@ -226,10 +288,37 @@ impl Core {
         }
     }
 
+    /// A reloaded configuration's relay limits apply at once; its port and `enable` only after
+    /// a restart.
+    fn reload_relay(&mut self) {
+        let config = self.controller.config().relay;
+        match &self.relay {
+            Some(link) => {
+                lock(&link.relay).set_limits(Limits::from_config(&config));
+                if !config.enable || config.port != link.config_port {
+                    tracing::warn!(
+                        "the relay's new enable or port setting takes a restart of the controller"
+                    );
+                }
+            }
+            None if config.enable => {
+                tracing::warn!("the relay's new enable setting takes a restart of the controller");
+            }
+            None => {}
+        }
+    }
+
     fn admin(&mut self, request: Request, now: u64) -> Outcome {
         let error = |message: String| Outcome::Error { message };
         match request {
-            Request::Status => Outcome::Status(self.controller.status(now)),
+            Request::Status => {
+                let mut status = self.controller.status(now);
+                status.relay = self
+                    .relay
+                    .as_ref()
+                    .map(|link| lock(&link.relay).status(link.port, unix_now()));
+                Outcome::Status(status)
+            }
             Request::TokenCreate { name, ttl_seconds } => {
                 let mut secret = [0u8; 32];
                 if let Err(e) = getrandom::fill(&mut secret) {

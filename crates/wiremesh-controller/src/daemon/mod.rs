@@ -1,14 +1,16 @@
 //! The daemon: the thin tokio shell around the [`Controller`]. It reads the configuration and
 //! the key files, opens the SQLite store in the state directory, serves the QUIC control channel
-//! and the admin socket, and hands everything to the core thread ([`core`]).
+//! and the admin socket, and hands everything to the core thread ([`core`]). The probe and relay
+//! service has a UDP socket and a thread of its own ([`relay`]), off the async runtime.
 
 mod admin;
 mod connection;
 mod core;
+mod relay;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -18,7 +20,9 @@ use wiremesh_core::files::read_text_bounded;
 use wiremesh_core::keys::{Identity, NetworkKey, permission_warning};
 use wiremesh_proto::admin::SOCKET_FILE;
 
-use self::core::{Command, CoreHandle};
+use self::core::{Command, CoreHandle, RelayLink};
+use self::relay::{RelayThread, Udp};
+use crate::relay::{Limits as RelayLimits, Relay};
 use crate::store::STORE_FILE;
 use crate::{ConfigDiff, Controller, Output, SqliteStore};
 
@@ -78,6 +82,8 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Overrides `[::]:controlPort`, e.g. `127.0.0.1:0` in tests.
     pub listen: Option<SocketAddr>,
+    /// Overrides `[::]:relay.port` (when the relay is on).
+    pub relay_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub clock: Clock,
 }
@@ -87,6 +93,7 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     core: CoreHandle,
     core_thread: std::thread::JoinHandle<()>,
+    relay: Option<(RelayThread, SocketAddr)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     admin_socket: PathBuf,
     config_path: PathBuf,
@@ -160,6 +167,10 @@ impl Server {
             Ipv6Addr::UNSPECIFIED,
             config.control_port,
         )));
+        let relay_config = config.relay;
+        let relay_listen = options
+            .relay_listen
+            .unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, relay_config.port)));
         let (controller, outputs) = Controller::open(
             store,
             config,
@@ -181,8 +192,39 @@ impl Server {
             .map_err(|e| format!("cannot listen on UDP {listen}: {e}"))?;
         let admin_socket = options.state_dir.join(SOCKET_FILE);
         let admin = admin::bind(&admin_socket)?;
-        let (core, core_thread) = core::spawn(controller, options.clock.clone())
+        let relay_socket = if relay_config.enable {
+            let udp = Udp::bind(relay_listen).map_err(|e| {
+                format!(
+                    "cannot listen on UDP {relay_listen} for the relay: {e} (set relay.port, or relay.enable = false)"
+                )
+            })?;
+            let addr = udp.local_addr().map_err(|e| e.to_string())?;
+            let mut relay = Relay::new(
+                identity.node_secret().clone(),
+                RelayLimits::from_config(&relay_config),
+                relay::unix_now(),
+            );
+            // The members are there before the first datagram is; the core keeps them current.
+            relay.set_members(controller.relay_members(), relay::unix_now());
+            Some((udp, addr, Arc::new(Mutex::new(relay))))
+        } else {
+            None
+        };
+        let link = relay_socket.as_ref().map(|(_, addr, relay)| RelayLink {
+            relay: relay.clone(),
+            port: addr.port(),
+            config_port: relay_config.port,
+        });
+        let (core, core_thread) = core::spawn(controller, options.clock.clone(), link)
             .map_err(|e| format!("cannot start the core thread: {e}"))?;
+        let relay = match relay_socket {
+            Some((udp, addr, relay)) => Some((
+                RelayThread::spawn(udp, relay, core.clone())
+                    .map_err(|e| format!("cannot start the relay thread: {e}"))?,
+                addr,
+            )),
+            None => None,
+        };
         let tasks = vec![
             tokio::spawn(accept(endpoint.clone(), core.clone(), options.limits)),
             tokio::spawn(admin::serve(admin, core.clone())),
@@ -191,6 +233,7 @@ impl Server {
             endpoint,
             core,
             core_thread,
+            relay,
             tasks,
             admin_socket,
             config_path: options.config,
@@ -200,6 +243,11 @@ impl Server {
     /// The UDP address the control channel listens on.
     pub fn local_addr(&self) -> Result<SocketAddr, String> {
         self.endpoint.local_addr().map_err(|e| e.to_string())
+    }
+
+    /// The UDP address the probes and the relay are served on, when the relay is on.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().map(|(_, addr)| *addr)
     }
 
     pub fn admin_socket(&self) -> &Path {
@@ -231,6 +279,9 @@ impl Server {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         let _ = std::fs::remove_file(&self.admin_socket);
+        if let Some((thread, _)) = self.relay {
+            let _ = tokio::task::spawn_blocking(move || thread.stop()).await;
+        }
         drop(self.core);
         // Connection tasks hold handles too; they end with the endpoint's connections. The core
         // finishes the command it is running (a commit included) before it sees the end.
@@ -275,6 +326,10 @@ pub async fn run(options: Options) -> Result<(), String> {
         server.local_addr()?,
         server.admin_socket().display()
     );
+    match server.relay_addr() {
+        Some(addr) => tracing::info!("serving probes and the relay on UDP {addr}"),
+        None => tracing::info!("the relay is off (relay.enable = false)"),
+    }
     if let Err(e) = wiremesh_proto::sd_notify::notify("READY=1") {
         tracing::warn!("cannot notify systemd: {e}");
     }

@@ -122,6 +122,7 @@ impl Fleet {
             .arg("--state-dir")
             .arg(path("state"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(["--relay-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

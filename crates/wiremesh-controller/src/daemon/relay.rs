@@ -1,0 +1,391 @@
+//! The relay's packet path: one UDP socket (dual-stack `[::]:relay.port`, else `0.0.0.0`, with
+//! big buffers) served by a plain thread of its own, not by the tokio runtime, which is for the
+//! control plane only. It receives batches with recvmmsg and GRO (quinn-udp), runs each datagram
+//! through the sans-IO [`Relay`] under a mutex it shares with the core thread (held for one
+//! batch, never across a send), and sends what that decided: relayed packets to the same
+//! destination as one GSO train, probe replies one by one. Binding changes go to the core
+//! thread, which publishes them in the netmap.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+use wiremesh_core::disco::PROBE_REPLY_LEN;
+
+use super::core::{Command, CoreHandle};
+use crate::relay::{Action, Relay};
+
+/// Socket buffer size asked for (root may exceed rmem_max/wmem_max with the FORCE options).
+const SOCKET_BUFFER: usize = 16 << 20;
+/// Receive buffers per recvmmsg; each holds a GRO train of up to 64 KiB.
+const BATCH: usize = 32;
+const CHUNK: usize = 1 << 16;
+/// The kernel refuses a UDP_SEGMENT send over this, and quinn-udp turns that into a silent
+/// success, so trains stay below it.
+const MAX_GSO_BYTES: usize = 65_507;
+/// Receive calls per wake-up before the stop flag and the timers are looked at again.
+const ROUNDS: usize = 64;
+/// How long the thread sleeps waiting for a datagram.
+const POLL: Duration = Duration::from_millis(500);
+/// How long a send waits for room in a full socket buffer before the packet is dropped.
+const SEND_WAIT: Duration = Duration::from_millis(10);
+/// How often expired bindings are swept.
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// The time since the Unix epoch, as the relay takes it.
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Locks the relay; a thread that panicked while holding it left nothing half-done that matters
+/// more than keeping the relay up.
+pub fn lock(relay: &Mutex<Relay>) -> MutexGuard<'_, Relay> {
+    relay.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Udp {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// Bound to an IPv6 socket: IPv4 destinations are written as v4-mapped addresses.
+    v6: bool,
+}
+
+fn force_buffer(socket: &Socket, option: libc::c_int, size: usize) -> bool {
+    let value = size as libc::c_int;
+    // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the size passed.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+impl Udp {
+    /// Binds `listen`; `[::]` accepts IPv4 too, and falls back to `0.0.0.0` where IPv6 is off.
+    pub fn bind(listen: SocketAddr) -> io::Result<Udp> {
+        let bind = |addr: SocketAddr| -> io::Result<Socket> {
+            let domain = if addr.is_ipv6() {
+                Domain::IPV6
+            } else {
+                Domain::IPV4
+            };
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            if addr.is_ipv6() && addr.ip().is_unspecified() {
+                s.set_only_v6(false)?;
+            }
+            s.bind(&addr.into())?;
+            Ok(s)
+        };
+        let socket = match bind(listen) {
+            Err(e) if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
+                match bind(SocketAddr::from(([0, 0, 0, 0], listen.port()))) {
+                    Ok(s) => s,
+                    // The IPv6 error says more (the port in use) unless IPv6 is off.
+                    Err(_) => return Err(e),
+                }
+            }
+            other => other?,
+        };
+        if !force_buffer(&socket, libc::SO_RCVBUFFORCE, SOCKET_BUFFER) {
+            socket.set_recv_buffer_size(SOCKET_BUFFER)?;
+        }
+        if !force_buffer(&socket, libc::SO_SNDBUFFORCE, SOCKET_BUFFER) {
+            socket.set_send_buffer_size(SOCKET_BUFFER)?;
+        }
+        let v6 = socket.local_addr()?.is_ipv6();
+        let socket: UdpSocket = socket.into();
+        // Also enables UDP_GRO and makes the socket non-blocking.
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        Ok(Udp { socket, state, v6 })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn destination(&self, to: SocketAddr) -> SocketAddr {
+        match to {
+            SocketAddr::V4(v4) if self.v6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            other => other,
+        }
+    }
+
+    /// Sends `contents` to `to`, as `segment`-byte datagrams when given; waits briefly for room.
+    fn send(&self, contents: &[u8], to: SocketAddr, segment: Option<usize>) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: self.destination(to),
+            ecn: None,
+            contents,
+            segment_size: segment.filter(|s| *s < contents.len()),
+            src_ip: None,
+        };
+        loop {
+            match self
+                .state
+                .try_send(UdpSockRef::from(&self.socket), &transmit)
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !wait(&self.socket, libc::POLLOUT, SEND_WAIT)? {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn recv(&self, bufs: &mut [IoSliceMut<'_>], metas: &mut [RecvMeta]) -> io::Result<usize> {
+        let n = self
+            .state
+            .recv(UdpSockRef::from(&self.socket), bufs, metas)?;
+        for meta in &mut metas[..n] {
+            meta.addr = SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port());
+        }
+        Ok(n)
+    }
+
+    fn max_segments(&self) -> usize {
+        self.state.max_gso_segments().max(1)
+    }
+}
+
+/// Waits until `fd` is ready for `events`; false on timeout.
+fn wait(fd: &impl AsRawFd, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&raw mut pfd, 1, timeout.as_millis() as libc::c_int) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(r > 0)
+}
+
+/// Relayed datagrams that leave as one send: contiguous in one receive buffer, all to `to`, all
+/// `segment` bytes but the last.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: usize,
+    len: usize,
+    segment: usize,
+    count: usize,
+    to: SocketAddr,
+    /// The last datagram was shorter than `segment`: nothing more may follow.
+    closed: bool,
+}
+
+/// The running packet thread.
+pub struct RelayThread {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RelayThread {
+    /// Starts serving `udp`; binding changes go to `core`.
+    pub fn spawn(udp: Udp, relay: Arc<Mutex<Relay>>, core: CoreHandle) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("relay".into())
+            .spawn(move || serve(&udp, &relay, &core, &flag))?;
+        Ok(RelayThread { stop, thread })
+    }
+
+    /// Stops the thread (within [`POLL`]) and waits for it.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.thread.join().is_err() {
+            tracing::warn!("the relay thread panicked");
+        }
+    }
+}
+
+fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) {
+    let mut storage = vec![0u8; CHUNK * BATCH];
+    let mut metas = [RecvMeta::default(); BATCH];
+    let mut runs: Vec<Run> = Vec::with_capacity(BATCH * 4);
+    let mut replies: Vec<(SocketAddr, [u8; PROBE_REPLY_LEN])> = Vec::new();
+    let mut reply = [0u8; PROBE_REPLY_LEN];
+    let max_segments = udp.max_segments();
+    let mut last_sweep = Instant::now();
+    let mut last_warning: Option<Instant> = None;
+    let mut warn = |what: &str, e: &io::Error| {
+        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            last_warning = Some(Instant::now());
+            tracing::warn!("relay: {what}: {e}");
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if last_sweep.elapsed() >= SWEEP {
+            last_sweep = Instant::now();
+            let changes = {
+                let mut relay = lock(relay);
+                relay.expire(unix_now());
+                relay.take_changes()
+            };
+            if !changes.is_empty() {
+                core.send(Command::Bindings { changes });
+            }
+        }
+        match wait(&udp.socket, libc::POLLIN, POLL) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                warn("poll failed", &e);
+                std::thread::sleep(POLL);
+                continue;
+            }
+        }
+        for _ in 0..ROUNDS {
+            let received = {
+                let mut chunks = storage.chunks_mut(CHUNK);
+                let mut iovs: [IoSliceMut<'_>; BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                udp.recv(&mut iovs, &mut metas)
+            };
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    warn("receive failed", &e);
+                    break;
+                }
+            };
+            runs.clear();
+            replies.clear();
+            let changes = {
+                let mut relay = lock(relay);
+                let now = unix_now();
+                for (i, meta) in metas.iter().enumerate().take(n) {
+                    let base = i * CHUNK;
+                    let len = meta.len.min(CHUNK);
+                    let stride = meta.stride.clamp(1, CHUNK);
+                    let mut at = 0;
+                    while at < len {
+                        let end = (at + stride).min(len);
+                        let datagram = &mut storage[base + at..base + end];
+                        match relay.handle(meta.addr, datagram, &mut reply, now) {
+                            Action::Forward { to } => {
+                                add(&mut runs, base + at, end - at, to, max_segments)
+                            }
+                            Action::Reply { to, .. } => replies.push((to, reply)),
+                            Action::Drop(_) => {}
+                        }
+                        at = end;
+                    }
+                }
+                relay.take_changes()
+            };
+            for run in &runs {
+                let contents = &storage[run.start..run.start + run.len];
+                let segment = (run.count > 1).then_some(run.segment);
+                if let Err(e) = udp.send(contents, run.to, segment) {
+                    warn("send failed", &e);
+                }
+            }
+            for (to, reply) in &replies {
+                if let Err(e) = udp.send(reply, *to, None) {
+                    warn("send failed", &e);
+                }
+            }
+            if !changes.is_empty() {
+                core.send(Command::Bindings { changes });
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+/// Adds a relayed datagram at `start` to the last run when it continues it, else starts a run.
+fn add(runs: &mut Vec<Run>, start: usize, len: usize, to: SocketAddr, max_segments: usize) {
+    if let Some(run) = runs.last_mut()
+        && run.to == to
+        && !run.closed
+        && run.start + run.len == start
+        && len <= run.segment
+        && run.len + len <= MAX_GSO_BYTES
+        && run.count < max_segments
+    {
+        run.len += len;
+        run.count += 1;
+        run.closed = len < run.segment;
+        return;
+    }
+    runs.push(Run {
+        start,
+        len,
+        segment: len,
+        count: 1,
+        to,
+        closed: false,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_datagrams_to_one_destination_make_one_train() {
+        let a: SocketAddr = "198.18.1.1:1".parse().unwrap();
+        let b: SocketAddr = "198.18.2.2:2".parse().unwrap();
+        let mut runs = Vec::new();
+        add(&mut runs, 0, 100, a, 64);
+        add(&mut runs, 100, 100, a, 64);
+        add(&mut runs, 200, 40, a, 64);
+        // After a short one, a new train.
+        add(&mut runs, 240, 100, a, 64);
+        // Another destination, a gap, a longer datagram: new trains.
+        add(&mut runs, 340, 100, b, 64);
+        add(&mut runs, 500, 100, b, 64);
+        add(&mut runs, 600, 120, b, 64);
+        let shape: Vec<_> = runs
+            .iter()
+            .map(|r| (r.start, r.len, r.count, r.to))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (0, 240, 3, a),
+                (240, 100, 1, a),
+                (340, 100, 1, b),
+                (500, 100, 1, b),
+                (600, 120, 1, b)
+            ]
+        );
+        // The kernel's limits: segments per send and bytes per train.
+        let mut runs = Vec::new();
+        for i in 0..5 {
+            add(&mut runs, i * 100, 100, a, 2);
+        }
+        assert_eq!(runs.len(), 3);
+        let mut runs = Vec::new();
+        for i in 0..50 {
+            add(&mut runs, i * 1500, 1500, a, 64);
+        }
+        assert!(runs.iter().all(|r| r.len <= MAX_GSO_BYTES));
+        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 50);
+    }
+}
