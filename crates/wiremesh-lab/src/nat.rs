@@ -132,7 +132,11 @@ fn nth_host(net: Ipv4Net, n: u32) -> Option<Ipv4Addr> {
 }
 
 /// The router's nftables table: masquerade what leaves the LAN through the public leg (fully
-/// random ports for a symmetric NAT), and drop forwarded UDP to or from the blocked addresses.
+/// random ports for a symmetric NAT), drop forwarded UDP to or from the blocked addresses, and,
+/// like a home router's firewall, drop what comes in from the public side for the router itself
+/// unasked. That drop also keeps the unanswered flow out of conntrack: Linux would otherwise
+/// keep it, and a LAN host's later mapping to the same peer would clash with it and leave from
+/// another port, so a hole punched from the other side first would never open.
 fn ruleset(mapping: Mapping, lan4: Ipv4Net) -> String {
     let flags = match mapping {
         Mapping::EndpointIndependent => "",
@@ -144,6 +148,9 @@ fn ruleset(mapping: Mapping, lan4: Ipv4Net) -> String {
          \tchain forward {{ type filter hook forward priority filter; policy accept;\n\
          \t\tmeta l4proto udp ip daddr @{BLOCKED} drop;\n\
          \t\tmeta l4proto udp ip saddr @{BLOCKED} drop;\n\
+         \t}}\n\
+         \tchain input {{ type filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{WAN_DEV}\" ct state new drop;\n\
          \t}}\n\
          \tchain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
          \t\toifname \"{WAN_DEV}\" ip saddr {lan4} masquerade{flags};\n\
