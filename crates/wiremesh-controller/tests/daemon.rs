@@ -622,3 +622,21 @@ async fn without_the_relay_there_is_no_socket_and_no_status() {
     assert_eq!(status.relay, None);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_relay_port_in_use_stops_the_start_and_says_which() {
+    let f = Fixture::new(&config(None));
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut options = f.options(Limits::default());
+    options.relay_listen = Some(taken.local_addr().unwrap());
+    let Err(e) = Server::start(options).await else {
+        panic!("started on a port in use");
+    };
+    assert!(
+        e.starts_with(&format!(
+            "cannot listen on UDP {} for the relay: ",
+            taken.local_addr().unwrap()
+        )) && e.ends_with("(set relay.port, or relay.enable = false)"),
+        "{e}"
+    );
+}

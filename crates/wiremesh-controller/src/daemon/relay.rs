@@ -88,12 +88,12 @@ impl Udp {
             Ok(s)
         };
         let socket = match bind(listen) {
-            Err(e) if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
-                match bind(SocketAddr::from(([0, 0, 0, 0], listen.port()))) {
-                    Ok(s) => s,
-                    // The IPv6 error says more (the port in use) unless IPv6 is off.
-                    Err(_) => return Err(e),
-                }
+            // No IPv6 on this machine: IPv4 only. A port in use stays an error.
+            Err(e)
+                if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    && e.kind() != io::ErrorKind::AddrInUse =>
+            {
+                bind(SocketAddr::from(([0, 0, 0, 0], listen.port()))).map_err(|_| e)?
             }
             other => other?,
         };
