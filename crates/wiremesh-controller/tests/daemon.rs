@@ -640,3 +640,73 @@ async fn a_relay_port_in_use_stops_the_start_and_says_which() {
         "{e}"
     );
 }
+
+/// Enrolls `m` over a raw control stream; returns it once the answer is read.
+async fn raw_enrolled(
+    addr: SocketAddr,
+    m: &Machine,
+) -> (quinn::Connection, quinn::SendStream, FrameReader) {
+    let (connection, mut send, mut reader) = raw_stream(addr, m).await;
+    write_message(&mut send, &common::hello(m)).await.unwrap();
+    let nonce = match next(&mut reader).await {
+        Message::Hello(h) => h.nonce,
+        other => panic!("{other:?}"),
+    };
+    write_message(&mut send, &common::enroll_request(m, &nonce))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut reader).await,
+        Message::EnrollResponse(wiremesh_core::messages::EnrollResponse::Accepted { .. })
+    ));
+    (connection, send, reader)
+}
+
+async fn next(reader: &mut FrameReader) -> Message {
+    let frame = tokio::time::timeout(BOUND, reader.next())
+        .await
+        .expect("a message in time")
+        .unwrap()
+        .expect("a message before the stream ends");
+    Message::decode(&frame).unwrap()
+}
+
+/// The next message that is not a netmap push.
+async fn next_but_pushes(reader: &mut FrameReader) -> Message {
+    loop {
+        match next(reader).await {
+            Message::NetmapPush(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_punch_request_reaches_both_members_over_their_control_streams() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    let addr = server.local_addr().unwrap();
+    let (_a, mut laptop, mut laptop_reader) = raw_enrolled(addr, &machine("laptop", 2)).await;
+    let (_d, _desktop, mut desktop_reader) = raw_enrolled(addr, &machine("desktop", 3)).await;
+    let punch = |peer: &str| {
+        Message::Punch(wiremesh_core::messages::Punch {
+            peer: peer.to_string(),
+        })
+    };
+    write_message(&mut laptop, &punch("desktop")).await.unwrap();
+    assert_eq!(next_but_pushes(&mut laptop_reader).await, punch("desktop"));
+    assert_eq!(next_but_pushes(&mut desktop_reader).await, punch("laptop"));
+    // An unknown member: an error, and the session goes on.
+    write_message(&mut laptop, &punch("nobody")).await.unwrap();
+    match next_but_pushes(&mut laptop_reader).await {
+        Message::Error(e) => assert!(e.message.contains("\"nobody\""), "{}", e.message),
+        other => panic!("{other:?}"),
+    }
+    write_message(&mut laptop, &punch("desktop")).await.unwrap();
+    let Outcome::Status(status) = admin_request(&server, Request::Status).await else {
+        panic!("no status");
+    };
+    let laptop_status = status.members.iter().find(|m| m.name == "laptop").unwrap();
+    assert!(laptop_status.connection.is_some(), "still connected");
+    server.shutdown().await;
+}
