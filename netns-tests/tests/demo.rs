@@ -121,8 +121,8 @@ fn ctrl_c_during_keep_tears_the_demo_down() {
     );
     assert_eq!(
         demo_namespaces(pid).len(),
-        4,
-        "a switch and three machines while up"
+        6,
+        "a switch, three machines and the NAT routers of laptop and desktop while up"
     );
     demo.signal(libc::SIGINT);
     wait_for(
