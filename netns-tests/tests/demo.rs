@@ -60,6 +60,25 @@ fn the_demo_pings_every_pair_and_removes_everything() {
         "{}",
         out.stdout
     );
+    // laptop and desktop sit behind NATs of their own: they punched a direct path to each
+    // other's NAT, and the controller relayed nothing.
+    for (from, to, nat) in [("desktop", "laptop", 102), ("laptop", "desktop", 101)] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{from} → {to} ")) && !l.contains("ok"))
+            .unwrap_or_else(|| panic!("no path line {from} → {to}:\n{}", out.stdout));
+        assert!(
+            line.contains(&format!("direct 198.18.0.{nat}:")),
+            "{line}\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        !out.stdout.contains("relayed desktop -> laptop"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stderr.contains("removed every namespace and daemon"),
         "{}",
@@ -102,8 +121,8 @@ fn ctrl_c_during_keep_tears_the_demo_down() {
     );
     assert_eq!(
         demo_namespaces(pid).len(),
-        4,
-        "a switch and three machines while up"
+        6,
+        "a switch, three machines and the NAT routers of laptop and desktop while up"
     );
     demo.signal(libc::SIGINT);
     wait_for(

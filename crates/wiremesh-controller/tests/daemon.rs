@@ -622,3 +622,201 @@ async fn without_the_relay_there_is_no_socket_and_no_status() {
     assert_eq!(status.relay, None);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_relay_port_in_use_stops_the_start_and_says_which() {
+    let f = Fixture::new(&config(None));
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut options = f.options(Limits::default());
+    options.relay_listen = Some(taken.local_addr().unwrap());
+    let Err(e) = Server::start(options).await else {
+        panic!("started on a port in use");
+    };
+    assert!(
+        e.starts_with(&format!(
+            "cannot listen on UDP {} for the relay: ",
+            taken.local_addr().unwrap()
+        )) && e.ends_with("(set relay.port, or relay.enable = false)"),
+        "{e}"
+    );
+}
+
+/// Enrolls `m` over a raw control stream; returns it once the answer is read.
+async fn raw_enrolled(
+    addr: SocketAddr,
+    m: &Machine,
+) -> (quinn::Connection, quinn::SendStream, FrameReader) {
+    let (connection, mut send, mut reader) = raw_stream(addr, m).await;
+    write_message(&mut send, &common::hello(m)).await.unwrap();
+    let nonce = match next(&mut reader).await {
+        Message::Hello(h) => h.nonce,
+        other => panic!("{other:?}"),
+    };
+    write_message(&mut send, &common::enroll_request(m, &nonce))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut reader).await,
+        Message::EnrollResponse(wiremesh_core::messages::EnrollResponse::Accepted { .. })
+    ));
+    (connection, send, reader)
+}
+
+async fn next(reader: &mut FrameReader) -> Message {
+    let frame = tokio::time::timeout(BOUND, reader.next())
+        .await
+        .expect("a message in time")
+        .unwrap()
+        .expect("a message before the stream ends");
+    Message::decode(&frame).unwrap()
+}
+
+/// The next message that is not a netmap push.
+async fn next_but_pushes(reader: &mut FrameReader) -> Message {
+    loop {
+        match next(reader).await {
+            Message::NetmapPush(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_punch_request_reaches_both_members_over_their_control_streams() {
+    let f = Fixture::new(&config(None));
+    let server = f.start().await;
+    let addr = server.local_addr().unwrap();
+    let (_a, mut laptop, mut laptop_reader) = raw_enrolled(addr, &machine("laptop", 2)).await;
+    let (_d, _desktop, mut desktop_reader) = raw_enrolled(addr, &machine("desktop", 3)).await;
+    let punch = |peer: &str| {
+        Message::Punch(wiremesh_core::messages::Punch {
+            peer: peer.to_string(),
+        })
+    };
+    write_message(&mut laptop, &punch("desktop")).await.unwrap();
+    assert_eq!(next_but_pushes(&mut laptop_reader).await, punch("desktop"));
+    assert_eq!(next_but_pushes(&mut desktop_reader).await, punch("laptop"));
+    // An unknown member: an error, and the session goes on.
+    write_message(&mut laptop, &punch("nobody")).await.unwrap();
+    match next_but_pushes(&mut laptop_reader).await {
+        Message::Error(e) => assert!(e.message.contains("\"nobody\""), "{}", e.message),
+        other => panic!("{other:?}"),
+    }
+    write_message(&mut laptop, &punch("desktop")).await.unwrap();
+    let Outcome::Status(status) = admin_request(&server, Request::Status).await else {
+        panic!("no status");
+    };
+    let laptop_status = status.members.iter().find(|m| m.name == "laptop").unwrap();
+    assert!(laptop_status.connection.is_some(), "still connected");
+    server.shutdown().await;
+}
+
+/// CPU seconds the thread named `name` of this process has used.
+fn thread_cpu(name: &str) -> f64 {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Relays GSO trains of 1,400-byte packets from one member to another over loopback for 3 s
+/// and prints the throughput and the relay thread's CPU per Gbit/s; `RELAY_GSO=0` sends the
+/// packets one by one instead (no trains for the kernel to keep together).
+#[tokio::test]
+#[ignore = "a measurement: cargo test --release -p wiremesh-controller --test daemon -- --ignored --nocapture relay_throughput"]
+async fn relay_throughput() {
+    use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+    let mut cfg = config(None);
+    cfg.relay.member_rate_mbit = 100_000;
+    cfg.relay.member_mib_per_hour = 4 << 20;
+    let f = Fixture::new(&cfg);
+    let server = f.start().await;
+    let relay = server.relay_addr().unwrap();
+    let (laptop, desktop) = (machine("laptop", 2), machine("desktop", 3));
+    let (a, b) = (udp(), udp());
+    a.send_to(&probe(&laptop), relay).unwrap();
+    assert!(receive(&a).is_some());
+    b.send_to(&probe(&desktop), relay).unwrap();
+    assert!(receive(&b).is_some());
+    let to_desktop = disco::peer_id(desktop.wireguard.public_key().as_bytes());
+    const PACKET: usize = 1400;
+    let gso = std::env::var("RELAY_GSO").map_or(true, |v| v != "0");
+    let segments = if gso { 44 } else { 1 };
+    let mut train = Vec::with_capacity(PACKET * segments);
+    for _ in 0..segments {
+        let mut header = [0; disco::RELAY_HEADER_LEN];
+        disco::write_relay_header(&mut header, to_desktop);
+        train.extend_from_slice(&header);
+        train.resize(train.len() + PACKET - header.len(), 4);
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let state = UdpSocketState::new(UdpSockRef::from(&b)).unwrap();
+            b.set_nonblocking(false).unwrap();
+            b.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut meta = [RecvMeta::default()];
+            let mut bytes = 0u64;
+            loop {
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                match state.recv(UdpSockRef::from(&b), &mut iov, &mut meta) {
+                    Ok(_) => bytes += meta[0].len as u64,
+                    Err(_) if done.load(Ordering::Relaxed) => return bytes,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let cpu_before = thread_cpu("relay");
+    let started = std::time::Instant::now();
+    let sent = tokio::task::spawn_blocking(move || {
+        let state = UdpSocketState::new(UdpSockRef::from(&a)).unwrap();
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(3) {
+            let transmit = Transmit {
+                destination: relay,
+                ecn: None,
+                contents: &train,
+                segment_size: gso.then_some(PACKET),
+                src_ip: None,
+            };
+            if state.try_send(UdpSockRef::from(&a), &transmit).is_ok() {
+                sent += train.len() as u64;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        sent
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, Ordering::Relaxed);
+    let received = receiver.join().unwrap();
+    let cpu = thread_cpu("relay") - cpu_before;
+    let gbit = received as f64 * 8.0 / 1e9;
+    println!(
+        "relay ({}): sent {:.2} Gbit/s, relayed {:.2} Gbit/s ({:.0} % of it), relay thread {:.2} CPU s = {:.2} CPU s per Gbit",
+        if gso { "GSO trains" } else { "one by one" },
+        sent as f64 * 8.0 / 1e9 / elapsed,
+        gbit / elapsed,
+        100.0 * received as f64 / sent.max(1) as f64,
+        cpu,
+        cpu / gbit.max(1e-9)
+    );
+    server.shutdown().await;
+}

@@ -138,14 +138,10 @@ fn nth_host(net: Ipv4Net, n: u32) -> Option<Ipv4Addr> {
 
 /// The router's nftables table: masquerade what leaves the LAN through the public leg (fully
 /// random ports for a symmetric NAT), drop forwarded UDP to or from the blocked addresses, and,
-/// as the firewall of every home router does, drop new TCP and UDP flows that arrive on the public
-/// leg for the router itself.
-///
-/// That last rule matters for hole punching. Without it, the first punch packet to reach this
-/// router before its LAN host has sent its own is delivered to the router (no mapping yet, so no
-/// translation), which confirms a conntrack entry for it; the host's own packet to the same peer
-/// would then need that entry's tuple, so masquerade gives it another port, and each side keeps
-/// punching at a port the other NAT does not use. Dropped in `input`, the packet leaves no entry.
+/// like a home router's firewall, drop what comes in from the public side for the router itself
+/// unasked. That drop also keeps the unanswered flow out of conntrack: Linux would otherwise
+/// keep it, and a LAN host's later mapping to the same peer would clash with it and leave from
+/// another port, so a hole punched from the other side first would never open.
 fn ruleset(mapping: Mapping, lan4: Ipv4Net) -> String {
     let flags = match mapping {
         Mapping::EndpointIndependent => "",
@@ -159,7 +155,7 @@ fn ruleset(mapping: Mapping, lan4: Ipv4Net) -> String {
          \t\tmeta l4proto udp ip saddr @{BLOCKED} drop;\n\
          \t}}\n\
          \tchain input {{ type filter hook input priority filter; policy accept;\n\
-         \t\tiifname \"{WAN_DEV}\" meta l4proto {{ tcp, udp }} ct state new drop;\n\
+         \t\tiifname \"{WAN_DEV}\" ct state new drop;\n\
          \t}}\n\
          \tchain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
          \t\toifname \"{WAN_DEV}\" ip saddr {lan4} masquerade{flags};\n\
@@ -195,9 +191,5 @@ mod tests {
             "{symmetric}"
         );
         assert!(symmetric.contains("ip daddr @blocked drop"), "{symmetric}");
-        assert!(
-            eim.contains("iifname \"wan\" meta l4proto { tcp, udp } ct state new drop;"),
-            "{eim}"
-        );
     }
 }

@@ -776,10 +776,14 @@ impl Mesh {
         let has_session = s.tunn.time_since_last_handshake().is_some();
         s.path.on_initiation(now, has_session);
         let fanout = s.path.retry_fanout();
-        self.fan_out(m, &s, initiation, fanout, send);
+        if !self.fan_out(m, &s, initiation, fanout, send) {
+            // The packet waits in boringtun's queue for a way to the member.
+            self.count_drop(DropReason::NoEndpoint);
+        }
     }
 
-    /// Sends `initiation` to every destination `fanout` names for member `m`.
+    /// Sends `initiation` to every destination `fanout` names for member `m`; false when there
+    /// was none.
     fn fan_out(
         &self,
         m: &Member,
@@ -787,7 +791,7 @@ impl Mesh {
         initiation: &[u8],
         fanout: Fanout,
         send: &mut dyn FnMut(&[u8], SocketAddr),
-    ) {
+    ) -> bool {
         let mut sent = false;
         if fanout.direct {
             let mut seen: Vec<SocketAddr> = Vec::new();
@@ -819,9 +823,7 @@ impl Mesh {
             send(&framed[..RELAY_HEADER_LEN + initiation.len()], relay);
             sent = true;
         }
-        if !sent {
-            self.count_drop(DropReason::NoEndpoint);
-        }
+        sent
     }
 
     /// Runs every member's WireGuard timers (handshake retries, rekeys, keepalives), the paths'

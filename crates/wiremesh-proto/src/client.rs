@@ -198,6 +198,8 @@ pub enum Push {
     Netmap(Vec<u8>),
     /// The member of this name sends handshakes to our candidates now: send to its.
     Punch(String),
+    /// The controller refused something this agent sent.
+    Error(String),
 }
 
 impl Session {
@@ -210,10 +212,19 @@ impl Session {
     }
 
     /// The next push. Cancel-safe: a push that has not fully arrived stays for the next call.
+    /// An error message is a push too: the controller closes the session after the errors that
+    /// end it (the next call then fails), and keeps it after the others (a punch towards a
+    /// member it does not know).
     pub async fn next_push(&mut self) -> Result<Push, ControlError> {
-        match next_message(&mut self.reader).await? {
+        let payload = self
+            .reader
+            .next()
+            .await?
+            .ok_or_else(|| ControlError::Closed("the stream ended".into()))?;
+        match Message::decode(&payload).map_err(|e| ControlError::Protocol(e.to_string()))? {
             Message::NetmapPush(push) => Ok(Push::Netmap(push.netmap)),
             Message::Punch(punch) => Ok(Push::Punch(punch.peer)),
+            Message::Error(e) => Ok(Push::Error(format!("{} (code {})", e.message, e.code.0))),
             other => Err(unexpected(other, "a NetmapPush or a Punch")),
         }
     }

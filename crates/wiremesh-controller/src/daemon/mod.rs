@@ -171,6 +171,16 @@ impl Server {
         let relay_listen = options
             .relay_listen
             .unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, relay_config.port)));
+        // Bound first: a port in use stops the start before anything else listens.
+        let relay_udp = if relay_config.enable {
+            Some(Udp::bind(relay_listen).map_err(|e| {
+                format!(
+                    "cannot listen on UDP {relay_listen} for the relay: {e} (set relay.port, or relay.enable = false)"
+                )
+            })?)
+        } else {
+            None
+        };
         let (controller, outputs) = Controller::open(
             store,
             config,
@@ -192,12 +202,7 @@ impl Server {
             .map_err(|e| format!("cannot listen on UDP {listen}: {e}"))?;
         let admin_socket = options.state_dir.join(SOCKET_FILE);
         let admin = admin::bind(&admin_socket)?;
-        let relay_socket = if relay_config.enable {
-            let udp = Udp::bind(relay_listen).map_err(|e| {
-                format!(
-                    "cannot listen on UDP {relay_listen} for the relay: {e} (set relay.port, or relay.enable = false)"
-                )
-            })?;
+        let relay_socket = if let Some(udp) = relay_udp {
             let addr = udp.local_addr().map_err(|e| e.to_string())?;
             let mut relay = Relay::new(
                 identity.node_secret().clone(),

@@ -2,10 +2,12 @@
 //! big buffers) served by a plain thread of its own, not by the tokio runtime, which is for the
 //! control plane only. It receives batches with recvmmsg and GRO (quinn-udp), runs each datagram
 //! through the sans-IO [`Relay`] under a mutex it shares with the core thread (held for one
-//! batch, never across a send), and sends what that decided: relayed packets to the same
-//! destination as one GSO train, probe replies one by one. Binding changes go to the core
-//! thread, which publishes them in the netmap.
+//! batch, never across a send), and sends what that decided: the relayed packets of a batch
+//! that go to one destination as GSO trains (a received GRO train stays in place; packets that
+//! arrived apart are copied together, which is cheaper than a send each), probe replies one by
+//! one. Binding changes go to the core thread, which publishes them in the netmap.
 
+use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -88,12 +90,12 @@ impl Udp {
             Ok(s)
         };
         let socket = match bind(listen) {
-            Err(e) if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
-                match bind(SocketAddr::from(([0, 0, 0, 0], listen.port()))) {
-                    Ok(s) => s,
-                    // The IPv6 error says more (the port in use) unless IPv6 is off.
-                    Err(_) => return Err(e),
-                }
+            // No IPv6 on this machine: IPv4 only. A port in use stays an error.
+            Err(e)
+                if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    && e.kind() != io::ErrorKind::AddrInUse =>
+            {
+                bind(SocketAddr::from(([0, 0, 0, 0], listen.port()))).map_err(|_| e)?
             }
             other => other?,
         };
@@ -181,17 +183,111 @@ fn wait(fd: &impl AsRawFd, events: libc::c_short, timeout: Duration) -> io::Resu
     Ok(r > 0)
 }
 
-/// Relayed datagrams that leave as one send: contiguous in one receive buffer, all to `to`, all
-/// `segment` bytes but the last.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    start: usize,
-    len: usize,
+/// Where a train's bytes are: still in the receive buffer, or copied together.
+#[derive(Debug)]
+enum Body {
+    InPlace { start: usize, len: usize },
+    Copied(Vec<u8>),
+}
+
+/// Relayed datagrams that leave as one send: all to `to`, all `segment` bytes but the last.
+#[derive(Debug)]
+struct Train {
+    to: SocketAddr,
     segment: usize,
     count: usize,
-    to: SocketAddr,
+    len: usize,
     /// The last datagram was shorter than `segment`: nothing more may follow.
     closed: bool,
+    body: Body,
+}
+
+/// The trains of one batch, in the order their first datagrams arrived; a destination's
+/// datagrams keep their order.
+#[derive(Debug)]
+struct Trains {
+    trains: Vec<Train>,
+    /// Each destination's newest train.
+    last: HashMap<SocketAddr, usize>,
+    /// Buffers of earlier batches' copied trains, reused.
+    pool: Vec<Vec<u8>>,
+    max_segments: usize,
+}
+
+/// Copy buffers kept for reuse.
+const POOL: usize = 64;
+
+impl Trains {
+    fn new(max_segments: usize) -> Self {
+        Trains {
+            trains: Vec::new(),
+            last: HashMap::new(),
+            pool: Vec::new(),
+            max_segments,
+        }
+    }
+
+    fn clear(&mut self) {
+        for train in self.trains.drain(..) {
+            if let Body::Copied(buf) = train.body
+                && self.pool.len() < POOL
+            {
+                self.pool.push(buf);
+            }
+        }
+        self.last.clear();
+    }
+
+    /// Adds the relayed datagram `storage[start..start + len]` for `to`.
+    fn add(&mut self, storage: &[u8], start: usize, len: usize, to: SocketAddr) {
+        if let Some(&i) = self.last.get(&to)
+            && let Some(t) = self.trains.get_mut(i)
+            && !t.closed
+            && len <= t.segment
+            && t.len + len <= MAX_GSO_BYTES
+            && t.count < self.max_segments
+        {
+            let datagram = &storage[start..start + len];
+            match &mut t.body {
+                Body::InPlace { start: s, len: l } if *s + *l == start => *l += len,
+                Body::InPlace { start: s, len: l } => {
+                    let mut buf = self.pool.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(&storage[*s..*s + *l]);
+                    buf.extend_from_slice(datagram);
+                    t.body = Body::Copied(buf);
+                }
+                Body::Copied(buf) => buf.extend_from_slice(datagram),
+            }
+            t.count += 1;
+            t.len += len;
+            t.closed = len < t.segment;
+            return;
+        }
+        self.last.insert(to, self.trains.len());
+        self.trains.push(Train {
+            to,
+            segment: len,
+            count: 1,
+            len,
+            closed: false,
+            body: Body::InPlace { start, len },
+        });
+    }
+
+    /// Each train: its bytes, destination and segment size (none for a single datagram).
+    fn each<'a>(
+        &'a self,
+        storage: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], SocketAddr, Option<usize>)> + 'a {
+        self.trains.iter().map(move |t| {
+            let contents = match &t.body {
+                Body::InPlace { start, len } => &storage[*start..*start + *len],
+                Body::Copied(buf) => &buf[..],
+            };
+            (contents, t.to, (t.count > 1).then_some(t.segment))
+        })
+    }
 }
 
 /// The running packet thread.
@@ -223,10 +319,9 @@ impl RelayThread {
 fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) {
     let mut storage = vec![0u8; CHUNK * BATCH];
     let mut metas = [RecvMeta::default(); BATCH];
-    let mut runs: Vec<Run> = Vec::with_capacity(BATCH * 4);
+    let mut trains = Trains::new(udp.max_segments());
     let mut replies: Vec<(SocketAddr, [u8; PROBE_REPLY_LEN])> = Vec::new();
     let mut reply = [0u8; PROBE_REPLY_LEN];
-    let max_segments = udp.max_segments();
     let mut last_sweep = Instant::now();
     let mut last_warning: Option<Instant> = None;
     let mut warn = |what: &str, e: &io::Error| {
@@ -271,7 +366,7 @@ fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) 
                     break;
                 }
             };
-            runs.clear();
+            trains.clear();
             replies.clear();
             let changes = {
                 let mut relay = lock(relay);
@@ -285,9 +380,7 @@ fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) 
                         let end = (at + stride).min(len);
                         let datagram = &mut storage[base + at..base + end];
                         match relay.handle(meta.addr, datagram, &mut reply, now) {
-                            Action::Forward { to } => {
-                                add(&mut runs, base + at, end - at, to, max_segments)
-                            }
+                            Action::Forward { to } => trains.add(&storage, base + at, end - at, to),
                             Action::Reply { to, .. } => replies.push((to, reply)),
                             Action::Drop(_) => {}
                         }
@@ -296,10 +389,8 @@ fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) 
                 }
                 relay.take_changes()
             };
-            for run in &runs {
-                let contents = &storage[run.start..run.start + run.len];
-                let segment = (run.count > 1).then_some(run.segment);
-                if let Err(e) = udp.send(contents, run.to, segment) {
+            for (contents, to, segment) in trains.each(&storage) {
+                if let Err(e) = udp.send(contents, to, segment) {
                     warn("send failed", &e);
                 }
             }
@@ -318,74 +409,76 @@ fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) 
     }
 }
 
-/// Adds a relayed datagram at `start` to the last run when it continues it, else starts a run.
-fn add(runs: &mut Vec<Run>, start: usize, len: usize, to: SocketAddr, max_segments: usize) {
-    if let Some(run) = runs.last_mut()
-        && run.to == to
-        && !run.closed
-        && run.start + run.len == start
-        && len <= run.segment
-        && run.len + len <= MAX_GSO_BYTES
-        && run.count < max_segments
-    {
-        run.len += len;
-        run.count += 1;
-        run.closed = len < run.segment;
-        return;
-    }
-    runs.push(Run {
-        start,
-        len,
-        segment: len,
-        count: 1,
-        to,
-        closed: false,
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn shape(trains: &Trains, storage: &[u8]) -> Vec<(Vec<u8>, SocketAddr, Option<usize>)> {
+        trains
+            .each(storage)
+            .map(|(c, to, seg)| (c.to_vec(), to, seg))
+            .collect()
+    }
+
     #[test]
-    fn contiguous_datagrams_to_one_destination_make_one_train() {
+    fn datagrams_to_one_destination_make_trains_in_their_order() {
         let a: SocketAddr = "198.18.1.1:1".parse().unwrap();
         let b: SocketAddr = "198.18.2.2:2".parse().unwrap();
-        let mut runs = Vec::new();
-        add(&mut runs, 0, 100, a, 64);
-        add(&mut runs, 100, 100, a, 64);
-        add(&mut runs, 200, 40, a, 64);
-        // After a short one, a new train.
-        add(&mut runs, 240, 100, a, 64);
-        // Another destination, a gap, a longer datagram: new trains.
-        add(&mut runs, 340, 100, b, 64);
-        add(&mut runs, 500, 100, b, 64);
-        add(&mut runs, 600, 120, b, 64);
-        let shape: Vec<_> = runs
+        // Datagram n is n repeated; each at its own place in the buffer.
+        let mut storage = vec![0u8; 1000];
+        let mut at = 0;
+        let mut put = |n: u8, len: usize| {
+            storage[at..at + len].fill(n);
+            at += len;
+            at - len
+        };
+        let d: Vec<(usize, usize)> = [(1, 10), (2, 10), (3, 10), (4, 10), (5, 4), (6, 10), (7, 12)]
             .iter()
-            .map(|r| (r.start, r.len, r.count, r.to))
+            .map(|&(n, len)| (put(n, len), len))
             .collect();
+        let mut trains = Trains::new(64);
+        // 1, 2 to a: contiguous, in place. 3 to b. 4 to a: copied onto 1, 2. 5 (short) to a
+        // closes that train; 6 to a starts another. 7 (longer) to b: a new train.
+        for (i, to) in [a, a, b, a, a, a, b].into_iter().enumerate() {
+            trains.add(&storage, d[i].0, d[i].1, to);
+        }
+        let got = shape(&trains, &storage);
+        let bytes = |parts: &[(u8, usize)]| -> Vec<u8> {
+            parts
+                .iter()
+                .flat_map(|&(n, len)| std::iter::repeat_n(n, len))
+                .collect()
+        };
         assert_eq!(
-            shape,
+            got,
             [
-                (0, 240, 3, a),
-                (240, 100, 1, a),
-                (340, 100, 1, b),
-                (500, 100, 1, b),
-                (600, 120, 1, b)
+                (bytes(&[(1, 10), (2, 10), (4, 10), (5, 4)]), a, Some(10)),
+                (bytes(&[(3, 10)]), b, None),
+                (bytes(&[(6, 10)]), a, None),
+                (bytes(&[(7, 12)]), b, None),
             ]
         );
-        // The kernel's limits: segments per send and bytes per train.
-        let mut runs = Vec::new();
+        assert!(matches!(trains.trains[1].body, Body::InPlace { .. }));
+        assert!(matches!(trains.trains[0].body, Body::Copied(_)));
+        trains.clear();
+        assert_eq!(trains.pool.len(), 1, "the copy buffer is kept for reuse");
+        assert!(trains.each(&storage).next().is_none());
+    }
+
+    #[test]
+    fn trains_keep_to_the_kernels_limits() {
+        let a: SocketAddr = "198.18.1.1:1".parse().unwrap();
+        let storage = vec![0u8; 100_000];
+        let mut trains = Trains::new(2);
         for i in 0..5 {
-            add(&mut runs, i * 100, 100, a, 2);
+            trains.add(&storage, i * 100, 100, a);
         }
-        assert_eq!(runs.len(), 3);
-        let mut runs = Vec::new();
+        assert_eq!(trains.trains.len(), 3, "two segments a send at most");
+        let mut trains = Trains::new(64);
         for i in 0..50 {
-            add(&mut runs, i * 1500, 1500, a, 64);
+            trains.add(&storage, i * 1500, 1500, a);
         }
-        assert!(runs.iter().all(|r| r.len <= MAX_GSO_BYTES));
-        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 50);
+        assert!(trains.trains.iter().all(|t| t.len <= MAX_GSO_BYTES));
+        assert_eq!(trains.trains.iter().map(|t| t.count).sum::<usize>(), 50);
     }
 }

@@ -307,6 +307,7 @@ async fn follow(
                     }
                 }
                 Ok(Push::Punch(peer)) => shared.mesh().punch(&peer),
+                Ok(Push::Error(why)) => tracing::warn!("the controller says: {why}"),
                 Err(e) => return e.to_string(),
             },
             Some(peer) = punches.recv() => {
