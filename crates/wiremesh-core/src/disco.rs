@@ -9,6 +9,8 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+use sha2::{Digest, Sha256};
+
 use crate::keys::{NodePublicKey, NodeSecret, Signature};
 
 /// First byte of a probe (agent → controller).
@@ -36,14 +38,22 @@ pub const RELAY_HEADER_LEN: usize = TYPE_LEN + 8;
 const PROBE_CONTEXT: &[u8] = b"wiremesh probe v1\0";
 const REPLY_CONTEXT: &[u8] = b"wiremesh probe reply v1\0";
 
-/// A member as the relay names it: the first 8 bytes of its WireGuard public key. Towards the
-/// relay it names the destination, from the relay the source.
+/// A member as the relay names it: the first 8 bytes of the SHA-256 of its WireGuard public key.
+/// Towards the relay it names the destination, from the relay the source. A hash, not the key's
+/// own bytes: a member declares its key when it joins, and must not be able to pick one whose id
+/// clashes with another member's (that would take the relay from both) for less than 2^64 work.
 pub type PeerId = [u8; 8];
+
+const PEER_ID_CONTEXT: &[u8] = b"wiremesh relay id v1\0";
 
 /// The [`PeerId`] of a member with this WireGuard public key.
 pub fn peer_id(wireguard_public_key: &[u8; 32]) -> PeerId {
+    let digest = Sha256::new()
+        .chain_update(PEER_ID_CONTEXT)
+        .chain_update(wireguard_public_key)
+        .finalize();
     let mut id = [0; 8];
-    id.copy_from_slice(&wireguard_public_key[..8]);
+    id.copy_from_slice(&digest[..8]);
     id
 }
 
@@ -157,6 +167,15 @@ impl ProbeReply {
             .copy_from_slice(&encode_addr(self.observed));
         out[TYPE_LEN + TXID_LEN + ADDR_LEN..].copy_from_slice(&sig.to_bytes());
         out
+    }
+
+    /// The transaction id of what looks like a reply, read without checking anything else: a
+    /// receiver matches it against its probe in flight before it pays for the signature check.
+    pub fn peek_txid(datagram: &[u8]) -> Option<[u8; TXID_LEN]> {
+        if datagram.len() != PROBE_REPLY_LEN || kind(datagram) != Kind::ProbeReply {
+            return None;
+        }
+        datagram[TYPE_LEN..TYPE_LEN + TXID_LEN].try_into().ok()
     }
 
     /// The reply, if it is well formed and signed by `controller`.

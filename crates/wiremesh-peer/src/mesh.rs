@@ -192,6 +192,8 @@ pub struct Member {
     spec: MemberSpec,
     /// This side's 24-bit receiver-index slot for the member (boringtun uses `index << 8 | n`).
     index: u32,
+    /// How relayed datagrams name the member (a hash of its key, worked out once).
+    relay_id: PeerId,
     session: Mutex<Session>,
 }
 
@@ -470,7 +472,7 @@ impl Mesh {
                 }
                 match (s.path.current, relay) {
                     (Some(Path::Relay), Some(to)) => {
-                        frame(out, peer_id(&m.spec.public_key));
+                        frame(out, m.relay_id);
                         Outbound::Send {
                             len: len + RELAY_HEADER_LEN,
                             to,
@@ -618,7 +620,7 @@ impl Mesh {
         let Some(m) = self.member(id) else {
             return Inbound::Drop(self.drop(DropReason::UnknownIndex));
         };
-        if relayed.is_some_and(|r| r != peer_id(&m.spec.public_key)) {
+        if relayed.is_some_and(|r| r != m.relay_id) {
             // The relay names another sender than the session that authenticates the packet.
             return Inbound::Drop(self.drop(DropReason::Invalid));
         }
@@ -630,7 +632,7 @@ impl Mesh {
                     // Back the way it came: the answer (a handshake response or keepalive, far
                     // shorter than `out`) moves behind a relay header.
                     out.copy_within(..len, RELAY_HEADER_LEN);
-                    frame(out, peer_id(&m.spec.public_key));
+                    frame(out, m.relay_id);
                     len += RELAY_HEADER_LEN;
                 }
                 (
@@ -754,7 +756,7 @@ impl Mesh {
             TunnResult::WriteToNetwork(buf) => {
                 let len = buf.len();
                 if at > 0 {
-                    frame(out, peer_id(&m.spec.public_key));
+                    frame(out, m.relay_id);
                 }
                 Some((at + len, to))
             }
@@ -819,7 +821,7 @@ impl Mesh {
             let mut framed = [0u8; TICK_OUT_LEN];
             framed[RELAY_HEADER_LEN..RELAY_HEADER_LEN + initiation.len()]
                 .copy_from_slice(initiation);
-            frame(&mut framed, peer_id(&m.spec.public_key));
+            frame(&mut framed, m.relay_id);
             send(&framed[..RELAY_HEADER_LEN + initiation.len()], relay);
             sent = true;
         }
@@ -910,7 +912,7 @@ impl Mesh {
                     Some(Path::Direct(to)) => send(&out[packet], to),
                     Some(Path::Relay) => match self.active_relay() {
                         Some(relay) => {
-                            frame(out, peer_id(&m.spec.public_key));
+                            frame(out, m.relay_id);
                             send(&out[..packet.end], relay);
                         }
                         None => {
@@ -957,7 +959,7 @@ impl Mesh {
                 return;
             }
             if at > 0 {
-                frame(out, peer_id(&m.spec.public_key));
+                frame(out, m.relay_id);
             }
             send(&out[..at + len], to);
         }
@@ -1045,6 +1047,7 @@ impl Mesh {
                     }
                     Member {
                         spec: ms.clone(),
+                        relay_id: old.relay_id,
                         index,
                         session: Mutex::new(session),
                     }
@@ -1063,6 +1066,7 @@ impl Mesh {
                     }
                     Member {
                         spec: ms.clone(),
+                        relay_id: old.relay_id,
                         index: old.index,
                         session: Mutex::new(session),
                     }
@@ -1073,6 +1077,7 @@ impl Mesh {
                 let index = self.fresh_index(indices);
                 let member = Member {
                     spec: ms.clone(),
+                    relay_id: peer_id(&ms.public_key),
                     index,
                     session: Mutex::new(self.new_session(ms, index)),
                 };
