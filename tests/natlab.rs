@@ -343,6 +343,11 @@ impl World {
 
     /// Agent `i` sends one overlay packet to the other agent.
     fn send_data(&mut self, i: usize, payload: &[u8]) {
+        self.send_packet(i, payload);
+    }
+
+    /// Agent `i` sends one overlay packet carrying `payload`; returns the packet.
+    fn send_packet(&mut self, i: usize, payload: &[u8]) -> Vec<u8> {
         let j = 1 - i;
         let packet = ipv4_packet(self.agents[i].overlay, self.agents[j].overlay, payload);
         let mesh = &self.agents[i].mesh;
@@ -364,6 +369,7 @@ impl World {
         for (bytes, to) in sends {
             self.send_from(i, &bytes, to);
         }
+        packet
     }
 
     /// One tick of virtual time: both agents' timers, the control plane's reactions, delivery.
@@ -589,4 +595,18 @@ fn a_member_that_moves_behind_another_nat_is_back_within_5_s() {
         w.path(1)
     );
     println!("back {took:?} after the agent noticed the move");
+}
+
+#[test]
+fn full_size_packets_pass_through_the_relay_intact() {
+    let mut w = World::new(&[Mapping::Symmetric, Mapping::Symmetric], 0, 1);
+    assert!(w.until_both_deliver(Duration::from_secs(5)).is_some());
+    assert_eq!(w.path(0), Some(Path::Relay));
+    // The overlay MTU's worth: a 1,420-byte IP packet.
+    let payload: Vec<u8> = (0..1400u32).map(|i| (i % 251) as u8).collect();
+    for i in [0, 1] {
+        let sent = w.send_packet(i, &payload);
+        w.pump();
+        assert_eq!(w.agents[1 - i].delivered.last(), Some(&sent));
+    }
 }

@@ -280,6 +280,9 @@ pub struct Mesh {
     by_index: FxHashMap<u32, MemberId>,
     routes: PrefixMap<MemberId>,
     ip_ranges: PrefixSet,
+    /// Every overlay prefix ([`MeshSpec::overlay`]): a datagram from inside it does not move a
+    /// member's path (WireGuard inside WireGuard).
+    overlay: PrefixSet,
     drops: [AtomicU64; DropReason::ALL.len()],
     spec: MeshSpec,
 }
@@ -336,6 +339,7 @@ impl Mesh {
             by_index: FxHashMap::default(),
             routes: PrefixMap::new(),
             ip_ranges: PrefixSet::new(),
+            overlay: PrefixSet::new(),
             drops: Default::default(),
             spec: MeshSpec {
                 addresses: Vec::new(),
@@ -582,24 +586,29 @@ impl Mesh {
         out: &mut [u8],
         now: Instant,
     ) -> Inbound {
-        let packet = match self.limiter.verify_packet(Some(from.ip()), datagram, out) {
+        // A relayed datagram comes from a member: the relay forwards only what a member's bound
+        // address sent, within that member's rate. So no cookie (none could go back through the
+        // relay, whose address says nothing of the sender) and no handshake budget: only mac1.
+        let limiter = if relayed.is_some() {
+            &self.mac_only
+        } else {
+            &self.limiter
+        };
+        let packet = match limiter.verify_packet(Some(from.ip()), datagram, out) {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 self.handshakes.fetch_add(1, Ordering::Relaxed);
-                if relayed.is_some() {
-                    // Under load no cookie goes back through a relay: the relay's address says
-                    // nothing about the sender.
-                    return Inbound::Drop(self.drop(DropReason::HandshakeFlood));
-                }
                 let len = cookie.len();
                 return self.under_load(from, datagram, len);
             }
             Err(_) => return Inbound::Drop(self.drop(DropReason::Invalid)),
         };
-        if matches!(
-            packet,
-            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
-        ) && self.handshakes.fetch_add(1, Ordering::Relaxed) >= HANDSHAKE_RATE_LIMIT
+        if relayed.is_none()
+            && matches!(
+                packet,
+                Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+            )
+            && self.handshakes.fetch_add(1, Ordering::Relaxed) >= HANDSHAKE_RATE_LIMIT
         {
             // Under load, so this one carried a valid cookie: it may still cost Diffie-Hellman
             // work only within its source's budget and the shared one.
@@ -680,6 +689,9 @@ impl Mesh {
                 Some(_) => {
                     s.path.on_receive(Path::Relay, now);
                 }
+                // From inside the overlay: the packet came through the mesh itself (a candidate
+                // behind a member's route); sending the member's packets back there would loop.
+                None if s.path.last_direct != Some(from) && self.overlay.contains(from.ip()) => {}
                 None => {
                     let moved = s.path.last_direct != Some(from);
                     let old = s.path.on_receive(Path::Direct(from), now);
@@ -818,7 +830,7 @@ impl Mesh {
             && let Some(relay) = self.active_relay()
             && initiation.len() <= WG_MAX_CONTROL
         {
-            let mut framed = [0u8; TICK_OUT_LEN];
+            let mut framed = [0u8; RELAY_HEADER_LEN + WG_MAX_CONTROL];
             framed[RELAY_HEADER_LEN..RELAY_HEADER_LEN + initiation.len()]
                 .copy_from_slice(initiation);
             frame(&mut framed, m.relay_id);
@@ -852,6 +864,7 @@ impl Mesh {
         lock(&self.budget).forget_idle(now);
         let mut punch = Vec::new();
         if out.len() < TICK_OUT_LEN {
+            self.count_drop(DropReason::BufferTooSmall);
             return punch;
         }
         {
@@ -867,10 +880,8 @@ impl Mesh {
         for (_, m) in self.members() {
             let mut s = m.lock();
             let has_session = s.tunn.time_since_last_handshake().is_some();
-            let (_, tx, rx, _, _) = s.tunn.stats();
-            let mut plan = s
-                .path
-                .tick(now, rx as u64, tx as u64, has_session, relay_alive);
+            let (_, tx, _, _, _) = s.tunn.stats();
+            let mut plan = s.path.tick(now, tx as u64, has_session, relay_alive);
             // Greet every new member (at start, or added by a reload) with a handshake at once:
             // one that still holds a session with a previous run of ours would otherwise notice
             // only after keepalive + rekey timeouts (~15 s), and traffic to it would stall.
@@ -996,6 +1007,7 @@ impl Mesh {
     /// Makes the table match `spec`, touching only members that changed: sessions of members
     /// whose key stays keep running (new addresses, routes or endpoints are applied in place).
     pub fn apply(&mut self, spec: &MeshSpec, indices: &mut dyn IndexSource) -> ApplyReport {
+        let spec = &spec.with_usable_candidates();
         let mut report = ApplyReport::default();
         let mut wanted: Vec<&MemberSpec> = Vec::new();
         let mut seen = HashSet::new();
@@ -1143,6 +1155,7 @@ impl Mesh {
         self.active_relay.store(active, Ordering::Relaxed);
         lock(&self.prober).set_relays(&spec.relays);
         self.ip_ranges = spec.ip_ranges.iter().copied().collect();
+        self.overlay = spec.overlay();
         self.spec = spec.clone();
         report
     }

@@ -20,8 +20,10 @@ pub const RELAY_AFTER: Duration = Duration::from_millis(2500);
 /// How often a relayed member is offered a direct handshake. Linux keeps an unanswered UDP
 /// mapping 30 s, so two sides trying this often open each other's NATs in time.
 pub const UPGRADE_EVERY: Duration = Duration::from_secs(10);
-/// Sending this long without hearing anything back starts an attempt.
-pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// Sending this long without hearing anything back starts an attempt: WireGuard's keepalive
+/// timeout (a receiver answers data with a keepalive after 10 s at the latest) and its rekey
+/// timeout, so one-way traffic on a working path is never taken for a dead one.
+pub const DEAD_AFTER: Duration = Duration::from_secs(15);
 /// Relayed packets do not move a member off a direct path heard from within this long.
 pub const DIRECT_FRESH: Duration = Duration::from_secs(3);
 /// The controller is asked to punch for one member at most this often.
@@ -85,9 +87,11 @@ pub struct PathState {
     last_punch_request: Option<Instant>,
     /// A handshake to every direct address is due at the next tick.
     fan_out_due: bool,
-    rx_bytes: u64,
+    /// When the member was last heard from (any authenticated datagram: data, keepalives and
+    /// handshakes alike).
     heard: Option<Instant>,
     tx_bytes: u64,
+    /// When the data counter last moved.
     sent: Option<Instant>,
     pub outcome: Option<Outcome>,
 }
@@ -102,7 +106,6 @@ impl PathState {
             next_upgrade: None,
             last_punch_request: None,
             fan_out_due: false,
-            rx_bytes: 0,
             heard: None,
             tx_bytes: 0,
             sent: None,
@@ -113,6 +116,7 @@ impl PathState {
     /// An authenticated datagram arrived by `via` at `now`. Returns the direct address the
     /// member moved from, when it moved.
     pub fn on_receive(&mut self, via: Path, now: Instant) -> Option<SocketAddr> {
+        self.heard = Some(now);
         if let Some(attempt) = self.attempt.take() {
             self.outcome = Some(Outcome {
                 started: attempt.since,
@@ -194,12 +198,11 @@ impl PathState {
         }
     }
 
-    /// Decides what to do at a timer tick. `rx` and `tx` are the session's byte counters,
+    /// Decides what to do at a timer tick. `tx` is the session's count of data bytes sent,
     /// `has_session` whether WireGuard holds a session, `relay` whether a relay is alive.
-    pub fn tick(&mut self, now: Instant, rx: u64, tx: u64, has_session: bool, relay: bool) -> Plan {
+    pub fn tick(&mut self, now: Instant, tx: u64, has_session: bool, relay: bool) -> Plan {
         let mut plan = Plan::default();
-        if rx != self.rx_bytes || self.heard.is_none() {
-            self.rx_bytes = rx;
+        if self.heard.is_none() {
             self.heard = Some(now);
         }
         if tx != self.tx_bytes {
@@ -283,8 +286,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PathState::new(None);
         p.on_initiation(t0, false);
-        assert_eq!(p.tick(t0 + ms(200), 0, 0, false, true), Plan::default());
-        let at_punch = p.tick(t0 + PUNCH_AFTER, 0, 0, false, true);
+        assert_eq!(p.tick(t0 + ms(200), 0, false, true), Plan::default());
+        let at_punch = p.tick(t0 + PUNCH_AFTER, 0, false, true);
         assert_eq!(
             at_punch,
             Plan {
@@ -300,11 +303,8 @@ mod tests {
             }
         );
         // No relay alive: nothing more.
-        assert_eq!(
-            p.tick(t0 + RELAY_AFTER, 0, 0, false, false),
-            Plan::default()
-        );
-        let with_relay = p.tick(t0 + RELAY_AFTER + ms(200), 0, 0, false, true);
+        assert_eq!(p.tick(t0 + RELAY_AFTER, 0, false, false), Plan::default());
+        let with_relay = p.tick(t0 + RELAY_AFTER + ms(200), 0, false, true);
         assert_eq!(
             with_relay.handshake,
             Some(Fanout {
@@ -325,8 +325,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PathState::new(None);
         p.on_receive(Path::Relay, t0);
-        assert_eq!(p.tick(t0 + ms(100), 1, 1, true, true), Plan::default());
-        let plan = p.tick(t0 + UPGRADE_EVERY, 1, 1, true, true);
+        assert_eq!(p.tick(t0 + ms(100), 1, true, true), Plan::default());
+        let plan = p.tick(t0 + UPGRADE_EVERY, 1, true, true);
         assert_eq!(
             plan,
             Plan {
@@ -339,7 +339,7 @@ mod tests {
         );
         // The next try comes UPGRADE_EVERY later, and its punch request is allowed again.
         assert_eq!(
-            p.tick(t0 + UPGRADE_EVERY + ms(200), 1, 1, true, true),
+            p.tick(t0 + UPGRADE_EVERY + ms(200), 1, true, true),
             Plan::default()
         );
         let direct = addr("198.18.0.5:40000");
@@ -362,22 +362,22 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PathState::new(Some(addr("198.18.0.5:51820")));
         p.on_receive(Path::Direct(addr("198.18.0.5:51820")), t0);
-        assert_eq!(p.tick(t0, 100, 100, true, true), Plan::default());
+        assert_eq!(p.tick(t0, 100, true, true), Plan::default());
         // Sending on, hearing nothing.
         let mut t = t0;
         let mut tx = 100;
         let mut handshakes = Vec::new();
-        while t < t0 + Duration::from_secs(6) {
+        while t < t0 + Duration::from_secs(18) {
             t += ms(200);
             tx += 10;
-            let plan = p.tick(t, 100, tx, true, true);
+            let plan = p.tick(t, tx, true, true);
             if plan.handshake.is_some() || plan.punch {
                 handshakes.push(((t - t0).as_millis(), plan));
             }
         }
         let times: Vec<u128> = handshakes.iter().map(|h| h.0).collect();
-        // Dead after 3 s (direct handshake), punch a second later, the relay 2.5 s in.
-        assert_eq!(times, [3000, 4000, 5600]);
+        // Dead after 15 s (direct handshake), punch a second later, the relay 2.5 s in.
+        assert_eq!(times, [15000, 16000, 17600]);
         assert_eq!(
             handshakes[2].1.handshake,
             Some(Fanout {
@@ -395,7 +395,7 @@ mod tests {
         let mut p = PathState::new(Some(a));
         assert_eq!(p.on_receive(Path::Direct(a), t0), None);
         p.network_changed(t0);
-        let plan = p.tick(t0 + ms(10), 0, 0, true, true);
+        let plan = p.tick(t0 + ms(10), 0, true, true);
         assert_eq!(
             plan.handshake,
             Some(Fanout {
@@ -414,14 +414,38 @@ mod tests {
         let a = addr("198.18.0.5:51820");
         let mut p = PathState::new(None);
         p.on_initiation(t0, false);
-        assert!(p.tick(t0 + PUNCH_AFTER, 0, 0, false, false).punch);
+        assert!(p.tick(t0 + PUNCH_AFTER, 0, false, false).punch);
         p.on_receive(Path::Direct(a), t0 + ms(1100));
         // A second attempt right after: its punch would come within PUNCH_REQUEST_EVERY.
         p.network_changed(t0 + ms(1200));
-        let plan = p.tick(t0 + ms(1200) + PUNCH_AFTER, 0, 0, true, false);
+        let plan = p.tick(t0 + ms(1200) + PUNCH_AFTER, 0, true, false);
         assert!(!plan.punch, "{plan:?}");
         p.on_receive(Path::Direct(a), t0 + ms(2500));
         p.network_changed(t0 + Duration::from_secs(6));
-        assert!(p.tick(t0 + Duration::from_secs(7), 0, 0, true, false).punch);
+        assert!(p.tick(t0 + Duration::from_secs(7), 0, true, false).punch);
+    }
+
+    #[test]
+    fn one_way_traffic_answered_only_by_keepalives_is_not_taken_for_a_dead_path() {
+        let t0 = Instant::now();
+        let a = addr("198.18.0.5:51820");
+        let mut p = PathState::new(Some(a));
+        p.on_receive(Path::Direct(a), t0);
+        let mut t = t0;
+        let mut tx = 0;
+        while t < t0 + Duration::from_secs(120) {
+            t += ms(200);
+            tx += 1400;
+            // The receiver's passive keepalive: every 10 s of data with nothing to send back.
+            if (t - t0).as_millis() % 10_000 == 0 {
+                p.on_receive(Path::Direct(a), t);
+            }
+            assert_eq!(
+                p.tick(t, tx, true, true),
+                Plan::default(),
+                "at {:?}",
+                t - t0
+            );
+        }
     }
 }

@@ -17,6 +17,8 @@ use crate::spec::RelaySpec;
 pub const PROBE_EVERY: Duration = Duration::from_secs(20);
 /// The first retry after an unanswered probe; doubled up to [`PROBE_EVERY`].
 const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// A move that a probe answer shows is acted on at most this often.
+const MOVED_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 /// A relay that answered within this long is alive.
 pub const RELAY_ALIVE: Duration = Duration::from_secs(60);
 
@@ -76,6 +78,8 @@ pub struct Answer {
 pub struct Prober {
     key: Option<NodeSecret>,
     relays: Vec<Relay>,
+    /// When an answer last said this machine moved.
+    last_moved: Option<Instant>,
     random: fn() -> [u8; TXID_LEN],
 }
 
@@ -98,6 +102,7 @@ impl Prober {
         Prober {
             key,
             relays: Vec::new(),
+            last_moved: None,
             random,
         }
     }
@@ -113,11 +118,6 @@ impl Prober {
                 None => Relay::new(spec.clone()),
             })
             .collect();
-    }
-
-    /// Whether a datagram from `from` comes from a relay.
-    pub fn is_relay(&self, from: SocketAddr) -> bool {
-        self.relays.iter().any(|r| r.spec.addr == from)
     }
 
     /// The relay to send through: the first alive one in the config's order.
@@ -172,18 +172,29 @@ impl Prober {
     /// relay and carries its controller's signature.
     pub fn on_reply(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) -> Option<Answer> {
         let r = self.relays.iter_mut().find(|r| r.spec.addr == from)?;
-        let reply = ProbeReply::decode(datagram, &r.spec.node_public_key)?;
+        // Only an answer to the probe in flight costs a signature check: a stranger who forges
+        // the relay's address cannot guess the txid.
         let (txid, sent) = r.outstanding?;
-        if reply.txid != txid {
+        if ProbeReply::peek_txid(datagram)? != txid {
             return None;
         }
+        let reply = ProbeReply::decode(datagram, &r.spec.node_public_key)?;
         r.outstanding = None;
         r.failures = 0;
         r.last_reply = Some(now);
         r.rtt = Some(now.saturating_duration_since(sent));
         r.next_probe = Some(now + PROBE_EVERY);
-        let moved = r.observed.is_some_and(|o| o != reply.observed);
+        let changed = r.observed.is_some_and(|o| o != reply.observed);
         r.observed = Some(reply.observed);
+        // A NAT that maps each probe elsewhere must not make the agent look for every path
+        // again on each answer.
+        let moved = changed
+            && self
+                .last_moved
+                .is_none_or(|t| now.saturating_duration_since(t) >= MOVED_AT_MOST_EVERY);
+        if moved {
+            self.last_moved = Some(now);
+        }
         Some(Answer { moved })
     }
 

@@ -8,6 +8,8 @@ use ipnet::IpNet;
 use wiremesh_core::keys::NodePublicKey;
 use wiremesh_core::netmap::CandidateKind;
 
+use crate::prefix::PrefixSet;
+
 /// One other member of the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberSpec {
@@ -24,6 +26,27 @@ pub struct MemberSpec {
     /// learnt them); tried together with the endpoints when there is no working direct path.
     pub candidates: Vec<(SocketAddr, CandidateKind)>,
     pub persistent_keepalive: Option<u16>,
+}
+
+/// Whether `addr` could be another machine's underlay address.
+pub fn usable_underlay(addr: SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    let special = match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_link_local()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unicast_link_local()
+        }
+    };
+    addr.port() != 0 && !special
 }
 
 /// A controller's probe and relay service.
@@ -81,6 +104,32 @@ pub struct MeshSpec {
 }
 
 impl MeshSpec {
+    /// Every overlay prefix: the networks, this machine's addresses and every member's
+    /// addresses and routes. Underlay traffic must never be sent into one of them (it would go
+    /// into the TUN and through the mesh itself).
+    pub fn overlay(&self) -> PrefixSet {
+        self.networks
+            .iter()
+            .copied()
+            .chain(self.addresses.iter().map(|a| IpNet::from(a.addr())))
+            .chain(self.members.iter().flat_map(MemberSpec::owned_prefixes))
+            .collect()
+    }
+
+    /// The spec with each member's candidates cut to addresses another machine could reach it
+    /// at: not loopback, unspecified, multicast, broadcast or link-local, not port 0, and not
+    /// inside the overlay. A controller publishes what members report; a member must not make
+    /// the others send to its own choice of local or third-party addresses.
+    pub fn with_usable_candidates(&self) -> MeshSpec {
+        let overlay = self.overlay();
+        let mut spec = self.clone();
+        for m in &mut spec.members {
+            m.candidates
+                .retain(|(addr, _)| usable_underlay(*addr) && !overlay.contains(addr.ip()));
+        }
+        spec
+    }
+
     /// Prefixes the TUN must route: the networks plus every member route outside them.
     pub fn tun_routes(&self) -> Vec<IpNet> {
         let mut out: Vec<IpNet> = self.networks.clone();
@@ -122,5 +171,50 @@ mod tests {
         };
         let routes: Vec<String> = spec.tun_routes().iter().map(|n| n.to_string()).collect();
         assert_eq!(routes, ["100.77.0.0/16", "100.100.0.0/24"]);
+    }
+
+    #[test]
+    fn candidates_that_no_other_machine_could_have_are_left_out() {
+        let mut spec = MeshSpec {
+            addresses: vec!["100.77.0.5/16".parse().unwrap()],
+            networks: vec!["100.77.0.0/16".parse().unwrap()],
+            ip_ranges: vec![],
+            members: vec![MemberSpec {
+                name: "a".into(),
+                public_key: [1; 32],
+                addresses: vec!["100.77.0.6".parse().unwrap()],
+                routes: vec!["198.19.9.0/24".parse().unwrap()],
+                endpoints: vec![],
+                candidates: vec![],
+                persistent_keepalive: None,
+            }],
+            relays: vec![],
+            source: SpecSource::Config,
+        };
+        let good = ["198.18.0.7:51820", "[fd00:18::7]:51820", "198.19.1.2:51820"];
+        let bad = [
+            "127.0.0.1:53",
+            "[::1]:51820",
+            "0.0.0.0:51820",
+            "224.0.0.1:51820",
+            "255.255.255.255:51820",
+            "169.254.1.1:51820",
+            "[fe80::1]:51820",
+            "198.18.0.7:0",
+            "100.77.3.3:51820",
+            "198.19.9.4:51820",
+            "[::ffff:127.0.0.1]:51820",
+        ];
+        spec.members[0].candidates = good
+            .iter()
+            .chain(&bad)
+            .map(|a| (a.parse().unwrap(), CandidateKind::Local))
+            .collect();
+        let kept: Vec<String> = spec.with_usable_candidates().members[0]
+            .candidates
+            .iter()
+            .map(|(a, _)| a.to_string())
+            .collect();
+        assert_eq!(kept, good);
     }
 }

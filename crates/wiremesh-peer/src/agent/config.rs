@@ -91,7 +91,13 @@ fn base(config: &AgentConfig, own: &Addresses, resolved: &Resolved) -> MeshSpec 
         .controllers
         .iter()
         .filter_map(|c| {
-            let addr = *resolved.get(c.relay_endpoint.as_ref()?).ok()?.first()?;
+            // IPv4 first: a relayed datagram is 12 bytes longer, and over IPv6 (40-byte header)
+            // a full one at the default MTU no longer fits a 1,500-byte link.
+            let found = resolved.get(c.relay_endpoint.as_ref()?).ok()?;
+            let addr = *found
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or_else(|| found.first())?;
             Some(RelaySpec {
                 name: c.name.clone(),
                 addr,

@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver as AsyncReceiver;
 use wiremesh_core::config::AgentConfig;
 use wiremesh_core::keys::{Identity, NodePublicKey};
 use wiremesh_core::netmap::MAX_ENDPOINTS;
@@ -199,7 +199,7 @@ pub fn serve(
     control: Control,
     shared: &Shared,
     netmaps: Sender<Request>,
-    mut punches: UnboundedReceiver<String>,
+    mut punches: AsyncReceiver<String>,
 ) {
     let runtime = match runtime() {
         Ok(r) => r,
@@ -239,7 +239,7 @@ async fn stay_connected(
     control: &Control,
     shared: &Shared,
     netmaps: &Sender<Request>,
-    punches: &mut UnboundedReceiver<String>,
+    punches: &mut AsyncReceiver<String>,
 ) {
     let mut backoff = Backoff::default();
     let mut index = 0;
@@ -288,7 +288,7 @@ async fn follow(
     enrolled: Enrolled,
     shared: &Shared,
     netmaps: &Sender<Request>,
-    punches: &mut UnboundedReceiver<String>,
+    punches: &mut AsyncReceiver<String>,
 ) -> String {
     let mut session = enrolled.session;
     if netmaps.send(Request::Netmap(enrolled.netmap)).is_err() {

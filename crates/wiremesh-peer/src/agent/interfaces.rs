@@ -6,7 +6,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The addresses other members might reach this machine at over a LAN: those of interfaces that
-/// are up, except loopback, link-local and `skip` (the mesh's own TUN), sorted.
+/// are up, except loopback, link-local, point-to-point links (tunnels: this mesh's TUN,
+/// WireGuard, other VPNs, whose addresses no LAN neighbour has) and `skip`, sorted.
 pub fn lan_addresses(skip: &str) -> io::Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
@@ -21,7 +22,8 @@ pub fn lan_addresses(skip: &str) -> io::Result<Vec<IpAddr>> {
         at = entry.ifa_next;
         let up = entry.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
         let loopback = entry.ifa_flags & (libc::IFF_LOOPBACK as libc::c_uint) != 0;
-        if !up || loopback || entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+        let tunnel = entry.ifa_flags & (libc::IFF_POINTOPOINT as libc::c_uint) != 0;
+        if !up || loopback || tunnel || entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
             continue;
         }
         // SAFETY: a non-null name is a NUL-terminated string owned by the list.

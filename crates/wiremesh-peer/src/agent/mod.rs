@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use ipnet::IpNet;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender as AsyncSender;
 use wiremesh_core::config::AgentConfig;
 use wiremesh_core::keys::{Identity, NetworkPublicKey};
 use wiremesh_core::netmap::Netmap;
@@ -47,6 +47,8 @@ use resolve::Resolved;
 
 /// How often every member's WireGuard timers run.
 const TICK: Duration = Duration::from_millis(200);
+/// Punch requests waiting for the control thread.
+const PUNCH_QUEUE: usize = 64;
 /// How often the interface addresses are looked at: a laptop that moved to another network
 /// finds its paths again this much sooner.
 const LAN_SCAN: Duration = Duration::from_secs(1);
@@ -267,7 +269,7 @@ fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
 /// Runs every member's WireGuard timers each [`TICK`] until the stop flag is set (the thread is
 /// unparked then, so it ends without waiting out the tick). The mesh is read-locked only while
 /// ticking, so a reload's write lock waits at most one tick.
-fn timer_loop(shared: &Shared, punches: UnboundedSender<String>) {
+fn timer_loop(shared: &Shared, punches: AsyncSender<String>) {
     let mut out = vec![0u8; TICK_OUT_LEN];
     let mut backlog = Backlog::default();
     let mut next = Instant::now();
@@ -295,8 +297,9 @@ fn timer_loop(shared: &Shared, punches: UnboundedSender<String>) {
                 }
             });
         for name in punch {
-            // Nobody listens without a controller: nobody to ask.
-            let _ = punches.send(name);
+            // Nobody listens without a controller, and while it is unreachable the queue
+            // fills up: requests beyond it are dropped (a punch is only useful now).
+            let _ = punches.try_send(name);
         }
         backlog.drain(&shared.udp, &mut |e| {
             tracing::debug!("timer packet not sent: {e}");
@@ -837,8 +840,7 @@ pub fn run(options: Options) -> Result<()> {
     // Unbounded: the reload thread merges whatever queued up while it was busy, and the
     // controller sends a netmap only when something changed.
     let (request_reload, requests) = mpsc::channel::<Request>();
-    // Unbounded: the timer asks for a punch at most every few seconds per member.
-    let (punch, punches) = tokio::sync::mpsc::unbounded_channel();
+    let (punch, punches) = tokio::sync::mpsc::channel(PUNCH_QUEUE);
     let started = start_threads(&shared, status, punch, &mut threads).and_then(|()| {
         let reloader = Reloader {
             options,
@@ -917,7 +919,7 @@ fn spawn(
 fn start_threads(
     shared: &Arc<Shared>,
     status: status_server::StatusServer,
-    punch: UnboundedSender<String>,
+    punch: AsyncSender<String>,
     threads: &mut Vec<JoinHandle<()>>,
 ) -> Result<()> {
     threads.push(spawn(shared, "wm-tx", datapath::tx_loop)?);
