@@ -437,7 +437,7 @@ mod tests {
             t += ms(200);
             tx += 1400;
             // The receiver's passive keepalive: every 10 s of data with nothing to send back.
-            if (t - t0).as_millis() % 10_000 == 0 {
+            if (t - t0).as_millis().is_multiple_of(10_000) {
                 p.on_receive(Path::Direct(a), t);
             }
             assert_eq!(
