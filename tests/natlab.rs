@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use wiremesh_controller::relay::{Action, Limits, Relay, RelayMember};
+use wiremesh_controller::relay::{Action, Limits, Now, Relay, RelayMember};
 use wiremesh_core::controller_config;
 use wiremesh_core::keys::{NodeSecret, WireguardSecret};
 use wiremesh_core::netmap::CandidateKind;
@@ -295,7 +295,11 @@ impl World {
             assert!(rounds < 10_000, "datagrams keep bouncing");
             if to == self.relay_addr {
                 let mut out = [0u8; 256];
-                let now = self.unix();
+                // Virtual time: the relay's monotonic clock and wall clock are the same.
+                let now = Now {
+                    mono: self.unix(),
+                    unix: self.unix(),
+                };
                 match self.relay.handle(from, &mut datagram, &mut out, now) {
                     Action::Reply { to, len, .. } => {
                         self.wire
@@ -391,7 +395,9 @@ impl World {
             punches.extend(asked.into_iter().map(|peer| (self.agents[i].name, peer)));
         }
         self.pump();
-        // The controller: new bindings become Mapped candidates in a pushed netmap...
+        // The controller: new bindings become Mapped candidates in a pushed netmap (the relay
+        // thread's sweep publishes moves that waited)...
+        self.relay.tick(self.unix());
         let changes = self.relay.take_changes();
         if !changes.is_empty() {
             for (name, addr) in changes {

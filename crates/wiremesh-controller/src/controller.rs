@@ -17,6 +17,7 @@ use wiremesh_proto::admin;
 
 use crate::members::{Learnt, members};
 use crate::pool::Pool;
+use crate::relay::limit::Bucket;
 use crate::relay::{BindingChange, RelayMember};
 use crate::session::{Phase, Session, SessionId};
 use crate::state::{Change, EpochRecord, Node, NodeKind, Revocation, State, Token};
@@ -92,6 +93,8 @@ pub struct Controller<S: Store> {
     pub(crate) learnt: Learnt,
     /// When each unordered pair of members was last told to punch (the pair sorted by name).
     pub(crate) punches: BTreeMap<(String, String), u64>,
+    /// Each requesting member's punch budget ([`crate::session::PUNCHES_PER_SECOND`]).
+    pub(crate) punch_budgets: BTreeMap<String, Bucket>,
     /// Set between [`Controller::begin_batch`] and [`Controller::end_batch`].
     pub(crate) batch: Option<Batch>,
 }
@@ -155,6 +158,7 @@ impl<S: Store> Controller<S> {
             next_session: 0,
             learnt: Learnt::default(),
             punches: BTreeMap::new(),
+            punch_budgets: BTreeMap::new(),
             batch: None,
         };
         let changes = controller.reconcile();
@@ -698,11 +702,28 @@ impl<S: Store> Controller<S> {
         })
     }
 
-    /// The members that may use the relay: those of the current netmap that are not revoked.
+    /// The members that may use the relay: those of the current netmap that are not revoked,
+    /// oldest first (the inventory's members by name, then the joined ones in the order they
+    /// joined), which is who keeps the relay when two keys clash ([`crate::relay::Relay::set_members`]).
     pub fn relay_members(&self) -> Vec<RelayMember> {
-        self.current
+        let mut members: Vec<&Member> = self
+            .current
             .iter()
             .filter(|m| !m.flags.contains(wiremesh_core::netmap::Flags::REVOKED))
+            .collect();
+        // Stable: the netmap is sorted by name.
+        members.sort_by_key(|m| match self.config.member(&m.name) {
+            Some(_) => (0, 0),
+            None => (
+                1,
+                self.state
+                    .nodes
+                    .get(&m.name)
+                    .map_or(u64::MAX, |n| n.created_at),
+            ),
+        });
+        members
+            .into_iter()
             .map(|m| RelayMember {
                 name: m.name.clone(),
                 node_public_key: m.node_public_key,

@@ -21,5 +21,7 @@ pub mod token;
 pub use controller::{
     ConfigDiff, Controller, ControllerError, NETMAP_LIFETIME, Output, RENEW_BEFORE,
 };
-pub use session::{MIN_REPORT_INTERVAL, PUNCH_INTERVAL, SessionId};
+pub use session::{
+    MIN_REPORT_INTERVAL, PUNCH_BURST, PUNCH_INTERVAL, PUNCHES_PER_SECOND, SessionId,
+};
 pub use store::{MemoryStore, SqliteStore, Store, StoreError};

@@ -6,7 +6,8 @@
 //! the hello and the enrollment proof must name the same key. Anything unexpected gets an error
 //! message and a closed session, so a client never waits on a controller that gave up on it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use wiremesh_core::keys::NodePublicKey;
 use wiremesh_core::messages::{
@@ -16,6 +17,7 @@ use wiremesh_core::messages::{
 use wiremesh_core::netmap::{Flags, MAX_ENDPOINT_LEN, MAX_ENDPOINTS};
 
 use crate::controller::{Controller, ControllerError, Output};
+use crate::relay::limit::Bucket;
 use crate::state::{Change, Node, NodeKind};
 use crate::store::Store;
 use crate::token::token_hash;
@@ -26,6 +28,11 @@ pub const MIN_REPORT_INTERVAL: u64 = 10;
 /// Two members are told to punch at most once in this many seconds (by the controller's clock
 /// in whole seconds); more requests meanwhile are ignored.
 pub const PUNCH_INTERVAL: u64 = 2;
+/// Punches one member may have the controller carry out a second, and the burst: each makes
+/// a peer send handshakes to the requester's candidates, so one member must not set every
+/// peer off every [`PUNCH_INTERVAL`]. More requests are ignored (the session stays).
+pub const PUNCHES_PER_SECOND: f64 = 1.0;
+pub const PUNCH_BURST: f64 = 5.0;
 
 /// A session's number, unique for the controller's lifetime.
 pub type SessionId = u64;
@@ -374,7 +381,8 @@ impl<S: Store> Controller<S> {
     }
 
     /// The agent's interface addresses (`ip:port`, its WireGuard port), published as its `Local`
-    /// candidates.
+    /// candidates. A report with an entry that is no address, or one that would point other
+    /// members elsewhere than at the agent ([`unusable`]), is refused whole.
     fn endpoints(
         &mut self,
         id: SessionId,
@@ -397,18 +405,25 @@ impl<S: Store> Controller<S> {
         }
         let mut addresses: Vec<SocketAddr> = Vec::with_capacity(endpoints.len());
         for e in &endpoints {
-            match e.parse() {
-                Ok(addr) => addresses.push(addr),
-                Err(_) => {
-                    return self.refuse(
-                        id,
-                        ErrorCode::BAD_MESSAGE,
-                        format!(
-                            "endpoint report: {e:?} is not an IP address and port (`198.18.0.1:51820`, `[fd00::1]:51820`)"
-                        ),
-                    );
-                }
-            }
+            let why = match e.parse::<SocketAddr>() {
+                Ok(addr) => match unusable(addr) {
+                    None => {
+                        addresses.push(addr);
+                        continue;
+                    }
+                    Some(what) => format!(
+                        "{e:?} is {what}; a local candidate is a unicast address other members can reach (not loopback, unspecified, multicast, broadcast or link-local) with a port other than 0"
+                    ),
+                },
+                Err(_) => format!(
+                    "{e:?} is not an IP address and port (`198.18.0.1:51820`, `[fd00::1]:51820`)"
+                ),
+            };
+            return self.refuse(
+                id,
+                ErrorCode::BAD_MESSAGE,
+                format!("endpoint report: {why}"),
+            );
         }
         let Some(session) = self.sessions.get_mut(&id) else {
             return Vec::new();
@@ -481,6 +496,21 @@ impl<S: Store> Controller<S> {
         {
             return Vec::new();
         }
+        // The requester's own budget, charged only for a punch that is carried out.
+        let at = Duration::from_secs(now);
+        if self.punch_budgets.len() >= 4096 {
+            // A budget unused for as long as it takes to refill is the same as a new one.
+            let refill = Duration::from_secs_f64(PUNCH_BURST / PUNCHES_PER_SECOND);
+            self.punch_budgets
+                .retain(|_, b| at.saturating_sub(b.last()) < refill);
+        }
+        let budget = self
+            .punch_budgets
+            .entry(name.to_string())
+            .or_insert_with(|| Bucket::full(PUNCH_BURST, at));
+        if !budget.take(1.0, PUNCHES_PER_SECOND, PUNCH_BURST, at) {
+            return Vec::new();
+        }
         if self.punches.len() >= 4096 {
             self.punches
                 .retain(|_, at| now < at.saturating_add(PUNCH_INTERVAL));
@@ -550,6 +580,23 @@ impl<S: Store> Controller<S> {
             "the controller could not record the enrollment; try again later".into(),
         ));
         outputs
+    }
+}
+
+/// Why other members must not be sent to `addr` as a local candidate, if they must not: it
+/// would point them at themselves, at everyone or at a third party's link, not at the agent.
+fn unusable(addr: SocketAddr) -> Option<&'static str> {
+    if addr.port() == 0 {
+        return Some("port 0");
+    }
+    match addr.ip().to_canonical() {
+        ip if ip.is_unspecified() => Some("an unspecified address"),
+        ip if ip.is_loopback() => Some("a loopback address"),
+        ip if ip.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4 == Ipv4Addr::BROADCAST => Some("the broadcast address"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
+        _ => None,
     }
 }
 

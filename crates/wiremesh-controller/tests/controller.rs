@@ -925,3 +925,96 @@ fn a_punch_towards_an_unknown_or_absent_member_keeps_the_session() {
     let out = c.receive(id, &punch("laptop"), T0);
     assert!(closed(&out, id));
 }
+
+#[test]
+fn local_candidates_that_point_at_third_parties_are_refused() {
+    let allowed =
+        "(not loopback, unspecified, multicast, broadcast or link-local) with a port other than 0";
+    for (bad, what) in [
+        ("127.0.0.1:51820", "a loopback address"),
+        ("[::1]:51820", "a loopback address"),
+        ("[::ffff:127.0.0.2]:51820", "a loopback address"),
+        ("0.0.0.0:51820", "an unspecified address"),
+        ("[::]:51820", "an unspecified address"),
+        ("224.0.0.1:51820", "a multicast address"),
+        ("[ff02::1]:51820", "a multicast address"),
+        ("255.255.255.255:51820", "the broadcast address"),
+        ("169.254.3.3:51820", "a link-local address"),
+        ("[fe80::1]:51820", "a link-local address"),
+        ("[febf::1]:51820", "a link-local address"),
+        ("198.18.5.5:0", "port 0"),
+    ] {
+        let mut c = open(MemoryStore::new(), config(None), T0);
+        let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+        let epoch = c.epoch().unwrap().epoch;
+        let out = c.receive(laptop, &report(&["198.18.5.5:51820", bad]), T0);
+        match answer(&out, laptop, T0) {
+            Answer::Error(ErrorCode::BAD_MESSAGE, message) => assert_eq!(
+                message,
+                format!(
+                    "endpoint report: {bad:?} is {what}; a local candidate is a unicast address other members can reach {allowed}"
+                )
+            ),
+            other => panic!("{bad}: {other:?}"),
+        }
+        assert_eq!(c.epoch().unwrap().epoch, epoch, "nothing was published");
+        assert!(candidates(&c, "laptop").is_empty());
+    }
+    // What an agent on a LAN reports is fine.
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    let good = ["198.18.5.5:51820", "[fd00:5::5]:51820", "100.64.3.3:1"];
+    assert!(!closed(&c.receive(laptop, &report(&good), T0), laptop));
+    assert_eq!(candidates(&c, "laptop").len(), 3);
+}
+
+#[test]
+fn one_member_cannot_make_every_peer_punch_all_the_time() {
+    // laptop and ten connected peers.
+    let peers: Vec<Machine> = (0..10)
+        .map(|i| machine(&format!("peer{i}"), 20 + i))
+        .collect();
+    let mut config = config(None);
+    for (i, p) in peers.iter().enumerate() {
+        config.members.push(member_config(p, None, 20 + i as u16));
+    }
+    let mut c = open(MemoryStore::new(), config, T0);
+    let (laptop, _, _) = accepted(enroll(&mut c, &machine("laptop", 2), T0));
+    let ids: Vec<_> = peers
+        .iter()
+        .map(|p| accepted(enroll(&mut c, p, T0)).0)
+        .collect();
+    // laptop asks for a punch towards every peer every PUNCH_INTERVAL, for 20 s: each pair is
+    // within its own limit, but the requester is bounded to 1 a second after a burst of 5.
+    let mut told = 0;
+    for round in 0..10 {
+        let now = T0 + 1 + round * PUNCH_INTERVAL;
+        for p in &peers {
+            let out = c.receive(laptop, &punch(&p.name), now);
+            // Told both at once, or ignored: never refused, never closed.
+            assert!(out.len() == 2 || out.is_empty(), "{out:?}");
+            told += out.len() / 2;
+        }
+    }
+    // 5 at once, then one a second over the 18 s after the first round.
+    assert_eq!(told, 5 + 18);
+    assert!(c.is_enrolled(laptop));
+    assert!(ids.iter().all(|id| c.is_enrolled(*id)));
+    // Another member's requests have a budget of their own.
+    let out = c.receive(ids[0], &punch("peer1"), T0 + 1 + 10 * PUNCH_INTERVAL);
+    assert_eq!(out.len(), 2, "{out:?}");
+}
+
+#[test]
+fn relay_members_come_oldest_first() {
+    // The relay keeps the oldest of members whose ids clash: the inventory's, then joined
+    // agents in the order they joined, whatever their names.
+    let mut c = open(MemoryStore::new(), config(None), T0);
+    for (i, name) in ["zed", "alpha"].into_iter().enumerate() {
+        let (ticket, _) = c.create_token(name, 3600, [5 + i as u8; 32], T0).unwrap();
+        let m = machine(name, 40 + i as u8);
+        accepted(join(&mut c, &m, &ticket, T0 + 1 + i as u64));
+    }
+    let names: Vec<String> = c.relay_members().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["desktop", "laptop", "server", "zed", "alpha"]);
+}

@@ -16,7 +16,7 @@ use wiremesh_proto::admin::{ADMIN_VERSION, Outcome, Request, Response};
 use wiremesh_proto::wire::shared_frame;
 
 use super::Clock;
-use super::relay::{lock, unix_now};
+use super::relay::{lock, mono_now};
 use crate::relay::{BindingChange, Limits, Relay};
 use crate::{ConfigDiff, Controller, Output, SessionId, SqliteStore};
 
@@ -166,12 +166,12 @@ impl Core {
         let members = self.controller.relay_members();
         let (clashes, changes) = {
             let mut relay = lock(&link.relay);
-            let clashes = relay.set_members(members, unix_now());
+            let clashes = relay.set_members(members, mono_now());
             (clashes, relay.take_changes())
         };
         if !clashes.is_empty() {
             tracing::warn!(
-                "relay: members {} have WireGuard keys that begin with the same 8 bytes, so the relay cannot tell them apart; it serves none of them",
+                "relay: members {} have WireGuard keys that begin with the same 8 bytes, so the relay cannot tell them apart; it serves only the one that held the id already (else the oldest) and leaves these out",
                 clashes.join(", ")
             );
         }
@@ -316,7 +316,7 @@ impl Core {
                 status.relay = self
                     .relay
                     .as_ref()
-                    .map(|link| lock(&link.relay).status(link.port, unix_now()));
+                    .map(|link| lock(&link.relay).status(link.port, mono_now()));
                 Outcome::Status(status)
             }
             Request::TokenCreate { name, ttl_seconds } => {

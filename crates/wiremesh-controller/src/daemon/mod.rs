@@ -207,10 +207,10 @@ impl Server {
             let mut relay = Relay::new(
                 identity.node_secret().clone(),
                 RelayLimits::from_config(&relay_config),
-                relay::unix_now(),
+                relay::mono_now(),
             );
             // The members are there before the first datagram is; the core keeps them current.
-            relay.set_members(controller.relay_members(), relay::unix_now());
+            relay.set_members(controller.relay_members(), relay::mono_now());
             Some((udp, addr, Arc::new(Mutex::new(relay))))
         } else {
             None

@@ -6,13 +6,16 @@
 //! that go to one destination as GSO trains (a received GRO train stays in place; packets that
 //! arrived apart are copied together, which is cheaper than a send each), probe replies one by
 //! one. Binding changes go to the core thread, which publishes them in the netmap.
+//! Bindings' lifetimes, budgets and quotas run on a monotonic clock ([`mono_now`]), so a step
+//! of the wall clock neither ends bindings nor resets quotas; the wall clock ([`unix_now`])
+//! only judges the probes' timestamps.
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
@@ -20,7 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use wiremesh_core::disco::PROBE_REPLY_LEN;
 
 use super::core::{Command, CoreHandle};
-use crate::relay::{Action, Relay};
+use crate::relay::{Action, Now, Relay};
 
 /// Socket buffer size asked for (root may exceed rmem_max/wmem_max with the FORCE options).
 const SOCKET_BUFFER: usize = 16 << 20;
@@ -39,11 +42,25 @@ const SEND_WAIT: Duration = Duration::from_millis(10);
 /// How often expired bindings are swept.
 const SWEEP: Duration = Duration::from_secs(1);
 
-/// The time since the Unix epoch, as the relay takes it.
+/// The time since the Unix epoch: the relay's wall clock, for probes' timestamps only.
 pub fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+/// The relay's monotonic clock: the time since its first reading in this process.
+pub fn mono_now() -> Duration {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// Both clocks, as [`Relay::handle`] takes them.
+pub fn now() -> Now {
+    Now {
+        mono: mono_now(),
+        unix: unix_now(),
+    }
 }
 
 /// Locks the relay; a thread that panicked while holding it left nothing half-done that matters
@@ -335,7 +352,7 @@ fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) 
             last_sweep = Instant::now();
             let changes = {
                 let mut relay = lock(relay);
-                relay.expire(unix_now());
+                relay.tick(mono_now());
                 relay.take_changes()
             };
             if !changes.is_empty() {
@@ -370,7 +387,7 @@ fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) 
             replies.clear();
             let changes = {
                 let mut relay = lock(relay);
-                let now = unix_now();
+                let now = now();
                 for (i, meta) in metas.iter().enumerate().take(n) {
                     let base = i * CHUNK;
                     let len = meta.len.min(CHUNK);

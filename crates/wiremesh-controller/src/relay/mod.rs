@@ -1,17 +1,24 @@
 //! The controller's UDP service for members behind NAT, sans-IO: endpoint probes and the
 //! encrypted relay ([`wiremesh_core::disco`] has the datagrams).
 //!
-//! [`Relay::handle`] takes one datagram, its source address and the time, and says what to send
-//! ([`Action`]). A member's *binding* is the source address of its last valid probe: probes are
-//! signed by the member's node key, fresh (within [`PROBE_WINDOW`] of our clock) and newer than
-//! the last one taken, so a captured probe replayed from elsewhere moves nothing. The relay takes
-//! packets only from a member's binding, so only members use it, and forwards them only to
-//! another member's binding, each member bounded in bytes per second and per hour. It never
-//! decrypts anything: the relayed WireGuard packets are end to end between the two members.
-//! Binding changes (new, moved, expired, member gone) queue up for [`Relay::take_changes`]; the
-//! controller publishes them as the members' `Mapped` candidates.
+//! [`Relay::handle`] takes one datagram, its source address and the time ([`Now`]: a monotonic
+//! clock for lifetimes, budgets and quotas, the wall clock only for the probes' timestamps), and
+//! says what to send ([`Action`]). A member's *binding* is the source address of its last valid
+//! probe: probes are signed by the member's node key, fresh (within [`PROBE_WINDOW`] of our
+//! wall clock) and newer than the last one taken, so a captured probe replayed from elsewhere
+//! moves nothing. The relay takes packets only from a member's binding, so only members use it,
+//! and forwards them only to another member's binding, each member bounded in bytes per second
+//! and per hour. It never decrypts anything: the relayed WireGuard packets are end to end
+//! between the two members. The relay trusts the source address a signed probe proved: a
+//! sender that can spoof a member's bound address can spend that member's relay budget.
+//!
+//! Binding changes queue up for [`Relay::take_changes`]; the controller publishes them as the
+//! members' `Mapped` candidates. A binding follows its member at once, but the published
+//! candidate moves at most once per [`MAPPED_INTERVAL`] (a member probing from alternating
+//! ports would otherwise make a netmap epoch for everyone each time); [`Relay::tick`] publishes
+//! what waited. A binding that ends is published at once.
 
-mod limit;
+pub(crate) mod limit;
 #[cfg(test)]
 mod tests;
 
@@ -28,20 +35,41 @@ use self::limit::{Bucket, Quota};
 
 /// A binding without a probe for this long is gone (agents probe every 25 s at most).
 pub const BINDING_LIFETIME: Duration = Duration::from_secs(90);
-/// A probe's time may differ from ours by this much.
+/// A probe's time may differ from our wall clock by this much.
 pub const PROBE_WINDOW: Duration = Duration::from_secs(120);
+/// Probes a second in one member's name, and the burst (an agent probes every 20 s, sooner
+/// after a miss). Forged probes in a member's name spend this budget and no other one's.
+/// Probes from the member's binding have a budget of this size of their own, so forgeries
+/// sent from elsewhere do not keep its own probes out.
+pub const PROBES_PER_MEMBER: f64 = 5.0;
+pub const PROBE_MEMBER_BURST: f64 = 10.0;
 /// Probes a second from one source (an IPv4 address or an IPv6 /64), and the burst; a NAT with
-/// many members behind it still fits (each probes every 25 s).
+/// many members behind it still fits (each probes every 20 s). Probes from a member's binding
+/// do not count.
 pub const PROBES_PER_SOURCE: f64 = 20.0;
 pub const PROBE_SOURCE_BURST: f64 = 40.0;
 /// Probes a second from everywhere together, and the burst: what bounds the signature checks a
-/// flood of forged probes can cost.
-pub const PROBES_GLOBAL: f64 = 2000.0;
+/// flood of forged probes can cost, about what one core verifies. Probes from a member's
+/// binding do not count, so a flood cannot keep bound members out.
+pub const PROBES_GLOBAL: f64 = 20_000.0;
+/// A member's published `Mapped` candidate moves at most this often; its first one is
+/// published at once, and so is the end of its binding.
+pub const MAPPED_INTERVAL: Duration = Duration::from_secs(10);
 /// Sources whose probe budget is tracked at once; beyond that, new sources share the global
 /// budget only.
 pub const MAX_PROBE_SOURCES: usize = 4096;
 /// The smallest burst a member's relay budget allows, so a handshake and a TCP window fit.
 pub const MIN_BURST_BYTES: u64 = 64 << 10;
+
+/// The two clocks the relay reads, as durations since their epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// A monotonic clock (since any fixed moment, such as the daemon's start): bindings'
+    /// lifetimes, budgets, quotas and the damping of published candidates.
+    pub mono: Duration,
+    /// The wall clock, since the Unix epoch: only the probes' freshness window.
+    pub unix: Duration,
+}
 
 /// What the relay allows each member.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,7 +77,8 @@ pub struct Limits {
     pub rate_bytes_per_second: f64,
     pub burst_bytes: f64,
     pub quota_bytes_per_hour: u64,
-    /// Probes a second from everywhere together, and the burst ([`PROBES_GLOBAL`]).
+    /// Probes a second from everywhere together but members' bindings, and the burst
+    /// ([`PROBES_GLOBAL`]).
     pub probes_global: f64,
 }
 
@@ -91,7 +120,7 @@ pub enum DropReason {
     BadProbe,
     /// A probe no newer than the member's last one.
     Replay,
-    /// Over the probe budget of its source or of everyone.
+    /// Over the probe budget of the member it names, of its source or of everyone.
     ProbeFlood,
     /// Not ours: a WireGuard message sent here directly, a probe reply, garbage.
     Malformed,
@@ -128,7 +157,7 @@ impl DropReason {
 pub enum Action {
     Drop(DropReason),
     /// Send `out[..len]` (a probe reply) to `to`. `rebound`: the member's binding is new or
-    /// moved, and [`Relay::take_changes`] has it.
+    /// moved (its publication may wait: [`MAPPED_INTERVAL`]).
     Reply {
         to: SocketAddr,
         len: usize,
@@ -146,7 +175,7 @@ pub type BindingChange = (String, Option<SocketAddr>);
 #[derive(Debug, Clone, Copy)]
 struct Binding {
     addr: SocketAddr,
-    /// When its last valid probe arrived.
+    /// When its last valid probe arrived (monotonic).
     refreshed: Duration,
 }
 
@@ -162,8 +191,17 @@ struct Slot {
     node: NodePublicKey,
     wireguard: WireguardPublicKey,
     binding: Option<Binding>,
-    /// The time of the newest probe taken (Unix milliseconds).
+    /// The `Mapped` candidate published (the last change handed out for this member).
+    published: Option<SocketAddr>,
+    /// Whether a candidate was ever published, and when one last moved or came back after it
+    /// had gone (monotonic).
+    ever_published: bool,
+    moved_at: Option<Duration>,
+    /// The time of the newest probe taken (Unix milliseconds, the member's clock).
     last_probe_ms: u64,
+    /// Probes in this member's name from elsewhere than its binding, and from its binding.
+    probes: Bucket,
+    bound_probes: Bucket,
     bucket: Bucket,
     quota: Quota,
     /// Relayed from this member, by destination.
@@ -171,6 +209,49 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(m: RelayMember, limits: &Limits, now: Duration) -> Self {
+        Slot {
+            name: m.name,
+            node: m.node_public_key,
+            wireguard: m.wireguard_public_key,
+            binding: None,
+            published: None,
+            ever_published: false,
+            moved_at: None,
+            last_probe_ms: 0,
+            probes: Bucket::full(PROBE_MEMBER_BURST, now),
+            bound_probes: Bucket::full(PROBE_MEMBER_BURST, now),
+            bucket: Bucket::full(limits.burst_bytes, now),
+            quota: Quota::default(),
+            sent: HashMap::new(),
+        }
+    }
+
+    /// Hands out what changed of the published candidate: the end of a binding at once; a
+    /// moved binding (or one back after it had ended) once [`MAPPED_INTERVAL`] has passed since
+    /// the last such change, else later from [`Relay::tick`]. The member's first candidate is
+    /// published at once and does not count: nobody has used an address of it yet.
+    fn publish(&mut self, now: Duration, changes: &mut Vec<BindingChange>) {
+        let want = self.binding.map(|b| b.addr);
+        if want == self.published {
+            return;
+        }
+        if want.is_some() {
+            if !self.ever_published {
+                self.ever_published = true;
+            } else if self
+                .moved_at
+                .is_some_and(|at| now.saturating_sub(at) < MAPPED_INTERVAL)
+            {
+                return;
+            } else {
+                self.moved_at = Some(now);
+            }
+        }
+        self.published = want;
+        changes.push((self.name.clone(), want));
+    }
+
     /// The binding, unless it has expired.
     fn live(&self, now: Duration) -> Option<SocketAddr> {
         self.binding
@@ -213,7 +294,7 @@ fn unix_ms(now: Duration) -> u64 {
 
 impl Relay {
     /// A relay answering with `secret` (the controller's node key), with no members yet; `now`
-    /// is the time since the Unix epoch.
+    /// is the monotonic clock ([`Now::mono`]).
     pub fn new(secret: NodeSecret, limits: Limits, now: Duration) -> Self {
         Relay {
             secret,
@@ -238,19 +319,32 @@ impl Relay {
         self.limits = limits;
     }
 
-    /// The members from now on. A member whose keys are unchanged keeps its binding, budgets
-    /// and counters; one that is gone (removed, revoked, re-keyed) loses its binding at once.
-    /// Two members whose WireGuard keys share the 8 bytes of a [`PeerId`] cannot be told apart
-    /// on the relay: both are left out, and their names returned.
+    /// The members from now on, oldest first. A member whose keys are unchanged keeps its
+    /// binding, budgets and counters; one that is gone (removed, revoked, re-keyed) loses its
+    /// binding at once. Members whose WireGuard keys share the 8 bytes of a [`PeerId`] cannot
+    /// be told apart on the relay: the one that already holds the id keeps it (else the first
+    /// given, the oldest), the others are left out and their names returned, so a newcomer
+    /// with a clashing key cannot take the relay from the member it clashes with.
     pub fn set_members(
         &mut self,
         members: impl IntoIterator<Item = RelayMember>,
         now: Duration,
     ) -> Vec<String> {
+        self.set_members_with(members, now, |key| disco::peer_id(key.as_bytes()))
+    }
+
+    /// [`Relay::set_members`] with the ids `id_of` gives (tests make clashes with it, which
+    /// take 2^64 work with the real ids).
+    fn set_members_with(
+        &mut self,
+        members: impl IntoIterator<Item = RelayMember>,
+        now: Duration,
+        id_of: impl Fn(&WireguardPublicKey) -> PeerId,
+    ) -> Vec<String> {
         let mut wanted: HashMap<PeerId, Vec<RelayMember>> = HashMap::new();
         for m in members {
             wanted
-                .entry(disco::peer_id(m.wireguard_public_key.as_bytes()))
+                .entry(id_of(&m.wireguard_public_key))
                 .or_default()
                 .push(m);
         }
@@ -258,21 +352,26 @@ impl Relay {
         let mut old = std::mem::take(&mut self.members);
         self.by_node.clear();
         for (id, mut same) in wanted {
-            if same.len() > 1 {
-                clashes.extend(same.into_iter().map(|m| m.name));
+            let holds = |m: &RelayMember| {
+                old.get(&id).is_some_and(|slot| {
+                    slot.node == m.node_public_key && slot.wireguard == m.wireguard_public_key
+                })
+            };
+            let keep = same.iter().position(holds).unwrap_or(0);
+            if keep >= same.len() {
                 continue;
             }
-            let Some(m) = same.pop() else { continue };
+            let m = same.swap_remove(keep);
+            clashes.extend(same.into_iter().map(|m| m.name));
             let slot = match old.remove(&id) {
                 Some(mut slot)
                     if slot.node == m.node_public_key
                         && slot.wireguard == m.wireguard_public_key =>
                 {
                     if slot.name != m.name {
-                        if slot.binding.is_some() {
+                        if let Some(addr) = slot.published {
                             self.changes.push((slot.name.clone(), None));
-                            self.changes
-                                .push((m.name.clone(), slot.binding.map(|b| b.addr)));
+                            self.changes.push((m.name.clone(), Some(addr)));
                         }
                         slot.name = m.name;
                     }
@@ -282,26 +381,19 @@ impl Relay {
                     if let Some(gone) = other {
                         old.insert(id, gone);
                     }
-                    Slot {
-                        name: m.name,
-                        node: m.node_public_key,
-                        wireguard: m.wireguard_public_key,
-                        binding: None,
-                        last_probe_ms: 0,
-                        bucket: Bucket::full(self.limits.burst_bytes, now),
-                        quota: Quota::default(),
-                        sent: HashMap::new(),
-                    }
+                    Slot::new(m, &self.limits, now)
                 }
             };
             self.by_node.insert(slot.node, id);
             self.members.insert(id, slot);
         }
         for (id, gone) in old {
-            if let Some(b) = gone.binding {
-                if self.by_addr.get(&b.addr) == Some(&id) {
-                    self.by_addr.remove(&b.addr);
-                }
+            if let Some(b) = gone.binding
+                && self.by_addr.get(&b.addr) == Some(&id)
+            {
+                self.by_addr.remove(&b.addr);
+            }
+            if gone.published.is_some() {
                 self.changes.push((gone.name, None));
             }
         }
@@ -314,18 +406,21 @@ impl Relay {
         std::mem::take(&mut self.changes)
     }
 
-    /// Ends the bindings that went [`BINDING_LIFETIME`] without a probe and forgets idle probe
-    /// budgets; call it every second or so. The ended bindings show in
+    /// Ends the bindings that went [`BINDING_LIFETIME`] without a probe, publishes the moved
+    /// bindings whose [`MAPPED_INTERVAL`] is over and forgets idle probe budgets; call it every
+    /// second or so with the monotonic clock. What it published shows in
     /// [`Relay::take_changes`].
-    pub fn expire(&mut self, now: Duration) {
-        for slot in self.members.values_mut() {
+    pub fn tick(&mut self, now: Duration) {
+        for (id, slot) in &mut self.members {
             if let Some(b) = slot.binding
                 && slot.live(now).is_none()
             {
                 slot.binding = None;
-                self.by_addr.remove(&b.addr);
-                self.changes.push((slot.name.clone(), None));
+                if self.by_addr.get(&b.addr) == Some(id) {
+                    self.by_addr.remove(&b.addr);
+                }
             }
+            slot.publish(now, &mut self.changes);
         }
         self.prune_probe_sources(now);
     }
@@ -338,19 +433,19 @@ impl Relay {
         self.last_prune = now;
     }
 
-    /// One datagram from `from` (canonical: IPv4 sources as IPv4) at `now` (since the Unix
-    /// epoch). A relayed datagram is rewritten in place; a reply is written to `out`, which
-    /// must hold at least [`disco::PROBE_REPLY_LEN`] bytes.
+    /// One datagram from `from` (canonical: IPv4 sources as IPv4) at `now`. A relayed
+    /// datagram is rewritten in place; a reply is written to `out`, which must hold at least
+    /// [`disco::PROBE_REPLY_LEN`] bytes.
     pub fn handle(
         &mut self,
         from: SocketAddr,
         datagram: &mut [u8],
         out: &mut [u8],
-        now: Duration,
+        now: Now,
     ) -> Action {
         let action = match disco::kind(datagram) {
             Kind::Probe => self.probe(from, datagram, out, now),
-            Kind::Relay => self.relay(from, datagram, now),
+            Kind::Relay => self.relay(from, datagram, now.mono),
             Kind::ProbeReply | Kind::Wireguard => Action::Drop(DropReason::Malformed),
         };
         if let Action::Drop(reason) = action {
@@ -359,13 +454,7 @@ impl Relay {
         action
     }
 
-    fn probe(
-        &mut self,
-        from: SocketAddr,
-        datagram: &[u8],
-        out: &mut [u8],
-        now: Duration,
-    ) -> Action {
+    fn probe(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8], now: Now) -> Action {
         let Some((probe, sig)) = Probe::decode(datagram) else {
             return Action::Drop(DropReason::BadProbe);
         };
@@ -373,16 +462,31 @@ impl Relay {
         let Some(&id) = self.by_node.get(&probe.node_public_key) else {
             return Action::Drop(DropReason::NotAMember);
         };
-        // The budgets come before the signature check, so that a flood of forged probes in a
-        // member's name costs a counter each.
-        if !self.probe_budget(from.ip(), now) {
+        let Some(slot) = self.members.get_mut(&id) else {
+            return Action::Drop(DropReason::NotAMember);
+        };
+        // The budgets come before the signature check, so that a flood of forged probes costs
+        // a counter each. A probe from the member's binding draws on a budget of its own and
+        // on nothing shared; one from elsewhere on the budget of the member it names first, so
+        // forgeries in one member's name touch nobody else's, then on its source's and
+        // everyone's.
+        let mono = now.mono;
+        let from_binding = slot.live(mono) == Some(from);
+        let allowed = if from_binding {
+            slot.bound_probes
+                .take(1.0, PROBES_PER_MEMBER, PROBE_MEMBER_BURST, mono)
+        } else {
+            slot.probes
+                .take(1.0, PROBES_PER_MEMBER, PROBE_MEMBER_BURST, mono)
+                && self.shared_probe_budget(from.ip(), mono)
+        };
+        if !allowed {
             return Action::Drop(DropReason::ProbeFlood);
         }
         let Some(slot) = self.members.get_mut(&id) else {
             return Action::Drop(DropReason::NotAMember);
         };
-        let ours = unix_ms(now);
-        if probe.unix_ms.abs_diff(ours) > unix_ms(PROBE_WINDOW) {
+        if probe.unix_ms.abs_diff(unix_ms(now.unix)) > unix_ms(PROBE_WINDOW) {
             return Action::Drop(DropReason::BadProbe);
         }
         if probe.unix_ms <= slot.last_probe_ms {
@@ -396,13 +500,12 @@ impl Relay {
         };
         slot.last_probe_ms = probe.unix_ms;
         let old = slot.binding.map(|b| b.addr);
-        let previous = slot.live(now);
+        let previous = slot.live(mono);
         slot.binding = Some(Binding {
             addr: from,
-            refreshed: now,
+            refreshed: mono,
         });
         let rebound = previous != Some(from);
-        let name = slot.name.clone();
         if let Some(old) = old
             && old != from
             && self.by_addr.get(&old) == Some(&id)
@@ -416,9 +519,11 @@ impl Relay {
                 && let Some(o) = self.members.get_mut(&other)
             {
                 o.binding = None;
-                self.changes.push((o.name.clone(), None));
+                o.publish(mono, &mut self.changes);
             }
-            self.changes.push((name, Some(from)));
+        }
+        if let Some(slot) = self.members.get_mut(&id) {
+            slot.publish(mono, &mut self.changes);
         }
         let reply = ProbeReply {
             txid: probe.txid,
@@ -432,8 +537,9 @@ impl Relay {
         }
     }
 
-    /// Whether `ip` and everyone together may still send a probe now.
-    fn probe_budget(&mut self, ip: IpAddr, now: Duration) -> bool {
+    /// Whether `ip` and everyone together may still send a probe now (probes from elsewhere
+    /// than the named member's binding).
+    fn shared_probe_budget(&mut self, ip: IpAddr, now: Duration) -> bool {
         let key = source_key(ip);
         if !self.probe_sources.contains_key(&key)
             && self.probe_sources.len() >= MAX_PROBE_SOURCES

@@ -88,7 +88,19 @@ fn relay() -> (Relay, Agent, Agent) {
     relay_with(limits())
 }
 
+/// Both clocks at `now` (a simulation where neither steps).
+fn at(now: Duration) -> Now {
+    Now {
+        mono: now,
+        unix: now,
+    }
+}
+
 fn handle(r: &mut Relay, from: &str, datagram: &[u8], now: Duration) -> Action {
+    handle_at(r, from, datagram, at(now))
+}
+
+fn handle_at(r: &mut Relay, from: &str, datagram: &[u8], now: Now) -> Action {
     let mut d = datagram.to_vec();
     let mut out = [0; PROBE_REPLY_LEN];
     r.handle(addr(from), &mut d, &mut out, now)
@@ -113,7 +125,7 @@ fn a_probe_binds_its_member_and_gets_the_observed_address_signed() {
     let (mut r, a, _) = relay();
     let mut datagram = a.probe(T0);
     let mut out = [0; PROBE_REPLY_LEN];
-    let action = r.handle(addr(A_AT), &mut datagram, &mut out, T0);
+    let action = r.handle(addr(A_AT), &mut datagram, &mut out, at(T0));
     assert_eq!(
         action,
         Action::Reply {
@@ -247,38 +259,128 @@ fn a_replayed_probe_from_another_address_does_not_move_the_binding() {
 
 #[test]
 fn probe_floods_are_cut_before_the_signature_check() {
-    let (mut r, a, _) = relay();
-    // Forged probes in a member's name from one address: past the source's burst they are
+    let (mut r, a, b) = relay();
+    // Forged probes in a member's name from one address: past the member's burst they are
     // dropped as a flood, which costs no signature check.
-    let n = PROBE_SOURCE_BURST as u64 + 10;
+    let n = PROBE_MEMBER_BURST as u64 + 10;
     for i in 0..n {
         handle(&mut r, STRANGER, &a.forged_probe(T0 + ms(i)), T0);
     }
-    assert_eq!(r.dropped(DropReason::BadProbe), PROBE_SOURCE_BURST as u64);
+    assert_eq!(r.dropped(DropReason::BadProbe), PROBE_MEMBER_BURST as u64);
     assert_eq!(r.dropped(DropReason::ProbeFlood), 10);
-    // Another source still gets its probes answered.
-    bind(&mut r, &a, A_AT, T0);
-    // From many sources at once, the global budget holds (a small one: signature checks are
-    // slow in a debug build).
-    let (mut r, a, _) = relay_with(Limits {
-        probes_global: 100.0,
-        ..limits()
-    });
+    // Forged probes in many members' names from one address: past the source's burst.
+    let many: Vec<Agent> = (0..10).map(|i| Agent::new("m", 10 + i)).collect();
+    let mut r2 = Relay::new(controller(), limits(), T0);
+    r2.set_members(many.iter().map(Agent::member), T0);
+    for m in &many {
+        for _ in 0..5 {
+            handle(&mut r2, STRANGER, &m.forged_probe(T0), T0);
+        }
+    }
+    assert_eq!(r2.dropped(DropReason::BadProbe), PROBE_SOURCE_BURST as u64);
+    assert_eq!(
+        r2.dropped(DropReason::ProbeFlood),
+        50 - PROBE_SOURCE_BURST as u64
+    );
+    // Another member, from another source, still gets its probes answered.
+    bind(&mut r, &b, B_AT, T0);
+    // In the names of many members from many sources at once, the global budget holds (a
+    // small one: signature checks are slow in a debug build).
+    let many: Vec<Agent> = (0..30).map(|i| Agent::new("m", 10 + i)).collect();
+    let mut r = Relay::new(
+        controller(),
+        Limits {
+            probes_global: 100.0,
+            ..limits()
+        },
+        T0,
+    );
+    r.set_members(many.iter().map(Agent::member), T0);
     assert_eq!(limits().probes_global, PROBES_GLOBAL);
     let mut answered = 0;
-    for i in 0..600 {
-        let from = SocketAddr::from(([198, 18, (i >> 8) as u8, i as u8], 9));
-        if handle(&mut r, &from.to_string(), &a.forged_probe(T0), T0)
-            == Action::Drop(DropReason::BadProbe)
-        {
-            answered += 1;
+    for (i, m) in many.iter().enumerate() {
+        for j in 0..5 {
+            let from = SocketAddr::from(([198, 18, i as u8, j], 9));
+            if handle(&mut r, &from.to_string(), &m.forged_probe(T0), T0)
+                == Action::Drop(DropReason::BadProbe)
+            {
+                answered += 1;
+            }
         }
     }
     assert_eq!(answered, 100);
-    assert_eq!(r.dropped(DropReason::ProbeFlood), 500);
+    assert_eq!(r.dropped(DropReason::ProbeFlood), 50);
     // A second later the budget is back.
     let later = T0 + Duration::from_secs(1);
-    bind(&mut r, &a, A_AT, later);
+    bind(&mut r, &many[29], A_AT, later);
+}
+
+#[test]
+fn forged_probes_in_one_members_name_keep_nobody_else_out() {
+    let (mut r, a, b) = relay();
+    let start = T0 - Duration::from_secs(10);
+    bind(&mut r, &a, A_AT, start);
+    r.take_changes();
+    // For a second, forged probes in a's name from 256 sources (the /64s of one /56), far more
+    // than the global budget: they spend a's budget for probes from elsewhere, nothing more.
+    let mut forged = 0;
+    for ms_ in 0..1000 {
+        let now = T0 + ms(ms_);
+        for i in 0..25 {
+            let net = (ms_ * 25 + i) % 256;
+            let from = SocketAddr::new(
+                std::net::Ipv6Addr::new(0xfd00, 0, 0, net as u16, 0, 0, 0, 1).into(),
+                40000,
+            );
+            handle(&mut r, &from.to_string(), &a.forged_probe(now), now);
+            forged += 1;
+        }
+    }
+    assert_eq!(forged, 25_000);
+    let end = T0 + ms(999);
+    // Signature checks: a's burst, then its rate.
+    let checked = r.dropped(DropReason::BadProbe);
+    assert!(
+        checked <= (PROBE_MEMBER_BURST + PROBES_PER_MEMBER) as u64,
+        "{checked}"
+    );
+    // b, from a new address, and a, from its binding, are answered in the middle of it all.
+    bind(&mut r, &b, B_AT, end);
+    bind(&mut r, &a, A_AT, end);
+    assert_eq!(r.take_changes(), [("b".to_string(), Some(addr(B_AT)))]);
+    // A flood that does spend the global budget (forgeries in many names) still leaves a
+    // bound member's own probes alone, though not a new member's.
+    let mut members: Vec<Agent> = (0..20).map(|i| Agent::new("m", 10 + i)).collect();
+    members.push(Agent::new("a", 1));
+    let a = members.pop().unwrap();
+    let mut r = Relay::new(
+        controller(),
+        Limits {
+            probes_global: 50.0,
+            ..limits()
+        },
+        start,
+    );
+    r.set_members(
+        members
+            .iter()
+            .map(Agent::member)
+            .chain([a.member(), b.member()]),
+        start,
+    );
+    bind(&mut r, &a, A_AT, start);
+    for (i, m) in members.iter().enumerate() {
+        for j in 0..5 {
+            let from = SocketAddr::from(([198, 18, 100 + i as u8, j], 9));
+            handle(&mut r, &from.to_string(), &m.forged_probe(T0), T0);
+        }
+    }
+    assert_eq!(r.dropped(DropReason::ProbeFlood), 100 - 50);
+    bind(&mut r, &a, A_AT, T0);
+    assert_eq!(
+        handle(&mut r, B_AT, &b.probe(T0), T0),
+        Action::Drop(DropReason::ProbeFlood)
+    );
 }
 
 #[test]
@@ -290,7 +392,7 @@ fn packets_are_relayed_between_bound_members_naming_the_sender() {
     let mut d = relayed(b.id(), &payload);
     let mut out = [0; PROBE_REPLY_LEN];
     assert_eq!(
-        r.handle(addr(A_AT), &mut d, &mut out, T0),
+        r.handle(addr(A_AT), &mut d, &mut out, at(T0)),
         Action::Forward { to: addr(B_AT) }
     );
     let (id, inner) = disco::split_relay(&d).unwrap();
@@ -474,7 +576,7 @@ fn bindings_expire_without_probes() {
     let almost = T0 + BINDING_LIFETIME - ms(1);
     // a keeps probing; b does not.
     bind(&mut r, &a, A_AT, almost);
-    r.expire(almost);
+    r.tick(almost);
     assert!(r.take_changes().is_empty());
     assert!(matches!(
         handle(&mut r, A_AT, &packet, almost),
@@ -486,7 +588,7 @@ fn bindings_expire_without_probes() {
         handle(&mut r, A_AT, &packet, gone),
         Action::Drop(DropReason::UnknownDestination)
     );
-    r.expire(gone);
+    r.tick(gone);
     assert_eq!(r.take_changes(), [("b".to_string(), None)]);
     assert_eq!(r.status(1, gone).bound.len(), 1);
     // b comes back: bound again, published again.
@@ -510,19 +612,165 @@ fn an_address_holds_one_binding() {
 }
 
 #[test]
-fn members_whose_peer_ids_clash_are_left_out() {
+fn of_members_whose_peer_ids_clash_only_the_newer_is_left_out() {
     let a = Agent::new("a", 1);
-    let mut twin = Agent::new("twin", 2);
-    let mut key = *a.wireguard.as_bytes();
-    key[31] ^= 1;
-    twin.wireguard = WireguardPublicKey::from_bytes(key);
+    let twin = Agent::new("twin", 2);
+    let b = Agent::new("b", 3);
+    // Real ids clash after 2^64 work; here twin's id is made a's.
+    let ids = |key: &WireguardPublicKey| {
+        if *key == twin.wireguard {
+            a.id()
+        } else {
+            disco::peer_id(key.as_bytes())
+        }
+    };
+    // a holds the id; twin arrives (given first, even): twin is left out, a keeps its binding.
     let mut r = Relay::new(controller(), limits(), T0);
-    assert_eq!(
-        r.set_members([a.member(), twin.member()], T0),
-        ["a", "twin"]
+    assert!(
+        r.set_members_with([a.member(), b.member()], T0, ids)
+            .is_empty()
     );
+    bind(&mut r, &a, A_AT, T0);
+    bind(&mut r, &b, B_AT, T0);
+    r.take_changes();
     assert_eq!(
-        handle(&mut r, A_AT, &a.probe(T0), T0),
+        r.set_members_with([twin.member(), a.member(), b.member()], T0, ids),
+        ["twin"]
+    );
+    assert!(r.take_changes().is_empty());
+    assert_eq!(r.binding("a", T0), Some(addr(A_AT)));
+    bind(&mut r, &a, A_AT, T0 + ms(1));
+    assert_eq!(
+        handle(&mut r, STRANGER, &twin.probe(T0 + ms(2)), T0 + ms(2)),
         Action::Drop(DropReason::NotAMember)
     );
+    // Packets for the id still reach a.
+    assert_eq!(
+        handle(&mut r, B_AT, &relayed(a.id(), &[4, 0, 0, 0, 1]), T0 + ms(2)),
+        Action::Forward { to: addr(A_AT) }
+    );
+    // Nobody holds the id yet (after a restart): the first given, the oldest, keeps it.
+    let mut r = Relay::new(controller(), limits(), T0);
+    assert_eq!(
+        r.set_members_with([a.member(), twin.member()], T0, ids),
+        ["twin"]
+    );
+    bind(&mut r, &a, A_AT, T0);
+    let mut r = Relay::new(controller(), limits(), T0);
+    assert_eq!(
+        r.set_members_with([twin.member(), a.member()], T0, ids),
+        ["a"]
+    );
+    bind(&mut r, &twin, B_AT, T0);
+}
+
+#[test]
+fn a_mapped_candidate_moves_at_most_once_per_interval() {
+    let (mut r, a, b) = relay();
+    let ports = ["198.18.1.1:40001", "198.18.1.1:40002"];
+    // The first binding is published at once.
+    bind(&mut r, &a, ports[0], T0);
+    assert_eq!(r.take_changes(), [("a".to_string(), Some(addr(ports[0])))]);
+    // a probes from alternating ports, 4 times a second (within its probe budget), for 25 s:
+    // the binding follows each probe at once (the relay forwards to where the member is), the
+    // published candidate moves at most once per MAPPED_INTERVAL.
+    bind(&mut r, &b, B_AT, T0);
+    r.take_changes();
+    let mut published = Vec::new();
+    for i in 1..=100u64 {
+        let now = T0 + ms(i * 250);
+        let from = ports[(i % 2) as usize];
+        let action = handle(&mut r, from, &a.probe(now), now);
+        assert!(
+            matches!(action, Action::Reply { rebound: true, .. }),
+            "{action:?}"
+        );
+        assert_eq!(
+            handle(&mut r, B_AT, &relayed(a.id(), &[4, 0, 0, 0, 1]), now),
+            Action::Forward { to: addr(from) }
+        );
+        if i % 4 == 0 {
+            r.tick(now);
+        }
+        published.extend(r.take_changes().into_iter().map(|c| (now, c)));
+    }
+    // The first move comes at once (nobody has moved yet), then one per 10 s, with the binding
+    // of the moment (at 10.25 s it was where the published candidate was).
+    assert_eq!(
+        published,
+        [
+            (T0 + ms(250), ("a".to_string(), Some(addr(ports[1])))),
+            (T0 + ms(10_500), ("a".to_string(), Some(addr(ports[0])))),
+            (T0 + ms(20_750), ("a".to_string(), Some(addr(ports[1])))),
+        ]
+    );
+    // A move that waits is published later without another probe, by the tick.
+    let last = T0 + ms(100 * 250);
+    let moved = "198.18.1.1:40003";
+    bind(&mut r, &a, moved, last + ms(1));
+    assert!(r.take_changes().is_empty());
+    r.tick(T0 + ms(30_749));
+    assert!(r.take_changes().is_empty());
+    r.tick(T0 + ms(30_750));
+    assert_eq!(r.take_changes(), [("a".to_string(), Some(addr(moved)))]);
+    // The end of a binding is published at once, whatever the interval.
+    bind(&mut r, &a, ports[0], T0 + ms(30_800));
+    assert!(r.take_changes().is_empty(), "the move waits");
+    r.set_members([b.member()], T0 + ms(30_900));
+    assert_eq!(r.take_changes(), [("a".to_string(), None)]);
+}
+
+#[test]
+fn a_step_of_the_wall_clock_ends_no_binding_and_resets_no_budget() {
+    let config = controller_config::Relay {
+        member_mib_per_hour: 1,
+        ..Default::default()
+    };
+    let (mut r, a, b) = relay_with(Limits::from_config(&config));
+    // The monotonic clock starts anywhere: here at 5 s.
+    let mono = Duration::from_secs(5);
+    let now = |m: Duration, unix: Duration| Now { mono: m, unix };
+    r.set_members([a.member(), b.member()], mono);
+    for (agent, at) in [(&a, A_AT), (&b, B_AT)] {
+        assert!(matches!(
+            handle_at(&mut r, at, &agent.probe(T0), now(mono, T0)),
+            Action::Reply { .. }
+        ));
+    }
+    r.take_changes();
+    // a spends its hour's quota.
+    let packet = relayed(b.id(), &[0; 1012]);
+    for i in 1..=1024 {
+        let action = handle_at(&mut r, A_AT, &packet, now(mono + ms(i), T0 + ms(i)));
+        assert!(matches!(action, Action::Forward { .. }), "{action:?}");
+    }
+    let mono = mono + Duration::from_secs(2);
+    // The wall clock steps forward two hours, then back two hours, while a second passes.
+    for unix in [
+        T0 + Duration::from_secs(7200),
+        T0 - Duration::from_secs(7200),
+    ] {
+        let t = now(mono, unix);
+        r.tick(t.mono);
+        assert!(r.take_changes().is_empty(), "bindings ended");
+        assert_eq!(r.binding("a", t.mono), Some(addr(A_AT)));
+        assert_eq!(
+            handle_at(&mut r, A_AT, &packet, t),
+            Action::Drop(DropReason::Quota),
+            "the quota was reset"
+        );
+    }
+    // Probes are judged by the wall clock: one signed by a clock that did not step is out of
+    // the window of ours that did, and moves nothing.
+    let unix = T0 + Duration::from_secs(7200);
+    assert_eq!(
+        handle_at(&mut r, B_AT, &b.probe(T0 + ms(5000)), now(mono, unix)),
+        Action::Drop(DropReason::BadProbe)
+    );
+    // The binding lives its 90 s of monotonic time, whatever the wall clock says.
+    let almost = Duration::from_secs(5) + BINDING_LIFETIME - ms(1);
+    r.tick(almost);
+    assert!(r.take_changes().is_empty());
+    r.tick(almost + ms(1));
+    assert_eq!(r.take_changes().len(), 2);
 }
