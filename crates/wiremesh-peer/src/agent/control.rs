@@ -332,12 +332,16 @@ async fn follow(
     }
 }
 
-/// This machine's LAN addresses with the WireGuard port: its candidates of kind local.
+/// This machine's LAN addresses with the WireGuard port: its candidates of kind local (none while
+/// the port is not known).
 fn lan_endpoints(shared: &Shared) -> Vec<String> {
     let port = shared
         .udp
         .local_port()
         .unwrap_or_else(|_| shared.info().listen_port);
+    if port == 0 {
+        return Vec::new();
+    }
     shared
         .info()
         .lan
