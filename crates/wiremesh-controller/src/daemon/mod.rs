@@ -21,7 +21,7 @@ use wiremesh_core::keys::{Identity, NetworkKey, permission_warning};
 use wiremesh_proto::admin::SOCKET_FILE;
 
 use self::core::{Command, CoreHandle, RelayLink};
-use self::relay::{RelayThread, Udp};
+use self::relay::{RelayThread, SEND_WAIT, Udp};
 use crate::relay::{Limits as RelayLimits, Relay};
 use crate::store::STORE_FILE;
 use crate::{ConfigDiff, Controller, Output, SqliteStore};
@@ -173,7 +173,7 @@ impl Server {
             .unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, relay_config.port)));
         // Bound first: a port in use stops the start before anything else listens.
         let relay_udp = if relay_config.enable {
-            Some(Udp::bind(relay_listen).map_err(|e| {
+            Some(Udp::bind(relay_listen, SEND_WAIT).map_err(|e| {
                 format!(
                     "cannot listen on UDP {relay_listen} for the relay: {e} (set relay.port, or relay.enable = false)"
                 )

@@ -12,33 +12,28 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
-use socket2::{Domain, Protocol, Socket, Type};
+use quinn_udp::RecvMeta;
 use wiremesh_core::disco::PROBE_REPLY_LEN;
+use wiremesh_udp::MAX_GSO_BYTES;
+pub use wiremesh_udp::Udp;
 
 use super::core::{Command, CoreHandle};
 use crate::relay::{Action, Now, Relay};
 
-/// Socket buffer size asked for (root may exceed rmem_max/wmem_max with the FORCE options).
-const SOCKET_BUFFER: usize = 16 << 20;
 /// Receive buffers per recvmmsg; each holds a GRO train of up to 64 KiB.
 const BATCH: usize = 32;
 const CHUNK: usize = 1 << 16;
-/// The kernel refuses a UDP_SEGMENT send over this, and quinn-udp turns that into a silent
-/// success, so trains stay below it.
-const MAX_GSO_BYTES: usize = 65_507;
 /// Receive calls per wake-up before the stop flag and the timers are looked at again.
 const ROUNDS: usize = 64;
 /// How long the thread sleeps waiting for a datagram.
 const POLL: Duration = Duration::from_millis(500);
 /// How long a send waits for room in a full socket buffer before the packet is dropped.
-const SEND_WAIT: Duration = Duration::from_millis(10);
+pub const SEND_WAIT: Duration = Duration::from_millis(10);
 /// How often expired bindings are swept.
 const SWEEP: Duration = Duration::from_secs(1);
 
@@ -67,137 +62,6 @@ pub fn now() -> Now {
 /// more than keeping the relay up.
 pub fn lock(relay: &Mutex<Relay>) -> MutexGuard<'_, Relay> {
     relay.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub struct Udp {
-    socket: UdpSocket,
-    state: UdpSocketState,
-    /// Bound to an IPv6 socket: IPv4 destinations are written as v4-mapped addresses.
-    v6: bool,
-}
-
-fn force_buffer(socket: &Socket, option: libc::c_int, size: usize) -> bool {
-    let value = size as libc::c_int;
-    // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the size passed.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
-}
-
-impl Udp {
-    /// Binds `listen`; `[::]` accepts IPv4 too, and falls back to `0.0.0.0` where IPv6 is off.
-    pub fn bind(listen: SocketAddr) -> io::Result<Udp> {
-        let bind = |addr: SocketAddr| -> io::Result<Socket> {
-            let domain = if addr.is_ipv6() {
-                Domain::IPV6
-            } else {
-                Domain::IPV4
-            };
-            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-            if addr.is_ipv6() && addr.ip().is_unspecified() {
-                s.set_only_v6(false)?;
-            }
-            s.bind(&addr.into())?;
-            Ok(s)
-        };
-        let socket = match bind(listen) {
-            // No IPv6 on this machine: IPv4 only. A port in use stays an error.
-            Err(e)
-                if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-                    && e.kind() != io::ErrorKind::AddrInUse =>
-            {
-                bind(SocketAddr::from(([0, 0, 0, 0], listen.port()))).map_err(|_| e)?
-            }
-            other => other?,
-        };
-        if !force_buffer(&socket, libc::SO_RCVBUFFORCE, SOCKET_BUFFER) {
-            socket.set_recv_buffer_size(SOCKET_BUFFER)?;
-        }
-        if !force_buffer(&socket, libc::SO_SNDBUFFORCE, SOCKET_BUFFER) {
-            socket.set_send_buffer_size(SOCKET_BUFFER)?;
-        }
-        let v6 = socket.local_addr()?.is_ipv6();
-        let socket: UdpSocket = socket.into();
-        // Also enables UDP_GRO and makes the socket non-blocking.
-        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
-        Ok(Udp { socket, state, v6 })
-    }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-
-    fn destination(&self, to: SocketAddr) -> SocketAddr {
-        match to {
-            SocketAddr::V4(v4) if self.v6 => {
-                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-            }
-            other => other,
-        }
-    }
-
-    /// Sends `contents` to `to`, as `segment`-byte datagrams when given; waits briefly for room.
-    fn send(&self, contents: &[u8], to: SocketAddr, segment: Option<usize>) -> io::Result<()> {
-        let transmit = Transmit {
-            destination: self.destination(to),
-            ecn: None,
-            contents,
-            segment_size: segment.filter(|s| *s < contents.len()),
-            src_ip: None,
-        };
-        loop {
-            match self
-                .state
-                .try_send(UdpSockRef::from(&self.socket), &transmit)
-            {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !wait(&self.socket, libc::POLLOUT, SEND_WAIT)? {
-                        return Err(e);
-                    }
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn recv(&self, bufs: &mut [IoSliceMut<'_>], metas: &mut [RecvMeta]) -> io::Result<usize> {
-        let n = self
-            .state
-            .recv(UdpSockRef::from(&self.socket), bufs, metas)?;
-        for meta in &mut metas[..n] {
-            meta.addr = SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port());
-        }
-        Ok(n)
-    }
-
-    fn max_segments(&self) -> usize {
-        self.state.max_gso_segments().max(1)
-    }
-}
-
-/// Waits until `fd` is ready for `events`; false on timeout.
-fn wait(fd: &impl AsRawFd, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&raw mut pfd, 1, timeout.as_millis() as libc::c_int) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(e);
-    }
-    Ok(r > 0)
 }
 
 /// Where a train's bytes are: still in the receive buffer, or copied together.
@@ -336,7 +200,7 @@ impl RelayThread {
 fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) {
     let mut storage = vec![0u8; CHUNK * BATCH];
     let mut metas = [RecvMeta::default(); BATCH];
-    let mut trains = Trains::new(udp.max_segments());
+    let mut trains = Trains::new(udp.max_segments(1));
     let mut replies: Vec<(SocketAddr, [u8; PROBE_REPLY_LEN])> = Vec::new();
     let mut reply = [0u8; PROBE_REPLY_LEN];
     let mut last_sweep = Instant::now();
@@ -359,7 +223,7 @@ fn serve(udp: &Udp, relay: &Mutex<Relay>, core: &CoreHandle, stop: &AtomicBool) 
                 core.send(Command::Bindings { changes });
             }
         }
-        match wait(&udp.socket, libc::POLLIN, POLL) {
+        match udp.wait_readable(POLL) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {

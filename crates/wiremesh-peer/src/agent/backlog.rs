@@ -17,13 +17,13 @@ pub trait Socket {
     fn send(&self, contents: &[u8], to: SocketAddr, segment: Option<usize>) -> io::Result<()>;
 }
 
-impl Socket for super::udp::Udp {
+impl Socket for wiremesh_udp::Udp {
     fn try_send(&self, contents: &[u8], to: SocketAddr, segment: Option<usize>) -> io::Result<()> {
-        super::udp::Udp::try_send(self, contents, to, segment)
+        wiremesh_udp::Udp::try_send(self, contents, to, segment)
     }
 
     fn send(&self, contents: &[u8], to: SocketAddr, segment: Option<usize>) -> io::Result<()> {
-        super::udp::Udp::send(self, contents, to, segment)
+        wiremesh_udp::Udp::send(self, contents, to, segment)
     }
 }
 

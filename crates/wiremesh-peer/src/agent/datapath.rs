@@ -25,7 +25,7 @@ use wiremesh_peer::offload::{MAX_TUN_READ, VNET_HDR_LEN, VnetHdr};
 
 use super::backlog::Backlog;
 use super::spin::{self, Action, Spinner};
-use super::udp::{self, MAX_GSO_BYTES, Udp};
+use wiremesh_udp::{self as udp, MAX_GSO_BYTES, Udp};
 
 /// How long a hot thread sleeps in poll before it looks at the stop flag again.
 const POLL: Duration = Duration::from_millis(200);

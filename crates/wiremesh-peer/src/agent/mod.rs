@@ -18,10 +18,9 @@ mod notify;
 mod resolve;
 mod spin;
 mod status_server;
-mod udp;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -47,6 +46,8 @@ use resolve::Resolved;
 
 /// How often every member's WireGuard timers run.
 const TICK: Duration = Duration::from_millis(200);
+/// How long a packet thread waits for room in a full UDP socket buffer before it drops a train.
+const UDP_SEND_WAIT: Duration = Duration::from_millis(100);
 /// Punch requests waiting for the control thread.
 const PUNCH_QUEUE: usize = 64;
 /// How often the interface addresses are looked at: a laptop that moved to another network
@@ -784,7 +785,8 @@ pub fn run(options: Options) -> Result<()> {
         added: Vec::new(),
     };
     routes.sync(&wanted_routes(&spec));
-    let udp = udp::Udp::bind(config.listen_port)
+    let listen = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), config.listen_port);
+    let udp = wiremesh_udp::Udp::bind(listen, UDP_SEND_WAIT)
         .with_context(|| format!("cannot bind UDP port {}", config.listen_port))?;
     tracing::info!(
         port = udp.local_port().unwrap_or(config.listen_port),

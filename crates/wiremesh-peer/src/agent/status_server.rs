@@ -23,7 +23,6 @@ use wiremesh_peer::mesh::Mesh;
 
 use super::Info;
 use super::datapath::Shared;
-use super::udp;
 
 pub struct StatusServer {
     listener: UnixListener,
@@ -88,7 +87,11 @@ impl StatusServer {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let _ = udp::wait(&self.listener, libc::POLLIN, Duration::from_millis(200));
+                    let _ = wiremesh_udp::wait(
+                        &self.listener,
+                        libc::POLLIN,
+                        Duration::from_millis(200),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!("status socket accept failed: {e}");
