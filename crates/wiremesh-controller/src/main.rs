@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use wiremesh_controller::daemon::{self, Clock, Limits, Options};
 use wiremesh_controller::token::parse_ttl;
 use wiremesh_proto::admin::{self, Outcome, Request, SOCKET_FILE, Status};
+use wiremesh_proto::status::bytes;
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/wiremesh-controller";
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -355,21 +356,6 @@ fn relay_text(relay: &admin::RelayStatus) -> String {
         out.push_str(&format!("  dropped: {}\n", drops.join(", ")));
     }
     out
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.2} {}", UNITS[unit])
-    }
 }
 
 fn device_text(wg_quick: &str) -> String {

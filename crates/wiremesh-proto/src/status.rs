@@ -321,7 +321,8 @@ fn printable_list(items: &[String]) -> String {
     printable(&items.join(", "))
 }
 
-fn bytes(n: u64) -> String {
+/// `n` bytes for people: `512 B`, `3.00 MiB`.
+pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
