@@ -483,12 +483,12 @@ impl Mesh {
                         }
                     }
                     (Some(Path::Direct(to)), _) => Outbound::Send { len, to },
-                    // Relayed, but no relay answers: the last direct address is the best guess.
-                    (Some(Path::Relay), None) => match s.path.last_direct {
+                    // Relayed with no relay answering, or no path known: the last direct
+                    // address is the best guess.
+                    (Some(Path::Relay), None) | (None, _) => match s.path.last_direct {
                         Some(to) => Outbound::Send { len, to },
                         None => Outbound::Drop(self.drop(DropReason::NoEndpoint)),
                     },
-                    (None, _) => Outbound::Drop(self.drop(DropReason::NoEndpoint)),
                 }
             }
             TunnResult::Done => Outbound::Nothing,
