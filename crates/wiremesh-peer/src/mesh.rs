@@ -640,6 +640,9 @@ impl Mesh {
                 if relayed.is_some() {
                     // Back the way it came: the answer (a handshake response or keepalive, far
                     // shorter than `out`) moves behind a relay header.
+                    if out.len() < len + RELAY_HEADER_LEN {
+                        return Inbound::Drop(self.drop(DropReason::BufferTooSmall));
+                    }
                     out.copy_within(..len, RELAY_HEADER_LEN);
                     frame(out, m.relay_id);
                     len += RELAY_HEADER_LEN;
