@@ -4,8 +4,8 @@
 //! none), the controller's relay counters, and a long-lived TCP stream through the tunnel that
 //! must survive a path change.
 
-use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -18,6 +18,7 @@ use wiremesh_lab::{Mapping, NatId};
 
 use crate::lab::{Lab, Member};
 use crate::netns::{Netns, enter, namespace};
+use crate::transfer::{Noise, accept_until, listen_in, receive_hashed};
 use crate::wait::wait_until;
 
 /// The path an agent uses towards one member, from `wiremesh status --json`:
@@ -305,54 +306,12 @@ impl Stream {
         let to_name = to.name().to_owned();
         let counter = Arc::clone(&received);
         let receiver = std::thread::spawn(move || -> Result<Side, String> {
-            let listener = enter(&to_name)
-                .and_then(|()| {
-                    TcpListener::bind(to_addr).map_err(|e| format!("bind {to_addr}: {e}"))
-                })
-                .and_then(|l| {
-                    l.set_nonblocking(true).map_err(|e| e.to_string())?;
-                    Ok(l)
-                });
-            let listener = match listener {
-                Ok(l) => {
-                    let _ = ready_tx.send(Ok(()));
-                    l
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.clone()));
-                    return Err(e);
-                }
-            };
+            let listener = listen_in(&to_name, to_addr, &ready_tx)?;
             let deadline = Instant::now() + STREAM_STALL;
-            let mut stream = loop {
-                match listener.accept() {
-                    Ok((s, _)) => break s,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => return Err(format!("accept on {to_addr}: {e}")),
-                }
-            };
-            stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-            stream
-                .set_read_timeout(Some(STREAM_STALL))
-                .map_err(|e| e.to_string())?;
-            let mut hash = Sha256::new();
-            let mut total = 0u64;
-            let mut buf = vec![0u8; STREAM_CHUNK];
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        hash.update(&buf[..n]);
-                        total += n as u64;
-                        counter.store(total, Ordering::Relaxed);
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("receiving after {total} bytes: {e}")),
-                }
-            }
-            Ok((total, hash.finalize().into()))
+            let mut stream = accept_until(&listener, to_addr, deadline, STREAM_STALL)?;
+            receive_hashed(&mut stream, STREAM_CHUNK, None, |total| {
+                counter.store(total, Ordering::Relaxed)
+            })
         });
         match ready_rx.recv_timeout(STREAM_STALL) {
             Ok(Ok(())) => {}
@@ -369,17 +328,12 @@ impl Stream {
                 .set_write_timeout(Some(STREAM_STALL))
                 .map_err(|e| e.to_string())?;
             let mut hash = Sha256::new();
-            let mut rng = 0x2545_F491_4F6C_DD1Du64;
+            let mut noise = Noise(0x2545_F491_4F6C_DD1D);
             let mut buf = vec![0u8; STREAM_CHUNK];
             let mut sent = 0u64;
             let start = Instant::now();
             while !stopped.load(Ordering::Relaxed) {
-                for word in buf.chunks_mut(8) {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    word.copy_from_slice(&rng.to_le_bytes()[..word.len()]);
-                }
+                noise.fill(&mut buf);
                 stream
                     .write_all(&buf)
                     .map_err(|e| format!("sending after {sent} bytes: {e}"))?;

@@ -42,53 +42,9 @@ pub fn tcp_transfer(
     let to_name = to.name().to_owned();
     let from_name = from.name().to_owned();
     let receiver = std::thread::spawn(move || -> Result<(u64, [u8; 32]), String> {
-        let listener = enter(&to_name)
-            .and_then(|()| TcpListener::bind(target).map_err(|e| format!("bind {target}: {e}")))
-            .and_then(|l| {
-                l.set_nonblocking(true).map_err(|e| e.to_string())?;
-                Ok(l)
-            });
-        let listener = match listener {
-            Ok(l) => {
-                let _ = ready_tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.clone()));
-                return Err(e);
-            }
-        };
-        let mut stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(format!("accept on {target}: {e}")),
-            }
-        };
-        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(STALL))
-            .map_err(|e| e.to_string())?;
-        let mut hash = Sha256::new();
-        let mut total = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            if Instant::now() > deadline {
-                return Err(format!("receiving: deadline passed after {total} bytes"));
-            }
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    hash.update(&buf[..n]);
-                    total += n as u64;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("receiving after {total} bytes: {e}")),
-            }
-        }
-        Ok((total, hash.finalize().into()))
+        let listener = listen_in(&to_name, target, &ready_tx)?;
+        let mut stream = accept_until(&listener, target, deadline, STALL)?;
+        receive_hashed(&mut stream, CHUNK, Some(deadline), |_| {})
     });
     match ready_rx.recv_timeout(STALL) {
         Ok(Ok(())) => {}
@@ -104,20 +60,14 @@ pub fn tcp_transfer(
             .set_write_timeout(Some(STALL))
             .map_err(|e| e.to_string())?;
         let mut hash = Sha256::new();
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
         let mut buf = vec![0u8; CHUNK];
         let mut left = bytes;
         while left > 0 {
             if Instant::now() > deadline {
                 return Err(format!("sending: deadline passed with {left} bytes left"));
             }
-            for word in buf.chunks_mut(8) {
-                // xorshift64: cheap bytes that do not compress and differ per position.
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                word.copy_from_slice(&rng.to_le_bytes()[..word.len()]);
-            }
+            noise.fill(&mut buf);
             let n = usize::try_from(left.min(CHUNK as u64)).expect("a chunk fits usize");
             stream
                 .write_all(&buf[..n])
@@ -145,4 +95,88 @@ pub fn tcp_transfer(
         received_sha256: received,
         elapsed: start.elapsed(),
     })
+}
+
+/// Enters namespace `ns`, listens on `addr` (non-blocking, for [`accept_until`]) and says on
+/// `ready` whether that worked, so the sender connects only to a listener that is there.
+pub(crate) fn listen_in(
+    ns: &str,
+    addr: SocketAddr,
+    ready: &mpsc::Sender<Result<(), String>>,
+) -> Result<TcpListener, String> {
+    let listener = enter(ns)
+        .and_then(|()| TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}")))
+        .and_then(|l| {
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok(l)
+        });
+    let _ = ready.send(listener.as_ref().map(drop).map_err(Clone::clone));
+    listener
+}
+
+/// The first connection to `listener` (at `addr`) before `deadline`, blocking from then on, with
+/// reads bounded by `stall`.
+pub(crate) fn accept_until(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    deadline: Instant,
+    stall: Duration,
+) -> Result<TcpStream, String> {
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("accept on {addr}: {e}")),
+        }
+    };
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(stall))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Reads `stream` to its end in `chunk`-byte reads (before `deadline`, when given), telling
+/// `progress` the total after each; the bytes read and their sha256.
+pub(crate) fn receive_hashed(
+    stream: &mut TcpStream,
+    chunk: usize,
+    deadline: Option<Instant>,
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, [u8; 32]), String> {
+    let mut hash = Sha256::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; chunk];
+    loop {
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(format!("receiving: deadline passed after {total} bytes"));
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hash.update(&buf[..n]);
+                total += n as u64;
+                progress(total);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("receiving after {total} bytes: {e}")),
+        }
+    }
+    Ok((total, hash.finalize().into()))
+}
+
+/// xorshift64: cheap bytes that do not compress and differ per position.
+pub(crate) struct Noise(pub(crate) u64);
+
+impl Noise {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
+        for word in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            word.copy_from_slice(&self.0.to_le_bytes()[..word.len()]);
+        }
+    }
 }

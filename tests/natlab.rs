@@ -16,6 +16,7 @@ use wiremesh_controller::relay::{Action, Limits, Now, Relay, RelayMember};
 use wiremesh_core::controller_config;
 use wiremesh_core::keys::{NodeSecret, WireguardSecret};
 use wiremesh_core::netmap::CandidateKind;
+use wiremesh_lab::Mapping;
 use wiremesh_peer::mesh::{Inbound, Mesh, OsIndexSource, Outbound, TICK_OUT_LEN};
 use wiremesh_peer::path::Path;
 use wiremesh_peer::spec::{MemberSpec, MeshSpec, RelaySpec, SpecSource};
@@ -26,12 +27,6 @@ const PORT: u16 = 51820;
 
 fn sock(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mapping {
-    EndpointIndependent,
-    Symmetric,
 }
 
 /// A NAT router: its public address, how it maps, its mappings and what they sent to.

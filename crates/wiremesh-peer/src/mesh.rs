@@ -1010,7 +1010,8 @@ impl Mesh {
     /// Makes the table match `spec`, touching only members that changed: sessions of members
     /// whose key stays keep running (new addresses, routes or endpoints are applied in place).
     pub fn apply(&mut self, spec: &MeshSpec, indices: &mut dyn IndexSource) -> ApplyReport {
-        let spec = &spec.with_usable_candidates();
+        let overlay = spec.overlay();
+        let spec = &spec.with_usable_candidates(&overlay);
         let mut report = ApplyReport::default();
         let mut wanted: Vec<&MemberSpec> = Vec::new();
         let mut seen = HashSet::new();
@@ -1158,7 +1159,7 @@ impl Mesh {
         self.active_relay.store(active, Ordering::Relaxed);
         lock(&self.prober).set_relays(&spec.relays);
         self.ip_ranges = spec.ip_ranges.iter().copied().collect();
-        self.overlay = spec.overlay();
+        self.overlay = overlay;
         self.spec = spec.clone();
         report
     }

@@ -118,10 +118,9 @@ impl MeshSpec {
 
     /// The spec with each member's candidates cut to addresses another machine could reach it
     /// at: not loopback, unspecified, multicast, broadcast or link-local, not port 0, and not
-    /// inside the overlay. A controller publishes what members report; a member must not make
+    /// inside `overlay` (this spec's [`MeshSpec::overlay`]). A controller publishes what members report; a member must not make
     /// the others send to its own choice of local or third-party addresses.
-    pub fn with_usable_candidates(&self) -> MeshSpec {
-        let overlay = self.overlay();
+    pub fn with_usable_candidates(&self, overlay: &PrefixSet) -> MeshSpec {
         let mut spec = self.clone();
         for m in &mut spec.members {
             m.candidates
@@ -210,7 +209,7 @@ mod tests {
             .chain(&bad)
             .map(|a| (a.parse().unwrap(), CandidateKind::Local))
             .collect();
-        let kept: Vec<String> = spec.with_usable_candidates().members[0]
+        let kept: Vec<String> = spec.with_usable_candidates(&spec.overlay()).members[0]
             .candidates
             .iter()
             .map(|(a, _)| a.to_string())
